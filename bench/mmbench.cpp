@@ -1,0 +1,162 @@
+// bench/mmbench.cpp: the benchmark binary. A table of kernels, each timed the same way:
+// warm-up, then the median of --repeat timed runs (std::chrono::steady_clock).
+// Reading order: after kernels/; peers are compared in bench/compare_cpu.sh.
+//   ./build/mmbench --list
+//   ./build/mmbench gemm --m 1024 --n 1024 --k 1024 --threads 2 --repeat 10 [--json]
+// --json prints one JSON object per result line: {"kernel":"gemm","device":"cpu",...,"gflops":..}
+// (gflops for arithmetic-bound kernels, gbps for memory-bound ones). Results: bench/RESULTS.md.
+//
+// Adding a kernel: write `int bench_x(const Args&)` and add a row to kBenches below.
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/parallel.h"
+#include "kernels/gemm.h"
+
+namespace {
+
+// Command-line flags after the kernel name: `--key value` pairs plus the bare flag --json.
+struct Args {
+  std::map<std::string, std::string> values;
+  bool json = false;
+
+  int64_t get_int(const std::string& key, int64_t fallback) const {
+    auto it = values.find(key);
+    if (it == values.end()) return fallback;
+    char* end = nullptr;
+    long long v = std::strtoll(it->second.c_str(), &end, 10);
+    MM_CHECK(end != it->second.c_str() && *end == '\0' && v > 0, "mmbench: --", key,
+             " expects a positive integer, got '", it->second, "'");
+    return v;
+  }
+  std::string get(const std::string& key, const std::string& fallback) const {
+    auto it = values.find(key);
+    return it == values.end() ? fallback : it->second;
+  }
+};
+
+// Median wall time of `repeat` calls of fn in milliseconds, after warming up for at least
+// two calls and ~0.2 s (threads woken, caches and clocks settled).
+double median_ms(int64_t repeat, const std::function<void()>& fn) {
+  using clock = std::chrono::steady_clock;
+  const auto w0 = clock::now();
+  for (int i = 0; i < 2 || clock::now() - w0 < std::chrono::milliseconds(200); ++i) fn();
+  std::vector<double> ms;
+  for (int64_t r = 0; r < repeat; ++r) {
+    const auto t0 = clock::now();
+    fn();
+    ms.push_back(std::chrono::duration<double, std::milli>(clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+// Common flags: --device cpu|cuda, --threads N (default: mm's thread count), --repeat R.
+void setup_device_and_threads(const Args& args) {
+  const std::string device = args.get("device", "cpu");
+  MM_CHECK(device != "cuda", "mmbench: mm was built without CUDA (--device cuda)");
+  MM_CHECK(device == "cpu", "mmbench: unknown --device '", device, "' (expected cpu or cuda)");
+  if (args.values.count("threads")) mm::set_num_threads(static_cast<int>(args.get_int("threads", 1)));
+}
+
+// gemm: C[m,n] = A[m,k] @ B[k,n], all row-major, alpha = 1, beta = 0.
+int bench_gemm(const Args& args) {
+  setup_device_and_threads(args);
+  const int64_t m = args.get_int("m", 1024), n = args.get_int("n", 1024), k = args.get_int("k", 1024);
+  const int64_t repeat = args.get_int("repeat", 10);
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> a(m * k), b(k * n), c(m * n);
+  for (auto& x : a) x = dist(rng);
+  for (auto& x : b) x = dist(rng);
+  const double ms = median_ms(repeat, [&] {
+    mm::kernels::sgemm(m, n, k, 1.f, {a.data(), k, 1}, {b.data(), n, 1}, 0.f, c.data(), n);
+  });
+  const double gflops = 2.0 * m * n * k / (ms * 1e6);
+  const int threads = mm::num_threads();
+  if (args.json) {
+    std::printf("{\"kernel\":\"gemm\",\"impl\":\"mm\",\"micro_kernel\":\"%s\",\"device\":\"cpu\","
+                "\"m\":%lld,\"n\":%lld,\"k\":%lld,\"threads\":%d,\"ms\":%.4f,\"gflops\":%.2f}\n",
+                mm::kernels::sgemm_kernel_name(), (long long)m, (long long)n, (long long)k,
+                threads, ms, gflops);
+  } else {
+    std::printf("gemm cpu %s m=%lld n=%lld k=%lld threads=%d: %.3f ms, %.1f GFLOP/s\n",
+                mm::kernels::sgemm_kernel_name(), (long long)m, (long long)n, (long long)k,
+                threads, ms, gflops);
+  }
+  return 0;
+}
+
+struct Bench {
+  const char* name;
+  const char* description;
+  std::set<std::string> flags;  // accepted --key value flags
+  int (*run)(const Args&);
+};
+
+const std::vector<Bench>& benches() {
+  static const std::vector<Bench> table = {
+      {"gemm", "SGEMM C[m,n] = A[m,k] @ B[k,n] (kernels/gemm.h); --m --n --k, reports GFLOP/s",
+       {"m", "n", "k", "device", "threads", "repeat"}, bench_gemm},
+  };
+  return table;
+}
+
+void usage() {
+  std::printf("usage: mmbench --list | mmbench KERNEL [--device cpu] [--threads N] [--repeat R] "
+              "[--json] [kernel flags]\n");
+}
+
+int run(int argc, char** argv) {
+  if (argc < 2) {
+    usage();
+    return 2;
+  }
+  const std::string name = argv[1];
+  if (name == "--list") {
+    for (const Bench& b : benches()) std::printf("%-10s %s\n", b.name, b.description);
+    return 0;
+  }
+  if (name == "--help" || name == "-h") {
+    usage();
+    return 0;
+  }
+  const Bench* bench = nullptr;
+  for (const Bench& b : benches())
+    if (name == b.name) bench = &b;
+  MM_CHECK(bench != nullptr, "mmbench: unknown kernel '", name, "' (mmbench --list shows them)");
+  Args args;
+  for (int i = 2; i < argc; ++i) {
+    const std::string flag = argv[i];
+    MM_CHECK(flag.rfind("--", 0) == 0, "mmbench: expected a --flag, got '", flag, "'");
+    const std::string key = flag.substr(2);
+    if (key == "json") {
+      args.json = true;
+      continue;
+    }
+    MM_CHECK(bench->flags.count(key), "mmbench ", bench->name, ": unknown flag '", flag, "'");
+    MM_CHECK(i + 1 < argc, "mmbench: flag '", flag, "' needs a value");
+    args.values[key] = argv[++i];
+  }
+  return bench->run(args);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+}

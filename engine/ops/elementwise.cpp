@@ -1,0 +1,476 @@
+// engine/ops/elementwise.cpp: elementwise forward kernels and their backward, op by op.
+// The CPU loops come from kernels/cpu/loops.h; math runs in the tensor's float type.
+#include "engine/ops/elementwise.h"
+
+#include <cmath>
+
+#include "engine/autograd.h"
+#include "engine/ops/reduce.h"
+#include "kernels/cpu/loops.h"
+
+namespace mm {
+
+using kernels::dispatch_float;
+using kernels::for_each_row;
+
+namespace {
+
+void check_binary(const char* op, const Tensor& a, const Tensor& b) {
+  MM_CHECK(a.defined() && b.defined(), "[", op, "] undefined tensor argument");
+  MM_CHECK(a.device() == b.device(), "[", op, "] tensors on different devices: ", device_name(a.device()),
+           " ", a.str(), " and ", device_name(b.device()), " ", b.str());
+  MM_CHECK(a.dtype() == b.dtype(), "[", op, "] dtype mismatch: ", a.str(), " and ", b.str());
+}
+
+// out = f(x) elementwise; out is a new contiguous tensor of x's float dtype.
+template <typename F>
+Tensor unary_map(const char* op, const Tensor& x, F f) {
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  dispatch_float(x.dtype(), op, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* o = out.data<T>();
+    const T* p = x.data<T>();
+    for_each_row<2>(x.shape(), {out.strides(), x.strides()}, [&](int64_t n, auto off, auto inc) {
+      T* op_ = o + off[0];
+      const T* xp = p + off[1];
+      if (inc[1] == 1) {
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(xp[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(xp[i * inc[1]]);
+      }
+    });
+  });
+  return out;
+}
+
+// out = f(a, b) over the broadcast shape; R is the result element type (T, or bool).
+template <typename R_is_bool = std::false_type, typename F>
+Tensor binary_map(const char* op, const Tensor& a, const Tensor& b, F f) {
+  check_binary(op, a, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor out = Tensor::empty(shape, R_is_bool::value ? DType::boolean : a.dtype());
+  auto run = [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    using R = std::conditional_t<R_is_bool::value, bool, T>;
+    R* o = out.data<R>();
+    const T* pa = static_cast<const T*>(a.raw_data());
+    const T* pb = static_cast<const T*>(b.raw_data());
+    const Shape sa = kernels::broadcast_strides(a.shape(), a.strides(), shape);
+    const Shape sb = kernels::broadcast_strides(b.shape(), b.strides(), shape);
+    for_each_row<3>(shape, {out.strides(), sa, sb}, [&](int64_t n, auto off, auto inc) {
+      R* op_ = o + off[0];
+      const T* xa = pa + off[1];
+      const T* xb = pb + off[2];
+      if (inc[1] == 1 && inc[2] == 1) {
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(xa[i], xb[i]);
+      } else if (inc[1] == 1 && inc[2] == 0) {
+        const T vb = xb[0];
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(xa[i], vb);
+      } else if (inc[1] == 0 && inc[2] == 1) {
+        const T va = xa[0];
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(va, xb[i]);
+      } else {
+        for (int64_t i = 0; i < n; ++i) op_[i] = f(xa[i * inc[1]], xb[i * inc[2]]);
+      }
+    });
+  };
+  if (a.dtype() == DType::f32 || a.dtype() == DType::f64 || !R_is_bool::value) {
+    dispatch_float(a.dtype(), op, run);
+  } else {
+    throw Error(str_cat("[", op, "] expects float32 or float64 tensors, got ", a.str()));
+  }
+  return out;
+}
+
+Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype()); }
+
+}  // namespace
+
+// ---- arithmetic ---------------------------------------------------------------------------
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
+  if (needs_grad({a, b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    record_op("add", {a, b}, {out}, [sa, sb](const Grads& g) {
+      return Grads{sum_to(g[0], sa), sum_to(g[0], sb)};
+    });
+  }
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; });
+  if (needs_grad({a, b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    record_op("sub", {a, b}, {out}, [sa, sb](const Grads& g) {
+      return Grads{sum_to(g[0], sa), neg(sum_to(g[0], sb))};
+    });
+  }
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; });
+  if (needs_grad({a, b})) {
+    // d(a*b) = g*b da + g*a db; save the inputs only when the other needs a gradient.
+    Tensor sa = b.requires_grad() ? a.detach() : Tensor();
+    Tensor sb = a.requires_grad() ? b.detach() : Tensor();
+    const Shape shape_a = a.shape(), shape_b = b.shape();
+    record_op("mul", {a, b}, {out}, [sa, sb, shape_a, shape_b](const Grads& g) {
+      return Grads{sb.defined() ? sum_to(mul(g[0], sb), shape_a) : Tensor(),
+                   sa.defined() ? sum_to(mul(g[0], sa), shape_b) : Tensor()};
+    });
+  }
+  return out;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; });
+  if (needs_grad({a, b})) {
+    // d(a/b) = g/b da - g*a/b^2 db = g/b da - g*out/b db
+    Tensor bd = b.detach(), od = out.detach();
+    const Shape shape_a = a.shape(), shape_b = b.shape();
+    const bool want_b = b.requires_grad();
+    record_op("div", {a, b}, {out}, [bd, od, shape_a, shape_b, want_b](const Grads& g) {
+      Tensor g_over_b = div(g[0], bd);
+      return Grads{sum_to(g_over_b, shape_a), want_b ? neg(sum_to(mul(g_over_b, od), shape_b)) : Tensor()};
+    });
+  }
+  return out;
+}
+
+Tensor add(const Tensor& a, double b) {
+  Tensor out = binary_map("add", a, scalar_like(a, b), [](auto x, auto y) { return x + y; });
+  if (needs_grad({a})) record_op("add_scalar", {a}, {out}, [](const Grads& g) { return Grads{g[0]}; });
+  return out;
+}
+
+Tensor mul(const Tensor& a, double b) {
+  Tensor out = binary_map("mul", a, scalar_like(a, b), [](auto x, auto y) { return x * y; });
+  if (needs_grad({a})) record_op("mul_scalar", {a}, {out}, [b](const Grads& g) { return Grads{mul(g[0], b)}; });
+  return out;
+}
+
+Tensor pow(const Tensor& a, double p) {
+  Tensor out = unary_map("pow", a, [p](auto x) { return static_cast<decltype(x)>(std::pow(x, p)); });
+  if (needs_grad({a})) {
+    Tensor ad = a.detach();
+    record_op("pow_scalar", {a}, {out}, [ad, p](const Grads& g) {
+      Tensor d = unary_map("pow_backward", ad, [p](auto x) {
+        return static_cast<decltype(x)>(p * std::pow(x, p - 1.0));
+      });
+      return Grads{mul(g[0], d)};
+    });
+  }
+  return out;
+}
+
+Tensor pow(const Tensor& a, const Tensor& e) {
+  Tensor out = binary_map("pow", a, e, [](auto x, auto y) { return static_cast<decltype(x)>(std::pow(x, y)); });
+  if (needs_grad({a, e})) {
+    Tensor ad = a.detach(), ed = e.detach(), od = out.detach();
+    const bool want_e = e.requires_grad();
+    record_op("pow", {a, e}, {out}, [ad, ed, od, want_e](const Grads& g) {
+      // d/da = e * a^(e-1); d/de = a^e * log(a)
+      Tensor da = binary_map("pow_backward", ad, ed, [](auto x, auto y) {
+        return static_cast<decltype(x)>(y * std::pow(x, y - 1));
+      });
+      Tensor de = want_e ? sum_to(mul(mul(g[0], od), log(ad)), ed.shape()) : Tensor();
+      return Grads{sum_to(mul(g[0], da), ad.shape()), de};
+    });
+  }
+  return out;
+}
+
+Tensor maximum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; });
+  if (needs_grad({a, b})) {
+    Tensor mask = ge(a.detach(), b.detach());
+    const Shape sa = a.shape(), sb = b.shape();
+    record_op("maximum", {a, b}, {out}, [mask, sa, sb](const Grads& g) {
+      Tensor zero = Tensor::zeros({}, g[0].dtype());
+      return Grads{sum_to(where(mask, g[0], zero), sa), sum_to(where(mask, zero, g[0]), sb)};
+    });
+  }
+  return out;
+}
+
+Tensor minimum(const Tensor& a, const Tensor& b) {
+  Tensor out = binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; });
+  if (needs_grad({a, b})) {
+    Tensor mask = le(a.detach(), b.detach());
+    const Shape sa = a.shape(), sb = b.shape();
+    record_op("minimum", {a, b}, {out}, [mask, sa, sb](const Grads& g) {
+      Tensor zero = Tensor::zeros({}, g[0].dtype());
+      return Grads{sum_to(where(mask, g[0], zero), sa), sum_to(where(mask, zero, g[0]), sb)};
+    });
+  }
+  return out;
+}
+
+// ---- unary math -----------------------------------------------------------------------------
+// Each op: forward map, then a backward that multiplies g by the local derivative,
+// computed from the saved input x or the saved output y (named in the comment).
+
+// Records `name` with backward g * deriv(x) (or of y when use_output).
+template <typename D>
+static void record_unary(const char* name, const Tensor& x, const Tensor& out, bool use_output, D deriv) {
+  Tensor saved = use_output ? out.detach() : x.detach();
+  record_op(name, {x}, {out}, [saved, deriv, name](const Grads& g) {
+    return Grads{binary_map(name, g[0], saved, [deriv](auto gv, auto v) { return gv * deriv(v); })};
+  });
+}
+
+Tensor neg(const Tensor& x) {
+  Tensor out = unary_map("neg", x, [](auto v) { return -v; });
+  if (needs_grad({x})) record_op("neg", {x}, {out}, [](const Grads& g) { return Grads{neg(g[0])}; });
+  return out;
+}
+
+Tensor exp(const Tensor& x) {  // dy/dx = y
+  Tensor out = unary_map("exp", x, [](auto v) { return std::exp(v); });
+  if (needs_grad({x})) record_unary("exp", x, out, true, [](auto y) { return y; });
+  return out;
+}
+
+Tensor log(const Tensor& x) {  // dy/dx = 1/x
+  Tensor out = unary_map("log", x, [](auto v) { return std::log(v); });
+  if (needs_grad({x})) record_unary("log", x, out, false, [](auto v) { return 1 / v; });
+  return out;
+}
+
+Tensor sqrt(const Tensor& x) {  // dy/dx = 0.5 / y
+  Tensor out = unary_map("sqrt", x, [](auto v) { return std::sqrt(v); });
+  if (needs_grad({x})) record_unary("sqrt", x, out, true, [](auto y) { return static_cast<decltype(y)>(0.5) / y; });
+  return out;
+}
+
+Tensor rsqrt(const Tensor& x) {  // y = x^-1/2, dy/dx = -0.5 y^3
+  Tensor out = unary_map("rsqrt", x, [](auto v) { return 1 / std::sqrt(v); });
+  if (needs_grad({x}))
+    record_unary("rsqrt", x, out, true, [](auto y) { return static_cast<decltype(y)>(-0.5) * y * y * y; });
+  return out;
+}
+
+Tensor abs(const Tensor& x) {  // dy/dx = sign(x), 0 at 0
+  Tensor out = unary_map("abs", x, [](auto v) { return std::abs(v); });
+  if (needs_grad({x}))
+    record_unary("abs", x, out, false, [](auto v) { return static_cast<decltype(v)>((v > 0) - (v < 0)); });
+  return out;
+}
+
+Tensor sin(const Tensor& x) {  // dy/dx = cos x
+  Tensor out = unary_map("sin", x, [](auto v) { return std::sin(v); });
+  if (needs_grad({x})) record_unary("sin", x, out, false, [](auto v) { return std::cos(v); });
+  return out;
+}
+
+Tensor cos(const Tensor& x) {  // dy/dx = -sin x
+  Tensor out = unary_map("cos", x, [](auto v) { return std::cos(v); });
+  if (needs_grad({x})) record_unary("cos", x, out, false, [](auto v) { return -std::sin(v); });
+  return out;
+}
+
+Tensor asin(const Tensor& x) {  // dy/dx = 1 / sqrt(1 - x^2)
+  Tensor out = unary_map("asin", x, [](auto v) { return std::asin(v); });
+  if (needs_grad({x})) record_unary("asin", x, out, false, [](auto v) { return 1 / std::sqrt(1 - v * v); });
+  return out;
+}
+
+Tensor tanh(const Tensor& x) {  // dy/dx = 1 - y^2
+  Tensor out = unary_map("tanh", x, [](auto v) { return std::tanh(v); });
+  if (needs_grad({x})) record_unary("tanh", x, out, true, [](auto y) { return 1 - y * y; });
+  return out;
+}
+
+Tensor square(const Tensor& x) {  // dy/dx = 2x
+  Tensor out = unary_map("square", x, [](auto v) { return v * v; });
+  if (needs_grad({x})) record_unary("square", x, out, false, [](auto v) { return 2 * v; });
+  return out;
+}
+
+Tensor clamp(const Tensor& x, double lo, double hi) {
+  MM_CHECK(lo <= hi, "[clamp] lo ", lo, " > hi ", hi);
+  Tensor out = unary_map("clamp", x, [lo, hi](auto v) {
+    using T = decltype(v);
+    return v < static_cast<T>(lo) ? static_cast<T>(lo) : (v > static_cast<T>(hi) ? static_cast<T>(hi) : v);
+  });
+  if (needs_grad({x}))
+    record_unary("clamp", x, out, false, [lo, hi](auto v) {
+      return static_cast<decltype(v)>(v >= lo && v <= hi ? 1 : 0);
+    });
+  return out;
+}
+
+// ---- activations -----------------------------------------------------------------------------
+
+Tensor relu(const Tensor& x) {  // dy/dx = [x > 0]
+  Tensor out = unary_map("relu", x, [](auto v) { return v > 0 ? v : static_cast<decltype(v)>(0); });
+  if (needs_grad({x})) record_unary("relu", x, out, true, [](auto y) { return static_cast<decltype(y)>(y > 0); });
+  return out;
+}
+
+constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+constexpr double kSqrt2OverPi = 0.79788456080286535588, kCubic = 0.044715;
+
+Tensor gelu(const Tensor& x, GeluApprox approx) {
+  Tensor out;
+  if (approx == GeluApprox::none) {  // x * Phi(x)
+    out = unary_map("gelu", x, [](auto v) {
+      using T = decltype(v);
+      return static_cast<T>(0.5) * v * (1 + std::erf(v * static_cast<T>(kInvSqrt2)));
+    });
+    if (needs_grad({x}))  // Phi(x) + x * phi(x)
+      record_unary("gelu", x, out, false, [](auto v) {
+        using T = decltype(v);
+        return static_cast<T>(0.5) * (1 + std::erf(v * static_cast<T>(kInvSqrt2))) +
+               v * static_cast<T>(kInvSqrt2Pi) * std::exp(static_cast<T>(-0.5) * v * v);
+      });
+  } else {  // 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+    out = unary_map("gelu_tanh", x, [](auto v) {
+      using T = decltype(v);
+      const T u = static_cast<T>(kSqrt2OverPi) * (v + static_cast<T>(kCubic) * v * v * v);
+      return static_cast<T>(0.5) * v * (1 + std::tanh(u));
+    });
+    if (needs_grad({x}))
+      record_unary("gelu_tanh", x, out, false, [](auto v) {
+        using T = decltype(v);
+        const T u = static_cast<T>(kSqrt2OverPi) * (v + static_cast<T>(kCubic) * v * v * v);
+        const T t = std::tanh(u);
+        const T du = static_cast<T>(kSqrt2OverPi) * (1 + 3 * static_cast<T>(kCubic) * v * v);
+        return static_cast<T>(0.5) * (1 + t) + static_cast<T>(0.5) * v * (1 - t * t) * du;
+      });
+  }
+  return out;
+}
+
+Tensor sigmoid(const Tensor& x) {  // dy/dx = y (1 - y)
+  Tensor out = unary_map("sigmoid", x, [](auto v) { return 1 / (1 + std::exp(-v)); });
+  if (needs_grad({x})) record_unary("sigmoid", x, out, true, [](auto y) { return y * (1 - y); });
+  return out;
+}
+
+Tensor quick_gelu(const Tensor& x) {  // y = x s(1.702x); dy/dx = s + 1.702 x s (1 - s)
+  Tensor out = unary_map("quick_gelu", x, [](auto v) {
+    using T = decltype(v);
+    return v / (1 + std::exp(static_cast<T>(-1.702) * v));
+  });
+  if (needs_grad({x}))
+    record_unary("quick_gelu", x, out, false, [](auto v) {
+      using T = decltype(v);
+      const T s = 1 / (1 + std::exp(static_cast<T>(-1.702) * v));
+      return s + static_cast<T>(1.702) * v * s * (1 - s);
+    });
+  return out;
+}
+
+Tensor silu(const Tensor& x) {  // y = x s(x); dy/dx = s (1 + x (1 - s))
+  Tensor out = unary_map("silu", x, [](auto v) { return v / (1 + std::exp(-v)); });
+  if (needs_grad({x}))
+    record_unary("silu", x, out, false, [](auto v) {
+      const auto s = 1 / (1 + std::exp(-v));
+      return s * (1 + v * (1 - s));
+    });
+  return out;
+}
+
+// ---- selection and comparison ------------------------------------------------------------------
+
+static void check_mask(const char* op, const Tensor& m) {
+  MM_CHECK(m.dtype() == DType::boolean, "[", op, "] mask/condition must be bool, got ", m.str());
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_mask("where", cond);
+  check_binary("where", a, b);
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  Tensor out = Tensor::empty(shape, a.dtype());
+  dispatch_float(a.dtype(), "where", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    T* o = out.data<T>();
+    const bool* pc = static_cast<const bool*>(cond.raw_data());
+    const T* pa = static_cast<const T*>(a.raw_data());
+    const T* pb = static_cast<const T*>(b.raw_data());
+    for_each_row<4>(shape,
+                    {out.strides(), kernels::broadcast_strides(cond.shape(), cond.strides(), shape),
+                     kernels::broadcast_strides(a.shape(), a.strides(), shape),
+                     kernels::broadcast_strides(b.shape(), b.strides(), shape)},
+                    [&](int64_t n, auto off, auto inc) {
+                      for (int64_t i = 0; i < n; ++i)
+                        o[off[0] + i] = pc[off[1] + i * inc[1]] ? pa[off[2] + i * inc[2]] : pb[off[3] + i * inc[3]];
+                    });
+  });
+  if (needs_grad({a, b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    Tensor c = cond.detach();
+    record_op("where", {a, b}, {out}, [c, sa, sb](const Grads& g) {
+      Tensor zero = Tensor::zeros({}, g[0].dtype());
+      return Grads{sum_to(where(c, g[0], zero), sa), sum_to(where(c, zero, g[0]), sb)};
+    });
+  }
+  return out;
+}
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  check_mask("masked_fill", mask);
+  MM_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "[masked_fill] mask ",
+           mask.str(), " does not broadcast to ", x.str());
+  return where(mask, Tensor::scalar(value, x.dtype()).expand(x.shape()), x);
+}
+
+#define MM_COMPARISON(NAME, EXPR)                                                           \
+  Tensor NAME(const Tensor& a, const Tensor& b) {                                           \
+    return binary_map<std::true_type>(#NAME, a, b, [](auto x, auto y) { return EXPR; }); \
+  }
+MM_COMPARISON(eq, x == y)
+MM_COMPARISON(ne, x != y)
+MM_COMPARISON(lt, x < y)
+MM_COMPARISON(le, x <= y)
+MM_COMPARISON(gt, x > y)
+MM_COMPARISON(ge, x >= y)
+#undef MM_COMPARISON
+Tensor gt(const Tensor& a, double b) { return gt(a, scalar_like(a, b)); }
+Tensor lt(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
+
+Tensor logical_not(const Tensor& mask) {
+  check_mask("logical_not", mask);
+  Tensor out = Tensor::empty(mask.shape(), DType::boolean);
+  bool* o = out.data<bool>();
+  const bool* p = static_cast<const bool*>(mask.raw_data());
+  for_each_row<2>(mask.shape(), {out.strides(), mask.strides()}, [&](int64_t n, auto off, auto inc) {
+    for (int64_t i = 0; i < n; ++i) o[off[0] + i] = !p[off[1] + i * inc[1]];
+  });
+  return out;
+}
+
+// ---- custom gradients ---------------------------------------------------------------------------
+
+Tensor straight_through(const Tensor& value, const Tensor& grad_to) {
+  MM_CHECK(value.shape() == grad_to.shape(), "[straight_through] value ", value.str(), " and grad_to ",
+           grad_to.str(), " must have one shape");
+  Tensor out = value.detach().clone();
+  if (needs_grad({grad_to}))
+    record_op("straight_through", {grad_to}, {out}, [](const Grads& g) { return Grads{g[0]}; });
+  return out;
+}
+
+Tensor clamp_with_grad(const Tensor& x, double lo, double hi) {
+  Tensor out;
+  {
+    NoGradGuard no_grad;
+    out = clamp(x, lo, hi);
+  }
+  if (needs_grad({x})) {
+    Tensor xd = x.detach(), od = out.detach();
+    record_op("clamp_with_grad", {x}, {out}, [xd, od](const Grads& g) {
+      // pass g where g * (x - clamp(x)) >= 0
+      Tensor outside = sub(xd, od);
+      Tensor keep = ge(mul(g[0], outside), Tensor::zeros({}, g[0].dtype()));
+      return Grads{where(keep, g[0], Tensor::zeros({}, g[0].dtype()))};
+    });
+  }
+  return out;
+}
+
+}  // namespace mm

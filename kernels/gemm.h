@@ -1,0 +1,63 @@
+// kernels/gemm.h: the CPU matrix multiply that linear, matmul and conv2d stand on.
+// Reading order: first file of kernels/; it knows nothing of Tensor or the graph.
+//
+//   // C[2,3] = A[2,4] @ B[4,3], all row-major and contiguous:
+//   mm::kernels::sgemm(2, 3, 4, 1.f, {a, 4, 1}, {b, 3, 1}, 0.f, c, 3);
+//   // C = A @ B^T, with B stored as [3, 4] row-major: swap B's strides.
+//   mm::kernels::sgemm(2, 3, 4, 1.f, {a, 4, 1}, {bt, 1, 4}, 0.f, c, 3);
+//
+// Implementation: kernels/cpu/gemm.cpp (Goto/BLIS blocking, threading, dispatch) and
+// kernels/cpu/gemm_avx512.cpp, gemm_avx2.cpp (register-tiled micro-kernels).
+// Test:  ./build/mm_tests --source-file=*test_gemm.cpp
+// Bench: ./build/mmbench gemm --m 1024 --n 1024 --k 1024 --threads 2; bench/compare_cpu.sh
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace mm::kernels {
+
+// Strided matrix view: element (i, j) is data[i * rs + j * cs]. Transposes are free: swap rs/cs.
+struct MatrixF32 {
+  const float* data;
+  int64_t rs;
+  int64_t cs;
+};
+struct MatrixF64 {
+  const double* data;
+  int64_t rs;
+  int64_t cs;
+};
+
+// C[M,N] = alpha * A[M,K] @ B[K,N] + beta * C, with C row-major (element (i,j) at C[i*ldc + j]).
+// beta == 0 means C is write-only (never read, so NaN garbage in C is fine). K == 0 → C = beta*C.
+// Results are bitwise identical for any thread count (mm::set_num_threads / MM_NUM_THREADS):
+// every C element is accumulated in the same k order by the same micro-kernel.
+void sgemm(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A, MatrixF32 B, float beta,
+           float* C, int64_t ldc);
+
+// Implicit-B variant for convolution: B is never materialised; the GEMM asks for blocks of it
+// while packing: fill_b(k0, kc, n0, nc, dst) must write B[k0+kk][n0+nn] to dst[kk*nc + nn]
+// for kk < kc, nn < nc. Called concurrently from several threads with disjoint blocks.
+// (conv2d implements fill_b as an on-the-fly im2col.) Blocks have nc <= 32 columns.
+using FillB = std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst)>;
+void sgemm_implicit_b(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A,
+                      const FillB& fill_b, float beta, float* C, int64_t ldc);
+
+// Double precision (float64 gradient checks): correct, cache-blocked, modestly fast.
+void dgemm(int64_t M, int64_t N, int64_t K, double alpha, MatrixF64 A, MatrixF64 B, double beta,
+           double* C, int64_t ldc);
+
+// ---- micro-kernel selection (tests and benchmarks) -------------------------------------
+// At first use the best kernel the CPU supports is chosen: avx512, else avx2 (+fma), else
+// portable. The environment variable MM_GEMM_KERNEL=avx512|avx2|portable forces one.
+enum class SgemmKernel { automatic, avx512, avx2, portable };
+
+// Which micro-kernel sgemm uses now: "avx512", "avx2" or "portable".
+const char* sgemm_kernel_name();
+// Whether this CPU can run `kernel` (automatic and portable always can).
+bool sgemm_kernel_available(SgemmKernel kernel);
+// Forces a micro-kernel for all later calls (automatic = back to the CPU's best).
+// Throws mm::Error if the CPU cannot run it. Not thread-safe against concurrent sgemm calls.
+void set_sgemm_kernel(SgemmKernel kernel);
+
+}  // namespace mm::kernels
