@@ -1,0 +1,46 @@
+// engine/ops/linalg.h: matrix products: matmul (torch semantics, batched with broadcasting)
+// and linear (x @ W^T + b). Forward and backward on the CPU, on kernels/gemm.h.
+// Reading order: after reduce.h; norm, attention and vq stand on it.
+// Test: ./build/mm_tests --source-file=*test_linalg.cpp
+//
+//   Tensor y = mm::matmul(a, b);               // a [B, 1, M, K] @ b [NH, K, N] -> [B, NH, M, N]
+//   Tensor v = mm::matmul(m, x);               // m [M, K] @ x [K] -> [M] (1-D operands as torch)
+//   Tensor h = mm::linear(x, w, bias);         // x [B, T, in], w [out, in], bias [out] -> [B, T, out]
+//   Tensor z = mm::linear(x, w, Tensor());     // no bias
+//
+// Both take float32 (sgemm) or float64 (dgemm) tensors of one dtype. Inputs may be any
+// strided views: transposed or sliced matrices are handed to the GEMM as strided views,
+// with no copy.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace mm {
+
+// torch.matmul: 1-D x 1-D is a dot product; a 1-D first operand is a row [1, K] and a 1-D
+// second operand a column [K, 1] (the added dim is removed from the result); otherwise the
+// last two dims are the matrices and the leading (batch) dims broadcast.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// y = x @ weight^T + bias over the last dim of x, as one GEMM over all rows of x.
+// x [..., in], weight [out, in], bias [out] or undefined -> y [..., out].
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// ---- helpers for other ops' CPU kernels (attention, vq) ---------------------------------
+namespace detail {
+
+// C[M,N] = alpha * A[M,K] @ B[K,N] + beta * C on strided views: element (i, j) of A is
+// a[i * a_rs + j * a_cs]; C is row-major with leading dimension ldc. float -> kernels::sgemm,
+// double -> kernels::dgemm. Inside a parallel_for it runs on the calling thread only.
+template <typename T>
+void gemm(int64_t M, int64_t N, int64_t K, T alpha, const T* a, int64_t a_rs, int64_t a_cs, const T* b,
+          int64_t b_rs, int64_t b_cs, T beta, T* c, int64_t ldc);
+
+// Element offset of every batch entry: entry i (row-major over `batch`) starts at
+// sum_d index_d(i) * strides[d]. Broadcast dims have stride 0.
+std::vector<int64_t> batch_offsets(const Shape& batch, const Shape& strides);
+
+}  // namespace detail
+}  // namespace mm
