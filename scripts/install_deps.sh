@@ -3,7 +3,7 @@
 # Skips apt entirely when everything is already there. Needs root (or sudo).
 set -euo pipefail
 packages=(g++ make cmake pkg-config doctest-dev libstb-dev nlohmann-json3-dev libyaml-cpp-dev
-          libpcre2-dev zlib1g-dev)
+          libpcre2-dev zlib1g-dev libminizip-dev libicu-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,207 @@
+// engine/ops/norm.cpp: layer_norm (fused forward kernel + analytic backward), group_norm
+// (reshape -> layer_norm -> reshape -> per-channel affine) and inference batch_norm (from
+// elementwise ops, so its backward comes free). Test: ./build/mm_tests --source-file=*test_norm.cpp
+#include "engine/ops/norm.h"
+
+#include <cmath>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
+#include "engine/parallel.h"
+#include "kernels/cpu/loops.h"
+
+namespace mm {
+
+using kernels::dispatch_float;
+
+namespace {
+
+// Per row r of x [R, N] (contiguous):
+//   mean_r = sum_i x_ri / N,  rstd_r = 1 / sqrt(sum_i (x_ri - mean_r)^2 / N + eps)
+//   y_ri = (x_ri - mean_r) * rstd_r * w_i + b_i
+// Sums accumulate in double; mean and rstd are saved for the backward.
+template <typename T>
+void layer_norm_forward(const T* x, const T* w, const T* b, double eps, int64_t R, int64_t N, T* y, T* mean,
+                        T* rstd) {
+  parallel_for(0, R, std::max<int64_t>(1, 16384 / std::max<int64_t>(N, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * N;
+      T* yr = y + r * N;
+      double s = 0;
+      for (int64_t i = 0; i < N; ++i) s += xr[i];
+      const double m = s / static_cast<double>(N);
+      double ss = 0;
+      for (int64_t i = 0; i < N; ++i) ss += (xr[i] - m) * (xr[i] - m);
+      const double rs = 1.0 / std::sqrt(ss / static_cast<double>(N) + eps);
+      for (int64_t i = 0; i < N; ++i) {
+        double v = (xr[i] - m) * rs;
+        if (w) v *= w[i];
+        if (b) v += b[i];
+        yr[i] = static_cast<T>(v);
+      }
+      mean[r] = static_cast<T>(m);
+      rstd[r] = static_cast<T>(rs);
+    }
+  });
+}
+
+constexpr int64_t kRowsPerBlock = 16;  // dw/db partial sums per fixed block of rows: thread-count independent
+
+// Backward of layer_norm with the saved mean and rstd; with xhat = (x - mean) * rstd and
+// gw = g * w (g when there is no weight), per row:
+//   dx = rstd * (gw - mean_i(gw) - xhat * mean_i(gw * xhat))
+//   dw = sum_rows g * xhat,   db = sum_rows g
+// dx, dw, db may be null when not wanted.
+template <typename T>
+void layer_norm_backward(const T* x, const T* g, const T* w, const T* mean, const T* rstd, int64_t R, int64_t N,
+                         T* dx, T* dw, T* db) {
+  const int64_t blocks = (R + kRowsPerBlock - 1) / kRowsPerBlock;
+  std::vector<double> pdw(dw ? static_cast<size_t>(blocks * N) : 0, 0.0);
+  std::vector<double> pdb(db ? static_cast<size_t>(blocks * N) : 0, 0.0);
+  parallel_for(0, blocks, std::max<int64_t>(1, 4096 / std::max<int64_t>(N * kRowsPerBlock, 1)),
+               [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      for (int64_t r = k * kRowsPerBlock; r < std::min(R, (k + 1) * kRowsPerBlock); ++r) {
+        const T* xr = x + r * N;
+        const T* gr = g + r * N;
+        const double m = mean[r], rs = rstd[r];
+        if (dx) {
+          double sum_gw = 0, sum_gw_xhat = 0;
+          for (int64_t i = 0; i < N; ++i) {
+            const double gw = w ? gr[i] * static_cast<double>(w[i]) : gr[i];
+            sum_gw += gw;
+            sum_gw_xhat += gw * (xr[i] - m) * rs;
+          }
+          const double a = sum_gw / static_cast<double>(N), c = sum_gw_xhat / static_cast<double>(N);
+          T* dxr = dx + r * N;
+          for (int64_t i = 0; i < N; ++i) {
+            const double gw = w ? gr[i] * static_cast<double>(w[i]) : gr[i];
+            dxr[i] = static_cast<T>(rs * (gw - a - (xr[i] - m) * rs * c));
+          }
+        }
+        if (dw)
+          for (int64_t i = 0; i < N; ++i) pdw[k * N + i] += gr[i] * (xr[i] - m) * rs;
+        if (db)
+          for (int64_t i = 0; i < N; ++i) pdb[k * N + i] += gr[i];
+      }
+    }
+  });
+  // Combine the block partials in block order.
+  for (int64_t i = 0; i < N; ++i) {
+    double sw = 0, sb = 0;
+    for (int64_t k = 0; k < blocks; ++k) {
+      if (dw) sw += pdw[k * N + i];
+      if (db) sb += pdb[k * N + i];
+    }
+    if (dw) dw[i] = static_cast<T>(sw);
+    if (db) db[i] = static_cast<T>(sb);
+  }
+}
+
+// A [C] tensor viewed as [1, C, 1, ...] to broadcast over x [B, C, *].
+Tensor per_channel(const Tensor& t, int64_t ndim) {
+  Shape s(static_cast<size_t>(ndim), 1);
+  s[1] = t.numel();
+  return t.reshape(s);
+}
+
+void check_affine(const char* op, const char* name, const Tensor& t, const Shape& expected, const Tensor& x) {
+  if (!t.defined()) return;
+  MM_CHECK(t.dtype() == x.dtype(), "[", op, "] ", name, " ", t.str(), " and x ", x.str(), ": dtype mismatch");
+  MM_CHECK(t.shape() == expected, "[", op, "] ", name, " ", shape_str(t.shape()), " must be ", shape_str(expected),
+           " for x ", shape_str(x.shape()));
+}
+
+}  // namespace
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  MM_CHECK(x.defined(), "[layer_norm] undefined x");
+  const int64_t nd = static_cast<int64_t>(normalized_shape.size());
+  bool match = nd >= 1 && nd <= x.dim();
+  for (int64_t i = 0; match && i < nd; ++i) match = x.shape()[x.dim() - nd + i] == normalized_shape[i];
+  MM_CHECK(match, "[layer_norm] normalized_shape ", shape_str(normalized_shape), " is not the last dims of x ",
+           shape_str(x.shape()));
+  check_affine("layer_norm", "weight", weight, normalized_shape, x);
+  check_affine("layer_norm", "bias", bias, normalized_shape, x);
+  const int64_t N = numel(normalized_shape);
+  int64_t R = 1;
+  for (int64_t d = 0; d < x.dim() - nd; ++d) R *= x.shape()[d];
+  Tensor xc = x.detach().contiguous();  // xc: [R, N] in memory
+  Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean = Tensor::empty({R}, x.dtype()), rstd = Tensor::empty({R}, x.dtype());
+  dispatch_float(x.dtype(), "layer_norm", [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    layer_norm_forward<T>(xc.data<T>(), wc.defined() ? wc.data<T>() : nullptr, bc.defined() ? bc.data<T>() : nullptr,
+                          eps, R, N, y.data<T>(), mean.data<T>(), rstd.data<T>());
+  });
+  if (needs_grad({x, weight, bias})) {
+    // Saved: the contiguous input, the weight, and the forward's per-row mean and rstd.
+    const bool want_x = x.requires_grad(), want_w = weight.defined() && weight.requires_grad();
+    const bool want_b = bias.defined() && bias.requires_grad();
+    const Shape x_shape = x.shape(), w_shape = normalized_shape;
+    record_op("layer_norm", {x, weight, bias}, {y},
+              [xc, wc, mean, rstd, R, N, want_x, want_w, want_b, x_shape, w_shape](const Grads& g) {
+      Tensor gc = g[0].contiguous();
+      Tensor dx = want_x ? Tensor::empty(x_shape, xc.dtype()) : Tensor();
+      Tensor dw = want_w ? Tensor::empty(w_shape, xc.dtype()) : Tensor();
+      Tensor db = want_b ? Tensor::empty(w_shape, xc.dtype()) : Tensor();
+      dispatch_float(xc.dtype(), "layer_norm_backward", [&](auto tag) {
+        using T = typename decltype(tag)::type;
+        layer_norm_backward<T>(xc.data<T>(), gc.data<T>(), wc.defined() ? wc.data<T>() : nullptr, mean.data<T>(),
+                               rstd.data<T>(), R, N, want_x ? dx.data<T>() : nullptr,
+                               want_w ? dw.data<T>() : nullptr, want_b ? db.data<T>() : nullptr);
+      });
+      return Grads{dx, dw, db};
+    });
+  }
+  return y;
+}
+
+// GroupNorm = reshape x [B, C, *] to [B, G, C/G * prod(*)] -> layer norm over the last dim
+// (no affine) -> reshape back -> per-channel affine. Its backward is layer_norm's, the
+// reshapes' and the elementwise ops'.
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
+  MM_CHECK(x.defined() && x.dim() >= 2, "[group_norm] x must be [B, C, *], got ",
+           x.defined() ? shape_str(x.shape()) : "undefined");
+  const int64_t B = x.size(0), C = x.size(1);
+  MM_CHECK(groups > 0 && C % groups == 0, "[group_norm] x ", shape_str(x.shape()), " has ", C,
+           " channels, not divisible into ", groups, " groups");
+  check_affine("group_norm", "weight", weight, {C}, x);
+  check_affine("group_norm", "bias", bias, {C}, x);
+  int64_t spatial = 1;
+  for (int64_t d = 2; d < x.dim(); ++d) spatial *= x.shape()[d];
+  const int64_t per_group = C / groups * spatial;
+  Tensor xg = x.reshape({B, groups, per_group});  // xg: [B, G, C/G * prod(*)]
+  Tensor y = layer_norm(xg, {per_group}, Tensor(), Tensor(), eps).reshape(x.shape());
+  if (weight.defined()) y = mul(y, per_channel(weight, x.dim()));
+  if (bias.defined()) y = add(y, per_channel(bias, x.dim()));
+  return y;
+}
+
+// Inference BatchNorm folded into one scale and shift per channel:
+//   scale = weight / sqrt(running_var + eps),  shift = bias - running_mean * scale,
+//   y = x * scale + shift   (scale, shift: [C] viewed as [1, C, 1, ...]).
+// Written from elementwise ops, so gradients reach x, weight, bias and the statistics.
+Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var, const Tensor& weight,
+                  const Tensor& bias, double eps) {
+  MM_CHECK(x.defined() && x.dim() >= 2, "[batch_norm] x must be [B, C, *], got ",
+           x.defined() ? shape_str(x.shape()) : "undefined");
+  const int64_t C = x.size(1);
+  MM_CHECK(running_mean.defined() && running_var.defined(), "[batch_norm] inference form needs running_mean and "
+           "running_var");
+  check_affine("batch_norm", "running_mean", running_mean, {C}, x);
+  check_affine("batch_norm", "running_var", running_var, {C}, x);
+  check_affine("batch_norm", "weight", weight, {C}, x);
+  check_affine("batch_norm", "bias", bias, {C}, x);
+  Tensor scale = rsqrt(add(running_var, eps));
+  if (weight.defined()) scale = mul(weight, scale);
+  Tensor shift = neg(mul(running_mean, scale));
+  if (bias.defined()) shift = add(bias, shift);
+  return add(mul(x, per_channel(scale, x.dim())), per_channel(shift, x.dim()));
+}
+
+}  // namespace mm
