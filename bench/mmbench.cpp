@@ -19,7 +19,9 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/ops/conv.h"
 #include "engine/parallel.h"
+#include "engine/tensor.h"
 #include "kernels/gemm.h"
 
 namespace {
@@ -96,6 +98,51 @@ int bench_gemm(const Args& args) {
   return 0;
 }
 
+// conv2d: y = conv2d(x [batch, c, h, w], weight [k, c, kh, kw], bias [k]) forward in float32
+// (engine/ops/conv.h: implicit-im2col SGEMM). GFLOP/s = 2*batch*k*c*kh*kw*oh*ow / time.
+// Flags: --c/--c-in, --k/--c-out, --h, --w, --kh/--kernel, --kw (default kh), --stride,
+// --padding (default kh/2: "same" for odd kernels), --batch.
+int bench_conv2d(const Args& args) {
+  setup_device_and_threads(args);
+  const int64_t c = args.get_int("c", args.get_int("c-in", 128));
+  const int64_t k = args.get_int("k", args.get_int("c-out", 128));
+  const int64_t h = args.get_int("h", 64), w = args.get_int("w", 64);
+  const int64_t kh = args.get_int("kh", args.get_int("kernel", 3)), kw = args.get_int("kw", kh);
+  const int64_t stride = args.get_int("stride", 1), batch = args.get_int("batch", 1);
+  const int64_t pad = args.values.count("padding") ? std::stoll(args.values.at("padding")) : kh / 2;
+  const int64_t repeat = args.get_int("repeat", 10);
+  std::mt19937 rng(0);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  std::vector<float> xv(batch * c * h * w), wv(k * c * kh * kw), bv(k);
+  for (auto& v : xv) v = dist(rng);
+  for (auto& v : wv) v = dist(rng);
+  for (auto& v : bv) v = dist(rng);
+  const mm::Tensor x = mm::Tensor::from_vector(xv, {batch, c, h, w});
+  const mm::Tensor wt = mm::Tensor::from_vector(wv, {k, c, kh, kw});
+  const mm::Tensor b = mm::Tensor::from_vector(bv, {k});
+  mm::Conv2dOptions opt;
+  opt.stride = {stride, stride};
+  opt.padding = {pad, pad, pad, pad};
+  mm::Tensor y;
+  const double ms = median_ms(repeat, [&] { y = mm::conv2d(x, wt, b, opt); });
+  const int64_t oh = y.size(2), ow = y.size(3);
+  const double gflops = 2.0 * batch * k * c * kh * kw * oh * ow / (ms * 1e6);
+  const int threads = mm::num_threads();
+  if (args.json) {
+    std::printf("{\"kernel\":\"conv2d\",\"impl\":\"mm\",\"micro_kernel\":\"%s\",\"device\":\"cpu\","
+                "\"batch\":%lld,\"c_in\":%lld,\"c_out\":%lld,\"h\":%lld,\"w\":%lld,\"kernel_size\":%lld,"
+                "\"stride\":%lld,\"padding\":%lld,\"threads\":%d,\"ms\":%.4f,\"gflops\":%.2f}\n",
+                mm::kernels::sgemm_kernel_name(), (long long)batch, (long long)c, (long long)k, (long long)h,
+                (long long)w, (long long)kh, (long long)stride, (long long)pad, threads, ms, gflops);
+  } else {
+    std::printf("conv2d cpu %s batch=%lld c=%lld k=%lld %lldx%lld kernel=%lldx%lld stride=%lld pad=%lld "
+                "threads=%d: %.3f ms, %.1f GFLOP/s\n",
+                mm::kernels::sgemm_kernel_name(), (long long)batch, (long long)c, (long long)k, (long long)h,
+                (long long)w, (long long)kh, (long long)kw, (long long)stride, (long long)pad, threads, ms, gflops);
+  }
+  return 0;
+}
+
 struct Bench {
   const char* name;
   const char* description;
@@ -107,6 +154,10 @@ const std::vector<Bench>& benches() {
   static const std::vector<Bench> table = {
       {"gemm", "SGEMM C[m,n] = A[m,k] @ B[k,n] (kernels/gemm.h); --m --n --k, reports GFLOP/s",
        {"m", "n", "k", "device", "threads", "repeat"}, bench_gemm},
+      {"conv2d", "conv2d forward float32 (engine/ops/conv.h); --c --k --h --w --kh [--kw --stride --padding --batch]",
+       {"c", "k", "c-in", "c-out", "h", "w", "kh", "kw", "kernel", "stride", "padding", "batch", "device", "threads",
+        "repeat"},
+       bench_conv2d},
   };
   return table;
 }

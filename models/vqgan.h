@@ -1,0 +1,86 @@
+// models/vqgan.h: taming-transformers' VQGAN (VQModel): encoder, vector quantiser, decoder.
+// Reading order: models/, after the CLIP towers. Tested by tests/models/test_vqgan.cpp
+// against ../shared/refs/vqgan_tiny_* (made with taming's own code).
+//
+//   mm::VQGAN vq = mm::VQGAN::load("last.ckpt", "model.yaml");  // or a .safetensors
+//   mm::Tensor h = vq.encode(x);                   // x [B, 3, H, W] in [-1, 1] -> h [B, D, H/f, W/f]
+//   mm::VQCodes q = vq.quantize(h);                // indices [B, H/f, W/f] and z_q
+//   mm::Tensor img = vq.decode(q.z_q);             // [B, 3, H, W], roughly in [-1, 1]
+//
+// Weights are frozen (no gradient), but decode() is differentiable w.r.t. its input: that
+// is what VQGAN+CLIP optimises. Tensor names mirror taming's state dict
+// (encoder.down.0.block.1.norm1.weight, decoder.up.2.upsample.conv.weight, ...).
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "weights_tools/safetensors.h"
+
+namespace mm {
+
+// taming's ddconfig plus the quantiser sizes. attn_levels[i] says whether resolution level i
+// (full size / 2^i) has attention blocks; taming states this as attn_resolutions + resolution.
+struct VQGANConfig {
+  int64_t embed_dim = 256;
+  int64_t n_embed = 1024;
+  int64_t z_channels = 256;
+  int64_t resolution = 256;
+  int64_t in_channels = 3;
+  int64_t out_ch = 3;
+  int64_t ch = 128;
+  std::vector<int64_t> ch_mult = {1, 1, 2, 2, 4};
+  int64_t num_res_blocks = 2;
+  std::vector<int64_t> attn_resolutions = {16};
+  bool double_z = false;
+
+  int64_t num_levels() const { return static_cast<int64_t>(ch_mult.size()); }
+  int64_t downsample_factor() const { return int64_t{1} << (num_levels() - 1); }
+  bool attn_at_level(int64_t level) const;
+  std::string str() const;
+};
+
+// Reads taming's model.yaml (model.params.{embed_dim, n_embed, ddconfig}); unknown ddconfig
+// keys are an error naming the key.
+VQGANConfig load_vqgan_yaml(const std::string& path);
+// Infers the config from tensor shapes. Resolution cannot be seen in the weights: levels
+// with attention are mapped to attn_resolutions assuming `resolution`.
+VQGANConfig infer_vqgan_config(const TensorFile& f, int64_t resolution = 256);
+
+struct VQCodes {
+  Tensor indices;  // int64 [B, h, w]
+  Tensor z_q;      // [B, D, h, w]: codebook rows; straight-through to h when h requires grad
+};
+
+class VQGAN {
+ public:
+  // Loads a taming .ckpt / torch file / safetensors; yaml_path may be empty (then the config
+  // is inferred from shapes). Every loss.* tensor is ignored.
+  static VQGAN load(const std::string& weights_path, const std::string& yaml_path = "");
+  static VQGAN from_tensors(const TensorFile& f, const VQGANConfig& config);
+
+  const VQGANConfig& config() const { return config_; }
+  const Tensor& codebook() const { return get("quantize.embedding.weight"); }  // [K, D]
+
+  Tensor encoder(const Tensor& x) const;         // [B, C, H, W] -> [B, z_channels, h, w]
+  Tensor encode(const Tensor& x) const;          // encoder + quant_conv -> h [B, D, h, w]
+  VQCodes quantize(const Tensor& h) const;        // nearest codes; z_q = h + (e - h).detach()
+  Tensor decode(const Tensor& z_q) const;        // post_quant_conv + decoder
+  Tensor codes_to_latent(const Tensor& indices) const;  // [B, h, w] int64 -> [B, D, h, w]
+  // taming's VectorQuantizer2 legacy loss: mean((z_q - h)^2) * (1 + beta), beta = 0.25
+  Tensor quantization_loss(const Tensor& h, const Tensor& z_q) const;
+
+ private:
+  const Tensor& get(const std::string& key) const;
+  Tensor conv(const std::string& prefix, const Tensor& x, int64_t padding = 0) const;
+  Tensor norm(const std::string& prefix, const Tensor& x) const;
+  Tensor resnet_block(const std::string& prefix, const Tensor& x) const;
+  Tensor attn_block(const std::string& prefix, const Tensor& x) const;
+
+  VQGANConfig config_;
+  std::map<std::string, Tensor> weights_;
+  std::string path_;
+};
+
+}  // namespace mm
