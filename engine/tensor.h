@@ -138,6 +138,9 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+// Frees the CPU blocks cached for reuse by Storage::allocate (see tensor.cpp).
+void release_cached_memory();
+
 // A new tensor header over the same storage with the given geometry (no autograd).
 Tensor make_view(const Tensor& base, const Shape& shape, const Shape& strides, int64_t offset);
 
