@@ -12,6 +12,7 @@
 #include "engine/ops/pool.h"
 #include "engine/ops/resize.h"
 #include "engine/ops/shape_ops.h"
+#include "engine/ops/warp.h"
 #include "engine/ops/vq.h"
 #include "engine/optim.h"
 #include "engine/parallel.h"
