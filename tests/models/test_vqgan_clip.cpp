@@ -1,0 +1,122 @@
+// tests/models/test_vqgan_clip.cpp: one VQGAN+CLIP step against ../shared/refs/vqclip_step
+// (loss, d loss/d image, d loss/d z under ClampWithGrad and under a pass-through clamp),
+// prompt parsing, the spherical loss, and cutouts.
+// Run: ctest --test-dir build -R test_vqgan_clip
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "engine/mm.h"
+#include "models/clip_config.h"
+#include "models/vqgan_clip.h"
+#include "tests/gradcheck.h"
+#include "tests/refs.h"
+#include "weights_tools/torch_file.h"
+
+using namespace mm;
+
+namespace {
+double max_rel(const Tensor& a, const Tensor& e) {
+  const std::vector<double> av = a.to_vector<double>(), ev = e.to_vector<double>();
+  REQUIRE(av.size() == ev.size());
+  double d = 0, s = 0;
+  for (size_t i = 0; i < av.size(); ++i) d = std::max(d, std::abs(av[i] - ev[i])), s = std::max(s, std::abs(ev[i]));
+  return d / s;
+}
+}  // namespace
+
+TEST_CASE("parse_prompts") {
+  auto p = parse_prompts("a watercolor portrait|blurry:-0.5|sky: 2:0.1|a photo: close-up");
+  REQUIRE(p.size() == 4);
+  CHECK(p[0].text == "a watercolor portrait");
+  CHECK(p[0].weight == 1.0);
+  CHECK(std::isinf(p[0].stop));
+  CHECK(p[1].text == "blurry");
+  CHECK(p[1].weight == -0.5);
+  CHECK(p[2].text == "sky");
+  CHECK(p[2].weight == 2.0);
+  CHECK(p[2].stop == 0.1);
+  CHECK(p[3].text == "a photo: close-up");  // a colon that is not a number stays in the text
+  CHECK_THROWS_WITH_AS(parse_prompts(""), doctest::Contains("empty prompt"), Error);
+  CHECK_THROWS_WITH_AS(parse_prompts("a||b"), doctest::Contains("empty prompt"), Error);
+  CHECK_THROWS_WITH_AS(parse_prompts(":0.5"), doctest::Contains("empty prompt"), Error);
+}
+
+TEST_CASE("spherical prompt loss: value, sign, stop and gradient") {
+  Tensor a = testing::rand64({3, 5}, 1), b = testing::rand64({2, 5}, 2);
+  // value against a direct computation
+  double ref = 0;
+  const std::vector<double> av = a.to_vector<double>(), bv = b.to_vector<double>();
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 2; ++j) {
+      double na = 0, nb = 0, d = 0;
+      for (int k = 0; k < 5; ++k) na += av[i * 5 + k] * av[i * 5 + k], nb += bv[j * 5 + k] * bv[j * 5 + k];
+      for (int k = 0; k < 5; ++k) {
+        const double e = av[i * 5 + k] / std::sqrt(na) - bv[j * 5 + k] / std::sqrt(nb);
+        d += e * e;
+      }
+      ref += 2 * std::pow(std::asin(std::sqrt(d) / 2), 2);
+    }
+  ref /= 6;
+  CHECK(spherical_prompt_loss(a, b, 1.0, -INFINITY).item() == doctest::Approx(ref).epsilon(1e-12));
+  CHECK(spherical_prompt_loss(a, b, -2.0, -INFINITY).item() == doctest::Approx(-2 * ref).epsilon(1e-12));
+  testing::check_gradients([&](const std::vector<Tensor>& in) { return spherical_prompt_loss(in[0], b, 0.7, -INFINITY); }, {a});
+  // a stop above every distance: the value is unchanged but no gradient flows
+  Tensor x = a.detach().clone().set_requires_grad(true);
+  Tensor l = spherical_prompt_loss(x, b, 1.0, 10.0);
+  CHECK(l.item() == doctest::Approx(ref).epsilon(1e-12));
+  l.backward();
+  for (double g : x.grad().to_vector<double>()) CHECK(g == 0.0);
+}
+
+TEST_CASE("make_cutouts: identity at CLIP size, shapes and determinism otherwise") {
+  Generator g(0);
+  Tensor img = Tensor::uniform({1, 3, 64, 64}, g);
+  CutoutOptions id{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
+  Generator g1(1);
+  CHECK(make_cutouts(img, id, g1).to_vector<float>() == img.to_vector<float>());
+  CutoutOptions o{.cut_size = 32, .cutn = 8, .cut_pow = 1.0, .augment = true, .noise_fac = 0.1};
+  Generator a(5), b(5);
+  Tensor ca = make_cutouts(img, o, a), cb = make_cutouts(img, o, b);
+  CHECK(ca.shape() == Shape{8, 3, 32, 32});
+  CHECK(ca.to_vector<float>() == cb.to_vector<float>());
+  // differentiable back to the image
+  Tensor x = img.detach().clone().set_requires_grad(true);
+  Generator c(5);
+  sum(make_cutouts(x, o, c)).backward();
+  CHECK(x.grad().defined());
+  CHECK(norm(x.grad()).item() > 0);
+}
+
+TEST_CASE("one VQGAN+CLIP step reproduces the reference loss and gradients") {
+  MM_REQUIRE_REFS("vqclip_step_expected.safetensors");
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  TensorFile ref = load_safetensors(testing::refs_path("vqclip_step_expected.safetensors"));
+  TensorFile cf = load_weights(testing::refs_path("clip_vit_tiny.safetensors"));
+  ClipConfig cc = load_clip_config_json(testing::refs_path("clip_vit_tiny.json"), infer_clip_config(cf));
+  ClipModel clip = ClipModel::load(cf, cc);
+  VQGAN vq = VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), testing::refs_path("vqgan_tiny.yaml"));
+  ClipTokenizer tok = ClipTokenizer::from_bpe_file(testing::refs_path("bpe_simple_vocab_16e6.txt.gz"));
+  for (ClampRule rule : {ClampRule::with_grad, ClampRule::passthrough}) {
+    SUBCASE(rule == ClampRule::with_grad ? "ClampWithGrad" : "pass-through clamp") {
+      VQGANCLIPOptions o;
+      o.width = o.height = 64;
+      o.clamp = rule;
+      o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
+      VQGANCLIP gen(vq, clip, tok, o);
+      gen.add_text_prompts("a watercolor portrait of a teacher");
+      gen.init_from_latent(ref.get("z"));
+      Tensor dz, dimage;
+      const double loss = gen.loss_and_grad(&dz, &dimage);
+      CHECK(loss == doctest::Approx(ref.get("loss").item()).epsilon(1e-4));
+      const double r_img = max_rel(dimage, ref.get("dloss_dimage"));
+      const double r_z = max_rel(dz, ref.get(rule == ClampRule::with_grad ? "dloss_dz" : "dloss_dz_passthrough"));
+      MESSAGE("loss " << loss << " vs " << ref.get("loss").item() << "; dloss_dimage max_rel " << r_img
+                      << "; dloss_dz max_rel " << r_z);
+      CHECK(r_img <= 1e-3);
+      CHECK(r_z <= 1e-3);
+    }
+  }
+}
