@@ -251,25 +251,37 @@ std::vector<int64_t> ClipTokenizer::bpe(const std::string& piece) const {
   return ids;
 }
 
-std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
+std::vector<std::string> ClipTokenizer::split(const std::string& text) const {
   const std::string clean = clip_clean_text(text);
   const auto* subject = reinterpret_cast<PCRE2_SPTR>(clean.data());
   std::unique_ptr<pcre2_match_data, decltype(&pcre2_match_data_free)> match(
       pcre2_match_data_create_from_pattern(shared_->split, nullptr), &pcre2_match_data_free);
-  MM_CHECK(match != nullptr, "[ClipTokenizer::encode] out of memory for PCRE2 match data");
+  MM_CHECK(match != nullptr, "[ClipTokenizer::split] out of memory for PCRE2 match data");
 
-  std::vector<int64_t> ids;
+  std::vector<std::string> pieces;
   PCRE2_SIZE offset = 0;
   while (offset < clean.size()) {
     // re.findall: the next match at or after offset; unmatched characters (spaces) are skipped.
     const int rc = pcre2_match(shared_->split, subject, clean.size(), offset, PCRE2_NO_UTF_CHECK,
                                match.get(), nullptr);
     if (rc == PCRE2_ERROR_NOMATCH) break;
-    MM_CHECK(rc > 0, "[ClipTokenizer::encode] pcre2_match failed with error ", rc);
+    MM_CHECK(rc > 0, "[ClipTokenizer::split] pcre2_match failed with error ", rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(match.get());
-    const std::string piece = clean.substr(ov[0], ov[1] - ov[0]);
+    pieces.push_back(clean.substr(ov[0], ov[1] - ov[0]));
     offset = ov[1];
+  }
+  return pieces;
+}
 
+std::string ClipTokenizer::to_byte_symbols(const std::string& piece) const {
+  std::string mapped;
+  for (const char c : piece) mapped += shared_->byte_encoder[static_cast<unsigned char>(c)];
+  return mapped;
+}
+
+std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
+  std::vector<int64_t> ids;
+  for (const std::string& piece : split(text)) {
     // The special tokens stay whole (simple_tokenizer seeds its cache with them).
     if (piece == kSot || piece == kEot) {
       ids.push_back(piece == kSot ? sot_ : eot_);
@@ -283,9 +295,7 @@ std::vector<int64_t> ClipTokenizer::encode(const std::string& text) const {
         continue;
       }
     }
-    std::string mapped;
-    for (const char c : piece) mapped += shared_->byte_encoder[static_cast<unsigned char>(c)];
-    const std::vector<int64_t> piece_ids = bpe(mapped);
+    const std::vector<int64_t> piece_ids = bpe(to_byte_symbols(piece));
     ids.insert(ids.end(), piece_ids.begin(), piece_ids.end());
     std::lock_guard<std::mutex> lock(shared_->mutex);
     if (shared_->cache.size() >= (1u << 16)) shared_->cache.clear();  // bound memory on long runs

@@ -38,9 +38,19 @@ class ClipTokenizer {
   // OpenAI's bpe_simple_vocab_16e6.txt.gz (gzip) or the same as plain text: the first line is
   // a header, the next 48894 lines (49152 - 256 - 2) are the merges, the rest is ignored, as in
   // simple_tokenizer.py. Errors name the file.
+  // A file with fewer merges (mm-mini's, written by data/bpe_trainer.h) is read whole: vocab_size()
+  // is then 512 + merges + 2, with SOT and EOT the last two ids.
   static ClipTokenizer from_bpe_file(const std::string& path);
   // Hugging Face vocab.json (token -> id) + merges.txt ("#version" header, one merge a line).
   static ClipTokenizer from_hf_files(const std::string& vocab_json, const std::string& merges_txt);
+
+  // The pre-tokenisation that encode() runs before BPE, exposed for data/bpe_trainer.h so the
+  // trained merges see exactly the pieces the tokenizer will: clip_clean_text, then the split
+  // regex above. Returns the UTF-8 pieces ("a dog's" -> {"a", "dog", "'s"}).
+  std::vector<std::string> split(const std::string& text) const;
+  // A piece's UTF-8 bytes mapped to their bytes_to_unicode stand-ins, the symbols BPE merges
+  // ("é" = C3 A9 -> "Ã©"; " " -> "Ġ").
+  std::string to_byte_symbols(const std::string& piece) const;
 
   // BPE ids without SOT/EOT. `text` is UTF-8; malformed UTF-8 throws mm::Error.
   std::vector<int64_t> encode(const std::string& text) const;

@@ -1,0 +1,85 @@
+// apps/common/model_files.cpp: model file lookup for the apps (see model_files.h).
+#include "apps/common/model_files.h"
+
+#include <cstdlib>
+#include <fstream>
+
+#include "weights_tools/torch_file.h"
+
+namespace mm::apps {
+
+namespace {
+bool exists(const std::string& p) { return std::ifstream(p).good(); }
+std::string dir_of(const std::string& p) {
+  const size_t s = p.rfind('/');
+  return s == std::string::npos ? "." : p.substr(0, s);
+}
+std::string stem_of(const std::string& p) {
+  const size_t s = p.rfind('/');
+  const std::string name = s == std::string::npos ? p : p.substr(s + 1);
+  const size_t dot = name.rfind('.');
+  return dot == std::string::npos ? name : name.substr(0, dot);
+}
+}  // namespace
+
+std::string cache_dir() {
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) return std::string(x) + "/mm";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/mm";
+  return ".mm-cache";
+}
+
+ClipModel load_clip(const std::string& weights, const std::string& config_json) {
+  TensorFile f = load_weights(weights);
+  map_hf_clip_names(f);
+  ClipConfig c = infer_clip_config(f);
+  std::string json = config_json;
+  if (json.empty()) {
+    const std::string beside = dir_of(weights) + "/" + stem_of(weights) + ".json";
+    if (exists(beside)) json = beside;
+  }
+  if (!json.empty()) c = load_clip_config_json(json, c);
+  return ClipModel::load(f, c);
+}
+
+ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights) {
+  const char* name = "bpe_simple_vocab_16e6.txt.gz";
+  std::vector<std::string> tried;
+  auto attempt = [&](const std::string& p) {
+    tried.push_back(p);
+    return exists(p);
+  };
+  if (!vocab_arg.empty()) {
+    MM_CHECK(exists(vocab_arg), "--vocab '", vocab_arg, "' cannot be read");
+    return ClipTokenizer::from_bpe_file(vocab_arg);
+  }
+  if (const char* env = std::getenv("MM_VOCAB"); env && *env) {
+    MM_CHECK(exists(env), "MM_VOCAB='", env, "' cannot be read");
+    return ClipTokenizer::from_bpe_file(env);
+  }
+  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + name))
+    return ClipTokenizer::from_bpe_file(dir_of(clip_weights) + "/" + name);
+  if (attempt(cache_dir() + "/" + name)) return ClipTokenizer::from_bpe_file(cache_dir() + "/" + name);
+  std::string where;
+  for (const auto& t : tried) where += "\n  " + t;
+  throw Error(str_cat("CLIP's BPE vocabulary (", name, ") was not found. Looked at --vocab, $MM_VOCAB and:", where,
+                      "\nGet it with: bash weights_tools/download.sh vocab   (or pass --vocab FILE)"));
+}
+
+VQGAN load_vqgan(const std::string& weights, const std::string& yaml) {
+  std::string y = yaml;
+  if (y.empty()) {
+    for (const std::string& cand : {dir_of(weights) + "/" + stem_of(weights) + ".yaml", dir_of(weights) + "/model.yaml"})
+      if (exists(cand)) {
+        y = cand;
+        break;
+      }
+  }
+  return VQGAN::load(weights, y);
+}
+
+void no_default_model(const char* app, const char* option) {
+  throw Error(str_cat(app, ": no default model is shipped yet; pass ", option,
+                      " FILE (official files: see README, 'Official weights', or run weights_tools/download.sh)"));
+}
+
+}  // namespace mm::apps

@@ -1,0 +1,217 @@
+// apps/mmgen.cpp: text-to-image with VQGAN+CLIP (models/vqgan_clip.h).
+//
+//   mmgen "watercolor portrait of a teacher" --clip ViT-B-32.pt --vqgan last.ckpt [--vqgan-config model.yaml]
+//         [--size 256x256] [--steps 300] [--lr 0.1] [--cutn 32] [--cut-pow 1] [--seed 0]
+//         [--init-image F] [--init-noise X] [--init-weight W] [--image-prompt F[:w]]... [--noise-prompt SEED[:w]]...
+//         [--save-every N] [--out out.png] [--device cpu] [--precision fp32] [--threads N]
+//
+// Prompts: "text:weight:stop" separated by '|'. The PNG records the prompt and settings in
+// an iTXt chunk. Ctrl-C saves the current image before exiting. Same seed, same device and
+// same thread count give the same PNG, byte for byte.
+#include <atomic>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "apps/common/image_io.h"
+#include "apps/common/model_files.h"
+#include "apps/common/progress.h"
+#include "engine/mm.h"
+#include "models/vqgan_clip.h"
+
+using namespace mm;
+
+namespace {
+
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+struct Args {
+  std::string prompt, clip, model_config, vocab, vqgan, vqgan_config, out = "out.png", init_image, device = "cpu",
+                      precision = "fp32";
+  int64_t width = 256, height = 256, steps = 300, cutn = 32, save_every = 0, threads = 0;
+  double lr = 0.1, cut_pow = 1.0, init_noise = 0.0, init_weight = 0.0;
+  uint64_t seed = 0;
+  bool augment = true;
+  std::vector<std::string> image_prompts, noise_prompts;
+};
+
+int usage(FILE* f) {
+  std::fprintf(f,
+               "usage: mmgen \"PROMPT[:weight[:stop]][|PROMPT...]\" --clip FILE --vqgan FILE [options]\n"
+               "  --clip FILE            CLIP weights (.pt, .safetensors, HF model.safetensors)\n"
+               "  --model-config JSON    CLIP config override (found next to the weights when named <stem>.json)\n"
+               "  --vocab FILE           bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --clip, ~/.cache/mm)\n"
+               "  --vqgan FILE           taming last.ckpt or .safetensors;  --vqgan-config model.yaml\n"
+               "  --size WxH (256x256)   --steps N (300)   --lr X (0.1)   --seed N (0)\n"
+               "  --cutn N (32)          --cut-pow X (1.0) --no-augment\n"
+               "  --init-image F         --init-noise X    --init-weight W\n"
+               "  --image-prompt F[:w]   --noise-prompt SEED[:w]   (repeatable)\n"
+               "  --save-every N         --out FILE (out.png)      --threads N\n"
+               "  --device cpu|cuda      --precision fp32|bf16|fp16\n");
+  return f == stdout ? 0 : 2;
+}
+
+int64_t to_int(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, "mmgen: ", opt, " expects an integer in [", lo, ", ", hi,
+           "], got '", v, "'");
+  return n;
+}
+double to_double(const std::string& opt, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  MM_CHECK(end != v.c_str() && *end == '\0' && std::isfinite(d), "mmgen: ", opt, " expects a number, got '", v, "'");
+  return d;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  std::vector<std::string> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string k = argv[i];
+    auto value = [&]() -> std::string {
+      MM_CHECK(i + 1 < argc, "mmgen: option ", k, " needs a value");
+      return argv[++i];
+    };
+    if (k == "--clip") a.clip = value();
+    else if (k == "--model-config") a.model_config = value();
+    else if (k == "--vocab") a.vocab = value();
+    else if (k == "--vqgan") a.vqgan = value();
+    else if (k == "--vqgan-config") a.vqgan_config = value();
+    else if (k == "--out") a.out = value();
+    else if (k == "--size") {
+      const std::string v = value();
+      const size_t x = v.find('x');
+      MM_CHECK(x != std::string::npos, "mmgen: --size expects WxH, e.g. 256x256, got '", v, "'");
+      a.width = to_int("--size", v.substr(0, x), 8, 8192);
+      a.height = to_int("--size", v.substr(x + 1), 8, 8192);
+    } else if (k == "--steps") a.steps = to_int(k, value(), 0, 1000000);
+    else if (k == "--lr") a.lr = to_double(k, value());
+    else if (k == "--cutn") a.cutn = to_int(k, value(), 1, 4096);
+    else if (k == "--cut-pow") a.cut_pow = to_double(k, value());
+    else if (k == "--seed") a.seed = static_cast<uint64_t>(to_int(k, value(), 0, INT64_MAX));
+    else if (k == "--init-image") a.init_image = value();
+    else if (k == "--init-noise") a.init_noise = to_double(k, value());
+    else if (k == "--init-weight") a.init_weight = to_double(k, value());
+    else if (k == "--image-prompt") a.image_prompts.push_back(value());
+    else if (k == "--noise-prompt") a.noise_prompts.push_back(value());
+    else if (k == "--save-every") a.save_every = to_int(k, value(), 0, 1000000);
+    else if (k == "--threads") a.threads = to_int(k, value(), 1, 1024);
+    else if (k == "--device") a.device = value();
+    else if (k == "--precision") a.precision = value();
+    else if (k == "--no-augment") a.augment = false;
+    else if (k == "--help" || k == "-h") std::exit(usage(stdout));
+    else if (k.rfind("--", 0) == 0) throw Error(str_cat("mmgen: unknown option '", k, "' (see --help)"));
+    else positional.push_back(k);
+  }
+  MM_CHECK(positional.size() == 1, "mmgen: expected one prompt argument (use '|' to combine prompts), got ",
+           positional.size());
+  a.prompt = positional[0];
+  MM_CHECK(a.device == "cpu" || a.device == "cuda", "mmgen: --device must be cpu or cuda, got '", a.device, "'");
+  MM_CHECK(a.device == "cpu", "mmgen: --device cuda: this mm was built without CUDA");
+  MM_CHECK(a.precision == "fp32" || a.precision == "bf16" || a.precision == "fp16", "mmgen: --precision must be fp32, bf16 or fp16");
+  MM_CHECK(a.precision == "fp32", "mmgen: --precision ", a.precision, " needs the CUDA backend; the CPU computes in fp32");
+  return a;
+}
+
+// "value[:weight]" -> (value, weight)
+std::pair<std::string, double> split_weight(const std::string& s) {
+  const size_t c = s.rfind(':');
+  if (c != std::string::npos) {
+    char* end = nullptr;
+    const double w = std::strtod(s.c_str() + c + 1, &end);
+    if (end != s.c_str() + c + 1 && *end == '\0') return {s.substr(0, c), w};
+  }
+  return {s, 1.0};
+}
+
+std::string frame_name(const std::string& out, int64_t step) {
+  const size_t dot = out.rfind('.');
+  char num[32];
+  std::snprintf(num, sizeof(num), "_%05lld", static_cast<long long>(step));
+  return dot == std::string::npos ? out + num : out.substr(0, dot) + num + out.substr(dot);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc < 2) return usage(stderr);
+    Args a = parse(argc, argv);
+    if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+    if (a.clip.empty()) apps::no_default_model("mmgen", "--clip");
+    if (a.vqgan.empty()) apps::no_default_model("mmgen", "--vqgan");
+    parse_prompts(a.prompt);  // validates before the slow loads
+
+    ClipModel clip = apps::load_clip(a.clip, a.model_config);
+    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip);
+    VQGAN vq = apps::load_vqgan(a.vqgan, a.vqgan_config);
+    const int64_t f = vq.config().downsample_factor();
+    if (a.width % f || a.height % f) {
+      const int64_t w = std::max(f, a.width / f * f), h = std::max(f, a.height / f * f);
+      std::fprintf(stderr, "mmgen: --size %lldx%lld is not a multiple of the VQGAN's factor %lld; using %lldx%lld\n",
+                   (long long)a.width, (long long)a.height, (long long)f, (long long)w, (long long)h);
+      a.width = w, a.height = h;
+    }
+    VQGANCLIPOptions o;
+    o.width = a.width;
+    o.height = a.height;
+    o.lr = a.lr;
+    o.init_weight = a.init_weight;
+    o.seed = a.seed;
+    o.cutouts.cut_size = clip.config().image_resolution;
+    o.cutouts.cutn = a.cutn;
+    o.cutouts.cut_pow = a.cut_pow;
+    o.cutouts.augment = a.augment;
+    VQGANCLIP gen(vq, clip, tok, o);
+    gen.add_text_prompts(a.prompt);
+    for (const auto& ip : a.image_prompts) {
+      auto [file, w] = split_weight(ip);
+      gen.add_image_prompt(apps::load_image_rgb(file), w, -INFINITY);
+    }
+    for (const auto& np : a.noise_prompts) {
+      auto [seed, w] = split_weight(np);
+      gen.add_noise_prompt(static_cast<uint64_t>(to_int("--noise-prompt", seed, 0, INT64_MAX)), w);
+    }
+    if (!a.init_image.empty()) gen.init_from_image(apps::load_image_rgb(a.init_image), a.init_noise);
+    else gen.init_random();
+
+    std::ostringstream settings;
+    settings << "mmgen prompt=\"" << a.prompt << "\" size=" << a.width << "x" << a.height << " steps=" << a.steps
+             << " lr=" << a.lr << " cutn=" << a.cutn << " cut_pow=" << a.cut_pow << " seed=" << a.seed
+             << " augment=" << (a.augment ? 1 : 0) << " init_weight=" << a.init_weight << " clip=" << a.clip
+             << " vqgan=" << a.vqgan << " threads=" << num_threads();
+    const std::vector<std::pair<std::string, std::string>> text = {{"Title", a.prompt}, {"parameters", settings.str()},
+                                                                   {"Software", "mm (mmgen)"}};
+    std::fprintf(stderr, "mmgen: \"%s\" %lldx%lld, %lld steps, cutn %lld, CLIP %s (%lldpx), %s, %d threads\n",
+                 a.prompt.c_str(), (long long)a.width, (long long)a.height, (long long)a.steps, (long long)a.cutn,
+                 a.clip.c_str(), (long long)clip.config().image_resolution, vq.config().str().c_str(), num_threads());
+    std::signal(SIGINT, on_sigint);
+    apps::Progress progress(a.steps);
+    double loss = NAN;
+    for (int64_t i = 1; i <= a.steps && !g_interrupted; ++i) {
+      loss = gen.step();
+      char extra[64];
+      std::snprintf(extra, sizeof(extra), "loss %.4f", loss);
+      progress.update(i, extra);
+      if (a.save_every > 0 && i % a.save_every == 0) apps::save_png(frame_name(a.out, i), gen.image(), text);
+    }
+    apps::save_png(a.out, gen.image(), text);
+    if (g_interrupted) {
+      progress.finish_line();
+      std::fprintf(stderr, "mmgen: interrupted after %lld steps; saved %s\n", (long long)gen.steps_done(), a.out.c_str());
+      return 130;
+    }
+    std::printf("wrote %s (loss %.4f after %lld steps)\n", a.out.c_str(), loss, (long long)gen.steps_done());
+    return 0;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

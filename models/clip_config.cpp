@@ -1,0 +1,169 @@
+// models/clip_config.cpp: ClipConfig from a state dict's shapes (OpenAI's build_model) or
+// from a clip_*.json file. Test: ./build/mm_tests --source-file=*test_clip.cpp
+#include "models/clip_config.h"
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "engine/error.h"
+
+namespace mm {
+
+namespace {
+
+bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Dimension d of tensor `key`, with an error naming the file when it is missing or too small.
+int64_t dim_of(const TensorFile& f, const std::string& key, int64_t d) {
+  MM_CHECK(f.contains(key), "[clip config] ", f.path, ": tensor '", key,
+           "' is missing; cannot infer the CLIP config (is this an OpenAI CLIP state dict? Hugging Face files "
+           "need map_hf_clip_names first)");
+  const Tensor& t = f.get(key);
+  MM_CHECK(d < t.dim(), "[clip config] ", f.path, ": tensor '", key, "' ", shape_str(t.shape()), " has no dim ", d);
+  return t.shape()[static_cast<size_t>(d)];
+}
+
+// Number of distinct indices N among keys "<prefix>N.*" (build_model's len(set(k.split(".")[i]))).
+int64_t count_indices(const TensorFile& f, const std::string& prefix) {
+  std::set<std::string> seen;
+  for (const auto& [key, t] : f.tensors) {
+    (void)t;
+    if (!starts_with(key, prefix)) continue;
+    const std::string rest = key.substr(prefix.size());
+    seen.insert(rest.substr(0, rest.find('.')));
+  }
+  return static_cast<int64_t>(seen.size());
+}
+
+// round(sqrt(n)), checked to be exact: the token grid of a positional embedding.
+int64_t grid_side(const TensorFile& f, const std::string& key, int64_t tokens_minus_class) {
+  const int64_t side = std::llround(std::sqrt(static_cast<double>(tokens_minus_class)));
+  MM_CHECK(side * side == tokens_minus_class, "[clip config] ", f.path, ": '", key, "' has ", tokens_minus_class + 1,
+           " rows, not a square grid plus one class token");
+  return side;
+}
+
+}  // namespace
+
+std::string ClipConfig::str() const {
+  std::ostringstream os;
+  if (vision == ClipVision::vit) {
+    os << "ViT (patch " << vision_patch_size << ", layers " << (vision_layers.empty() ? 0 : vision_layers[0]);
+  } else {
+    os << "ModifiedResNet (layers [";
+    for (size_t i = 0; i < vision_layers.size(); ++i) os << (i ? ", " : "") << vision_layers[i];
+    os << "]";
+  }
+  os << ", width " << vision_width << ", heads " << vision_heads << ", resolution " << image_resolution
+     << "); text (width " << transformer_width << ", heads " << transformer_heads << ", layers " << transformer_layers
+     << ", context " << context_length << ", vocab " << vocab_size << "); embed_dim " << embed_dim;
+  return os.str();
+}
+
+ClipConfig infer_clip_config(const TensorFile& f) {
+  ClipConfig c;
+  if (f.contains("visual.proj")) {
+    c.vision = ClipVision::vit;
+    c.vision_width = dim_of(f, "visual.conv1.weight", 0);
+    int64_t layers = 0;
+    for (const auto& [key, t] : f.tensors) {
+      (void)t;
+      if (starts_with(key, "visual.") && ends_with(key, ".attn.in_proj_weight")) ++layers;
+    }
+    c.vision_layers = {layers};
+    c.vision_patch_size = dim_of(f, "visual.conv1.weight", 3);
+    const int64_t grid =
+        grid_side(f, "visual.positional_embedding", dim_of(f, "visual.positional_embedding", 0) - 1);
+    c.image_resolution = c.vision_patch_size * grid;
+    c.vision_heads = c.vision_width / 64;
+  } else {
+    c.vision = ClipVision::resnet;
+    for (int b = 1; b <= 4; ++b) c.vision_layers.push_back(count_indices(f, "visual.layer" + std::to_string(b) + "."));
+    c.vision_width = dim_of(f, "visual.layer1.0.conv1.weight", 0);
+    const int64_t out_side = grid_side(f, "visual.attnpool.positional_embedding",
+                                       dim_of(f, "visual.attnpool.positional_embedding", 0) - 1);
+    c.vision_patch_size = 0;
+    c.image_resolution = out_side * 32;
+    c.vision_heads = c.vision_width * 32 / 64;
+  }
+  c.embed_dim = dim_of(f, "text_projection", 1);
+  c.context_length = dim_of(f, "positional_embedding", 0);
+  c.vocab_size = dim_of(f, "token_embedding.weight", 0);
+  c.transformer_width = dim_of(f, "ln_final.weight", 0);
+  c.transformer_heads = c.transformer_width / 64;
+  c.transformer_layers = count_indices(f, "transformer.resblocks.");
+  return c;
+}
+
+ClipConfig load_clip_config_json(const std::string& path, ClipConfig c) {
+  std::ifstream in(path);
+  MM_CHECK(in.good(), "[clip config] cannot open ", path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw Error(str_cat("[clip config] ", path, ": not valid JSON: ", e.what()));
+  }
+  MM_CHECK(j.is_object(), "[clip config] ", path, ": expected a JSON object of build_model arguments");
+  auto integer = [&](const std::string& key) -> int64_t {
+    const auto& v = j.at(key);
+    MM_CHECK(v.is_number_integer(), "[clip config] ", path, ": '", key, "' must be an integer, got ", v.dump());
+    return v.get<int64_t>();
+  };
+  for (const auto& [key, value] : j.items()) {
+    if (key == "embed_dim") c.embed_dim = integer(key);
+    else if (key == "image_resolution") c.image_resolution = integer(key);
+    else if (key == "vision_width") c.vision_width = integer(key);
+    else if (key == "vision_heads") c.vision_heads = integer(key);
+    else if (key == "context_length") c.context_length = integer(key);
+    else if (key == "vocab_size") c.vocab_size = integer(key);
+    else if (key == "transformer_width") c.transformer_width = integer(key);
+    else if (key == "transformer_heads") c.transformer_heads = integer(key);
+    else if (key == "transformer_layers") c.transformer_layers = integer(key);
+    else if (key == "transformer_heads_by_openai_rule") continue;  // informational: width / 64
+    else if (key == "vision_layers") {
+      if (value.is_number_integer()) {
+        c.vision = ClipVision::vit;
+        c.vision_layers = {value.get<int64_t>()};
+      } else {
+        MM_CHECK(value.is_array() && value.size() == 4, "[clip config] ", path,
+                 ": 'vision_layers' must be an int (ViT) or a list of 4 ints (ResNet), got ", value.dump());
+        c.vision = ClipVision::resnet;
+        c.vision_layers.clear();
+        for (const auto& n : value) {
+          MM_CHECK(n.is_number_integer(), "[clip config] ", path, ": 'vision_layers' entry ", n.dump(),
+                   " is not an integer");
+          c.vision_layers.push_back(n.get<int64_t>());
+        }
+      }
+    } else if (key == "vision_patch_size") {
+      c.vision_patch_size = value.is_null() ? 0 : integer(key);
+    } else if (key == "hidden_act") {
+      const std::string act = value.is_string() ? value.get<std::string>() : value.dump();
+      MM_CHECK(act == "quick_gelu" || act == "gelu", "[clip config] ", path, ": hidden_act '", act,
+               "' is not supported (quick_gelu or gelu)");
+      c.activation = act == "gelu" ? ClipActivation::gelu : ClipActivation::quick_gelu;
+    } else {
+      throw Error(str_cat("[clip config] ", path, ": unknown key '", key,
+                          "' (expected build_model's arguments: embed_dim, image_resolution, vision_layers, "
+                          "vision_width, vision_patch_size, context_length, vocab_size, transformer_width, "
+                          "transformer_heads, transformer_layers, plus vision_heads, hidden_act)"));
+    }
+  }
+  // Head counts the file leaves out follow CLIP's rules for the (possibly new) widths.
+  if (!j.contains("vision_heads") && j.contains("vision_width"))
+    c.vision_heads = c.vision == ClipVision::vit ? c.vision_width / 64 : c.vision_width * 32 / 64;
+  if (!j.contains("transformer_heads") && j.contains("transformer_width")) c.transformer_heads = c.transformer_width / 64;
+  MM_CHECK((c.vision == ClipVision::vit) == (c.vision_patch_size > 0), "[clip config] ", path, ": vision_layers ",
+           j.contains("vision_layers") ? j["vision_layers"].dump() : "(inferred)", " and vision_patch_size ",
+           c.vision_patch_size, " disagree (ViT needs a patch size, ModifiedResNet a null one)");
+  return c;
+}
+
+}  // namespace mm
