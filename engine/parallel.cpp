@@ -75,8 +75,9 @@ class Pool {
     in_parallel_region = false;
   }
 
-  void worker(int index) {
-    uint64_t seen = 0;
+  // `seen` starts at the generation current when the worker was created, so a worker
+  // started by resize() never picks up a job that finished before it existed.
+  void worker(int index, uint64_t seen) {
     for (;;) {
       const std::function<void(int, int)>* fn;
       int n;
@@ -98,7 +99,8 @@ class Pool {
 
   void start_workers() {
     stop_ = false;
-    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i] { worker(i); });
+    const uint64_t generation = generation_;
+    for (int i = 1; i < threads_; ++i) workers_.emplace_back([this, i, generation] { worker(i, generation); });
   }
   void stop_workers() {
     {

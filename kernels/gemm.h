@@ -13,6 +13,8 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <string>
+#include <vector>
 
 namespace mm::kernels {
 
@@ -38,7 +40,8 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A, MatrixF32 
 // Implicit-B variant for convolution: B is never materialised; the GEMM asks for blocks of it
 // while packing: fill_b(k0, kc, n0, nc, dst) must write B[k0+kk][n0+nn] to dst[kk*nc + nn]
 // for kk < kc, nn < nc. Called concurrently from several threads with disjoint blocks.
-// (conv2d implements fill_b as an on-the-fly im2col.) Blocks have nc <= 32 columns.
+// (conv2d implements fill_b as an on-the-fly im2col.) A block is one packed micro-panel:
+// nc <= 64 columns (the micro-kernel's NR; sgemm_kernel_name() says which).
 using FillB = std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst)>;
 void sgemm_implicit_b(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A,
                       const FillB& fill_b, float beta, float* C, int64_t ldc);
@@ -56,7 +59,13 @@ enum class SgemmKernel { automatic, avx512, avx2, portable };
 const char* sgemm_kernel_name();
 // Whether this CPU can run `kernel` (automatic and portable always can).
 bool sgemm_kernel_available(SgemmKernel kernel);
-// Forces a micro-kernel for all later calls (automatic = back to the CPU's best).
+// Every micro-kernel variant this CPU can run, by name: the defaults "avx512", "avx2",
+// "portable" and the other measured tile shapes ("avx512_8x48", ...; see gemm_avx512.cpp).
+std::vector<std::string> sgemm_kernel_names();
+// Forces a variant by name (as MM_GEMM_KERNEL does); throws mm::Error if unknown/unsupported.
+void set_sgemm_kernel(const std::string& name);
+// Forces a micro-kernel for all later calls (automatic = the start-up choice again: the
+// MM_GEMM_KERNEL variable if set, else the CPU's best; it also rereads MM_GEMM_KC/MC/NC).
 // Throws mm::Error if the CPU cannot run it. Not thread-safe against concurrent sgemm calls.
 void set_sgemm_kernel(SgemmKernel kernel);
 

@@ -6,7 +6,7 @@
 //
 // Loop nest of one sgemm call (C[M,N] += A[M,K] @ B[K,N]):
 //   for jc in N step NC:                         B panel [kc, nc] lives in L3, shared by threads
-//     for pc in K step KC:
+//     for pc in K step KC:                         (K split into equal blocks of <= KC)
 //       pack B[pc:pc+kc, jc:jc+nc] -> NR-wide micro-panels [kc, NR] (all threads, then barrier)
 //       for ic in (this thread's rows) step MC:  A block [mc, kc] lives in this core's L2
 //         pack A[ic:ic+mc, pc:pc+kc] -> MR-tall micro-panels [kc, MR]
@@ -28,6 +28,10 @@
 #include <string>
 #include <thread>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "engine/error.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/gemm_microkernels.h"
@@ -37,8 +41,7 @@ namespace mm::kernels {
 namespace {
 
 using cpu::MicroKernelFn;
-using cpu::PackAFn;
-using cpu::PackBFn;
+using cpu::PackFn;
 
 // ---- portable micro-kernel: plain loops, 4 x 16 tile -----------------------------------
 constexpr int64_t kPortableMR = 4, kPortableNR = 16;
@@ -61,30 +64,34 @@ void sgemm_portable_4x16(int64_t kc, const float* a, const float* b, float* c, i
 }
 
 // ---- the table of micro-kernels --------------------------------------------------------
-// Blocking: A block [mc, kc] fills about half of the 1 MiB L2 of a Zen 5 core; B micro-panel
-// [kc, NR] fits its 48 KiB L1; the B panel [kc, nc] sits in L3. Tuned with mmbench (see the
-// header of gemm_avx512.cpp); MM_GEMM_KC / MM_GEMM_MC / MM_GEMM_NC override them for tuning.
+// Blocking, measured on Zen 5 (1 MiB L2, 48 KiB L1 per core) rather than derived from the
+// textbook "B micro-panel in L1, A block in L2": every KC block costs one read-modify-write
+// pass over all of C (16 MiB at 2048^2, from DRAM), and that traffic outweighs L1 misses,
+// which Zen 5's L2 bandwidth hides. So kc = 1024 (B micro-panel [1024, 32] = 128 KiB, in L2),
+// mc = 768 rows per A block, nc = 4096: kc 1024 beat 512 by 3-5% and 256 by ~10% at 2048^3;
+// kc 2048 and nc 1024/2048 gained nothing. MM_GEMM_KC / MM_GEMM_MC / MM_GEMM_NC override.
 struct Variant {
   const char* name;
   SgemmKernel isa;
   int64_t mr, nr;
   MicroKernelFn fn;
   int64_t kc, mc, nc;
-  PackAFn pack_a_rowmajor;  // nullptr: plain loops
-  PackBFn pack_b_rowmajor;
+  PackFn pack_copy;       // nullptr: plain loops
+  PackFn pack_transpose;  // nullptr: plain loops
 };
 
 const Variant kVariants[] = {
-    // The first entry of each isa is its default; the others stay selectable by name.
-    {"avx512", SgemmKernel::avx512, 12, 32, cpu::sgemm_avx512_12x32, 512, 192, 4096,
-     cpu::pack_a_avx512, cpu::pack_b_avx512},
-    {"avx512_8x48", SgemmKernel::avx512, 8, 48, cpu::sgemm_avx512_8x48, 512, 192, 4128,
-     cpu::pack_a_avx512, cpu::pack_b_avx512},
-    {"avx512_6x64", SgemmKernel::avx512, 6, 64, cpu::sgemm_avx512_6x64, 512, 192, 4096,
-     cpu::pack_a_avx512, cpu::pack_b_avx512},
-    {"avx512_14x32", SgemmKernel::avx512, 14, 32, cpu::sgemm_avx512_14x32, 512, 196, 4096,
-     cpu::pack_a_avx512, cpu::pack_b_avx512},
-    {"avx2", SgemmKernel::avx2, 6, 16, cpu::sgemm_avx2_6x16, 256, 240, 4096, nullptr, nullptr},
+    // The first entry of each isa is its default; the others stay selectable by name
+    // (MM_GEMM_KERNEL=avx512_6x64) and are tested. Measurements: header of gemm_avx512.cpp.
+    {"avx512", SgemmKernel::avx512, 12, 32, cpu::sgemm_avx512_12x32, 1024, 768, 4096,
+     cpu::pack_copy_avx512, cpu::pack_transpose_avx512},
+    {"avx512_6x64", SgemmKernel::avx512, 6, 64, cpu::sgemm_avx512_6x64, 1024, 768, 4096,
+     cpu::pack_copy_avx512, cpu::pack_transpose_avx512},
+    {"avx512_8x48", SgemmKernel::avx512, 8, 48, cpu::sgemm_avx512_8x48, 1024, 768, 4128,
+     cpu::pack_copy_avx512, cpu::pack_transpose_avx512},
+    {"avx512_14x32", SgemmKernel::avx512, 14, 32, cpu::sgemm_avx512_14x32, 1024, 770, 4096,
+     cpu::pack_copy_avx512, cpu::pack_transpose_avx512},
+    {"avx2", SgemmKernel::avx2, 6, 16, cpu::sgemm_avx2_6x16, 512, 384, 4096, nullptr, nullptr},
     {"portable", SgemmKernel::portable, kPortableMR, kPortableNR, sgemm_portable_4x16, 256, 128,
      4096, nullptr, nullptr},
 };
@@ -127,19 +134,21 @@ Variant apply_env_blocking(Variant v) {
   return v;
 }
 
-Variant choose_variant() {
-  if (const char* forced = std::getenv("MM_GEMM_KERNEL")) {
-    for (const Variant& v : kVariants) {
-      if (std::string(forced) == v.name) {
-        MM_CHECK(cpu_supports(v.isa), "[sgemm] MM_GEMM_KERNEL=", forced,
-                 " but this CPU does not support it");
-        return apply_env_blocking(v);
-      }
+// The variant called `name`, with MM_GEMM_KC/MC/NC applied; throws if unknown or unsupported.
+Variant variant_by_name(const std::string& name, const char* origin) {
+  for (const Variant& v : kVariants) {
+    if (name == v.name) {
+      MM_CHECK(cpu_supports(v.isa), "[sgemm] ", origin, name, " but this CPU does not support it");
+      return apply_env_blocking(v);
     }
-    std::string names;
-    for (const Variant& v : kVariants) names += std::string(names.empty() ? "" : ", ") + v.name;
-    throw Error(str_cat("[sgemm] unknown MM_GEMM_KERNEL=", forced, " (known: ", names, ")"));
   }
+  std::string names;
+  for (const Variant& v : kVariants) names += std::string(names.empty() ? "" : ", ") + v.name;
+  throw Error(str_cat("[sgemm] unknown micro-kernel ", origin, name, " (known: ", names, ")"));
+}
+
+Variant choose_variant() {
+  if (const char* forced = std::getenv("MM_GEMM_KERNEL")) return variant_by_name(forced, "MM_GEMM_KERNEL=");
   for (SgemmKernel isa : {SgemmKernel::avx512, SgemmKernel::avx2})
     if (cpu_supports(isa)) return apply_env_blocking(first_of(isa));
   return apply_env_blocking(first_of(SgemmKernel::portable));
@@ -155,15 +164,23 @@ const Variant& variant() {
 
 // ---- buffers, barrier -------------------------------------------------------------------
 // Grow-only 64-byte aligned scratch, one per thread, so packing never mallocs per call.
+// Buffers of 1 MiB and more sit on 2 MiB boundaries and ask for transparent huge pages: the
+// micro-kernels sweep MiB-sized packed panels, and 4 KiB pages would cost TLB misses.
 class AlignedBuffer {
  public:
   ~AlignedBuffer() { std::free(data_); }
   float* get(int64_t floats) {
     if (floats > size_) {
       std::free(data_);
-      const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      constexpr size_t kHuge = size_t(2) << 20;
+      size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+      const bool huge = bytes >= kHuge / 2;
+      if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+      data_ = static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes));
       MM_CHECK(data_ != nullptr, "[sgemm] out of memory allocating ", bytes, " bytes of packing buffer");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+      if (huge) madvise(data_, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
+#endif
       size_ = floats;
     }
     return data_;
@@ -203,26 +220,20 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 // ---- packing ------------------------------------------------------------------------------
 // A micro-panels: dst[p][k][i] = A(i0 + p*MR + i, k0 + k), zero rows past M. dst: [mc/MR, kc, MR]
 void pack_a(const MatrixF32& A, int64_t M, int64_t i0, int64_t mc, int64_t k0, int64_t kc,
-            int64_t MR, PackAFn pack_rowmajor, float* dst) {
+            int64_t MR, const Variant& v, float* dst) {
   for (int64_t ir = 0; ir < mc; ir += MR, dst += kc * MR) {
     const int64_t rows = std::min(MR, M - i0 - ir);
     const float* src = A.data + (i0 + ir) * A.rs + k0 * A.cs;
-    if (A.cs == 1 && pack_rowmajor) {
-      pack_rowmajor(src, A.rs, rows, kc, MR, dst);  // writes the zero rows too
-      continue;
-    }
-    if (A.cs == 1) {
-      // Row-major A: read each row contiguously, write with stride MR.
-      for (int64_t i = 0; i < rows; ++i) {
-        const float* row = src + i * A.rs;
-        for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = row[k];
-      }
+    if (A.cs == 1 && v.pack_transpose) {
+      v.pack_transpose(src, A.rs, rows, kc, MR, dst);  // row-major A
+    } else if (A.rs == 1 && v.pack_copy) {
+      v.pack_copy(src, A.cs, rows, kc, MR, dst);  // column-major (transposed) A
     } else {
-      for (int64_t k = 0; k < kc; ++k)
+      for (int64_t k = 0; k < kc; ++k) {
         for (int64_t i = 0; i < rows; ++i) dst[k * MR + i] = src[k * A.cs + i * A.rs];
+        for (int64_t i = rows; i < MR; ++i) dst[k * MR + i] = 0.f;
+      }
     }
-    for (int64_t i = rows; i < MR; ++i)
-      for (int64_t k = 0; k < kc; ++k) dst[k * MR + i] = 0.f;
   }
 }
 
@@ -234,7 +245,7 @@ struct BSource {
 
 // One B micro-panel: dst[k][j] = B(k0 + k, j0 + j) for j < cols, zero for cols <= j < NR.
 void pack_b_panel(const BSource& B, int64_t k0, int64_t kc, int64_t j0, int64_t cols, int64_t NR,
-                  PackBFn pack_rowmajor, float* dst) {
+                  const Variant& v, float* dst) {
   if (B.fill) {
     (*B.fill)(k0, kc, j0, cols, dst);  // writes dst[kk*cols + nn]
     if (cols < NR) {
@@ -249,8 +260,10 @@ void pack_b_panel(const BSource& B, int64_t k0, int64_t kc, int64_t j0, int64_t 
   }
   const MatrixF32& m = B.mat;
   const float* src = m.data + k0 * m.rs + j0 * m.cs;
-  if (m.cs == 1 && pack_rowmajor) {
-    pack_rowmajor(src, m.rs, cols, kc, NR, dst);
+  if (m.cs == 1 && v.pack_copy) {
+    v.pack_copy(src, m.rs, cols, kc, NR, dst);  // row-major B
+  } else if (m.rs == 1 && v.pack_transpose) {
+    v.pack_transpose(src, m.cs, cols, kc, NR, dst);  // column-major B, e.g. a linear weight
   } else if (m.cs == 1) {
     for (int64_t k = 0; k < kc; ++k) {
       std::memcpy(dst + k * NR, src + k * m.rs, sizeof(float) * cols);
@@ -268,7 +281,7 @@ void pack_b_panel(const BSource& B, int64_t k0, int64_t kc, int64_t j0, int64_t 
 // ---- small problems: no packing, no threads ------------------------------------------------
 void sgemm_small(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32& A,
                  const BSource& B, float beta, float* C, int64_t ldc) {
-  constexpr int64_t kChunk = 64;
+  constexpr int64_t kChunk = 32;  // <= 64: the FillB promise on block width
   float acc[kChunk];
   float bblock[kChunk];  // used for implicit B: one column block of one row of B
   for (int64_t i = 0; i < M; ++i) {
@@ -330,7 +343,10 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
     return;
   }
   const Variant& v = variant();
-  const int64_t MR = v.mr, NR = v.nr, KC = v.kc, NC = v.nc;
+  const int64_t MR = v.mr, NR = v.nr, NC = v.nc;
+  // K in equal blocks of at most v.kc (K = 1152 with kc 1024: 576 + 576, not 1024 + 128), so
+  // no block is a sliver that pays a full pass over C. Depends on K only, not on threads.
+  const int64_t KC = ceil_div(K, ceil_div(K, v.kc));
   const int64_t nc_max = std::min(NC, ceil_div(N, NR) * NR);
   const int64_t kc_max = std::min(KC, K);
   const int64_t b_panel_floats = kc_max * nc_max;  // one packed B panel [kc, nc]
@@ -372,7 +388,7 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
         try {
           for (int64_t p = panels * t / nt; p < panels * (t + 1) / nt; ++p)
             pack_b_panel(B, pc, kc, jc + p * NR, std::min(NR, nc - p * NR), NR,
-                         v.pack_b_rowmajor, bp + p * kc * NR);
+                         v, bp + p * kc * NR);
         } catch (...) {
           std::lock_guard<std::mutex> lock(error_mutex);
           if (!error) error = std::current_exception();
@@ -385,7 +401,7 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
         const int64_t p0 = panels * tc / tn, p1 = panels * (tc + 1) / tn;
         for (int64_t ic = row0; ic < row1; ic += mc) {
           const int64_t mcur = std::min(mc, row1 - ic);
-          pack_a(A, M, ic, mcur, pc, kc, MR, v.pack_a_rowmajor, packed_a);
+          pack_a(A, M, ic, mcur, pc, kc, MR, v, packed_a);
           for (int64_t p = p0; p < p1; ++p) {
             const float* bpanel = bp + p * kc * NR;
             const int64_t cols = std::min(NR, nc - p * NR);
@@ -464,16 +480,22 @@ const char* sgemm_kernel_name() { return variant().name; }
 
 bool sgemm_kernel_available(SgemmKernel kernel) { return cpu_supports(kernel); }
 
+std::vector<std::string> sgemm_kernel_names() {
+  std::vector<std::string> names;
+  for (const Variant& v : kVariants)
+    if (cpu_supports(v.isa)) names.push_back(v.name);
+  return names;
+}
+
+void set_sgemm_kernel(const std::string& name) {
+  variant();
+  g_variant = variant_by_name(name, "");
+}
+
 void set_sgemm_kernel(SgemmKernel kernel) {
   variant();  // run the one-time choice first so it cannot overwrite this one later
   if (kernel == SgemmKernel::automatic) {
-    Variant best = first_of(SgemmKernel::portable);
-    for (SgemmKernel isa : {SgemmKernel::avx512, SgemmKernel::avx2})
-      if (cpu_supports(isa)) {
-        best = first_of(isa);
-        break;
-      }
-    g_variant = apply_env_blocking(best);
+    g_variant = choose_variant();  // as at start-up: MM_GEMM_KERNEL, else the CPU's best
     return;
   }
   MM_CHECK(cpu_supports(kernel), "[sgemm] set_sgemm_kernel: this CPU cannot run the requested kernel");

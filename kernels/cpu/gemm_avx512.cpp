@@ -2,15 +2,25 @@
 // packed panels; contract in gemm_microkernels.h). Compiled with -mavx512f... -mfma (see
 // CMakeLists.txt); kernels/cpu/gemm.cpp calls these only when the CPU reports avx512f.
 // Test:  MM_GEMM_KERNEL=avx512 ./build/mm_tests --source-file=*test_gemm.cpp
-// Bench: MM_GEMM_KERNEL=avx512_8x48 ./build/mmbench gemm --m 2048 --n 2048 --k 2048
+// Bench: MM_GEMM_KERNEL=avx512_6x64 ./build/mmbench gemm --m 2048 --n 2048 --k 2048 --threads 2
 //
 // Shape of one k step of the MR x NR kernel (NV = NR/16 zmm vectors per row):
-//   NV aligned loads of packed B, then MR broadcasts of packed A, each folded into NV FMAs
-//   (`vfmadd231ps zmm, zmm, dword [a]{1to16}`), so MR*NV accumulators stay in registers.
+//   NV aligned loads of packed B, then MR broadcasts of packed A (`vbroadcastss zmm, [a+4i]`),
+//   each feeding NV FMAs, so MR*NV accumulators stay in registers (checked with objdump: no
+//   spills; GCC keeps one broadcast register rather than folding {1to16} into NV FMAs).
 // Zen 5 retires 2 zmm FMAs/cycle at 4 cycles latency: >= 8 independent accumulators keep
 // both pipes busy, and MR*NV + NV <= 32 zmm registers avoids spills.
 //
-// Measured (AMD EPYC Zen 5, 2 cores, 2048^3, see bench/RESULTS.md): <filled in below>
+// Measured on the 2-core AMD EPYC (Zen 5, ~3.2 GHz, one zmm FMA pair/cycle => ~205 GFLOP/s
+// per core, measured with a register-only FMA loop), bench/RESULTS.md has the full tables:
+//   kernel alone, hot L1 (kc 512, same panels): 12x32 200, 8x48 210, 6x64 211, 14x32 214 GFLOP/s
+//   full sgemm 2 threads 2048^3 (kc 1024, mc 768), best of interleaved runs in a quiet window:
+//   12x32 354 (default, "avx512"): ties with the others and keeps narrow N cheap (NR = 32)
+//         and A packing efficient (12 of the 16 rows of each transpose are used)
+//   6x64  355 (1-3% ahead on square sizes, but 4096x64x576 ran 15% slower: MR = 6 wastes
+//         10/16 of each packing transpose, and NR = 64 pads narrow N)
+//   8x48  353;  14x32 347 (28 accumulators; no gain over 24)
+// The tiles run near peak alone; in sgemm the rest is memory traffic (C passes, packing).
 #include <immintrin.h>
 
 #include "kernels/cpu/gemm_microkernels.h"
@@ -87,6 +97,11 @@ inline __attribute__((always_inline)) void tile_kernel(int64_t kc, const float* 
   }
 }
 
+// GCC 12 warns "__Y may be used uninitialized" inside the unpack/shuffle intrinsics: they pass
+// _mm512_undefined_ps(), a deliberately uninitialised register. Silenced for the packing code.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 // In-register transpose of a 16 x 16 block: r[i] holds row i on entry, column i on exit.
 // Three stages: 32-bit interleave, 64-bit interleave (4x4 blocks within each 128-bit lane),
 // then 128-bit lane shuffles that gather lane L of four registers.
@@ -125,35 +140,43 @@ inline __attribute__((always_inline)) void transpose_16x16(__m512 r[16]) {
 
 }  // namespace
 
-// Row-major A block [rows, kc] -> [kc, mr]: 16 k at a time, load up to 16 rows, transpose,
-// store the first mr floats of each column. ~4 shuffles per packed element group of 16,
-// against one scalar load and store per element for the plain loop.
-void pack_a_avx512(const float* src, int64_t rs, int64_t rows, int64_t kc, int64_t mr, float* dst) {
-  const __mmask16 row_mask = static_cast<__mmask16>((1u << mr) - 1u);  // mr <= 16
-  for (int64_t k0 = 0; k0 < kc; k0 += 16) {
-    const int64_t cols = kc - k0 < 16 ? kc - k0 : 16;
-    const __mmask16 k_mask = static_cast<__mmask16>((1u << cols) - 1u);
-    __m512 r[16];
+inline __mmask16 lane_mask(int64_t lanes) {  // the first `lanes` of 16, clamped to [0, 16]
+  return lanes >= 16 ? __mmask16(0xFFFF) : lanes <= 0 ? __mmask16(0) : __mmask16((1u << lanes) - 1u);
+}
+
+// dst[k*ld_dst + j] = src[j*ld_src + k]: 16 columns j at a time, each 16 k by 16 j block loaded
+// as 16 rows, transposed in registers and stored as 16 rows of (up to) 16 floats. About 4
+// shuffles per 16 packed floats, against a scalar load and store per float in plain loops.
+void pack_transpose_avx512(const float* src, int64_t ld_src, int64_t width, int64_t kc,
+                           int64_t ld_dst, float* dst) {
+  for (int64_t j0 = 0; j0 < ld_dst; j0 += 16) {
+    const int64_t w = width - j0;  // source rows in this chunk (may be <= 0: zero padding)
+    const __mmask16 store_mask = lane_mask(ld_dst - j0);
+    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const int64_t cols = kc - k0 < 16 ? kc - k0 : 16;
+      const __mmask16 k_mask = lane_mask(cols);
+      __m512 r[16];
 #pragma GCC unroll 16
-    for (int i = 0; i < 16; ++i)
-      r[i] = i < rows ? _mm512_maskz_loadu_ps(k_mask, src + i * rs + k0) : _mm512_setzero_ps();
-    transpose_16x16(r);
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < w ? _mm512_maskz_loadu_ps(k_mask, src + (j0 + i) * ld_src + k0) : _mm512_setzero_ps();
+      if (w > 0) transpose_16x16(r);
 #pragma GCC unroll 16
-    for (int c = 0; c < 16; ++c)
-      if (c < cols) _mm512_mask_storeu_ps(dst + (k0 + c) * mr, row_mask, r[c]);
+      for (int c = 0; c < 16; ++c)
+        if (c < cols) _mm512_mask_storeu_ps(dst + (k0 + c) * ld_dst + j0, store_mask, r[c]);
+    }
   }
 }
 
-// Row-major B block [kc, cols] -> [kc, nr] with zero columns past `cols`; dst 64-byte aligned.
-void pack_b_avx512(const float* src, int64_t rs, int64_t cols, int64_t kc, int64_t nr, float* dst) {
+#pragma GCC diagnostic pop
+
+// dst[k*ld_dst + j] = src[k*ld_src + j]: masked 16-float loads (zero past width) and stores.
+void pack_copy_avx512(const float* src, int64_t ld_src, int64_t width, int64_t kc, int64_t ld_dst,
+                      float* dst) {
   for (int64_t k = 0; k < kc; ++k) {
-    const float* s = src + k * rs;
-    float* d = dst + k * nr;
-    for (int64_t v = 0; v < nr; v += 16) {
-      const int64_t c = cols - v;
-      const __mmask16 mask = c >= 16 ? __mmask16(0xFFFF) : c > 0 ? __mmask16((1u << c) - 1u) : 0;
-      _mm512_store_ps(d + v, _mm512_maskz_loadu_ps(mask, s + v));
-    }
+    const float* s = src + k * ld_src;
+    float* d = dst + k * ld_dst;
+    for (int64_t v = 0; v < ld_dst; v += 16)
+      _mm512_mask_storeu_ps(d + v, lane_mask(ld_dst - v), _mm512_maskz_loadu_ps(lane_mask(width - v), s + v));
   }
 }
 

@@ -16,18 +16,19 @@ namespace mm::kernels::cpu {
 using MicroKernelFn = void (*)(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                                float alpha, float beta, int64_t m, int64_t n);
 
-// Packing from a row-major source (unit column stride), per instruction set; nullptr in the
-// driver's table means "use the plain-loop packing in gemm.cpp".
-//   pack_a: dst[k*mr + i] = src[i*rs + k] for i < rows, 0 for rows <= i < mr   (k < kc)
-//   pack_b: dst[k*nr + j] = src[k*rs + j] for j < cols, 0 for cols <= j < nr  (k < kc)
-using PackAFn = void (*)(const float* src, int64_t rs, int64_t rows, int64_t kc, int64_t mr,
-                         float* dst);
-using PackBFn = void (*)(const float* src, int64_t rs, int64_t cols, int64_t kc, int64_t nr,
-                         float* dst);
+// Packing primitives, per instruction set (nullptr in the driver's table: plain loops). Both
+// write kc rows of ld_dst floats, zero past `width`; the driver uses them for both operands:
+//   copy:      dst[k*ld_dst + j] = src[k*ld_src + j]   (row-major B; column-major A)
+//   transpose: dst[k*ld_dst + j] = src[j*ld_src + k]   (row-major A; column-major B)
+// for j < width <= ld_dst, k < kc.
+using PackFn = void (*)(const float* src, int64_t ld_src, int64_t width, int64_t kc,
+                        int64_t ld_dst, float* dst);
 
-// gemm_avx512.cpp: pack_a for mr <= 16 (16x16 in-register transposes), pack_b for nr % 16 == 0.
-void pack_a_avx512(const float* src, int64_t rs, int64_t rows, int64_t kc, int64_t mr, float* dst);
-void pack_b_avx512(const float* src, int64_t rs, int64_t cols, int64_t kc, int64_t nr, float* dst);
+// gemm_avx512.cpp: masked 16-float copies; 16x16 in-register transposes.
+void pack_copy_avx512(const float* src, int64_t ld_src, int64_t width, int64_t kc, int64_t ld_dst,
+                      float* dst);
+void pack_transpose_avx512(const float* src, int64_t ld_src, int64_t width, int64_t kc,
+                           int64_t ld_dst, float* dst);
 
 // gemm_avx512.cpp: MR x NR tiles, NR a multiple of 16 (one zmm = 16 floats).
 void sgemm_avx512_12x32(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
