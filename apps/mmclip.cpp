@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/args.h"
 #include "apps/common/clip_preprocess.h"
 #include "apps/common/model_files.h"
 #include "apps/common/progress.h"
@@ -64,14 +65,6 @@ int usage(FILE* f) {
                "  --batch N (16)       images or texts per forward pass\n"
                "  --threads N          --device cpu|cuda\n");
   return f == stdout ? 0 : 2;
-}
-
-int64_t to_int(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, "mmclip: ", opt, " expects an integer in [", lo, ", ",
-           hi, "], got '", v, "'");
-  return n;
 }
 
 // Which subcommands take each option (every one takes --help, --threads, --device).
@@ -116,18 +109,18 @@ Args parse(int argc, char** argv) {
     if (k == "--model") a.model = value();
     else if (k == "--model-config") a.model_config = value();
     else if (k == "--vocab") a.vocab = value();
-    else if (k == "--batch") a.batch = to_int(k, value(), 1, 4096);
+    else if (k == "--batch") a.batch = apps::parse_int("mmclip", k, value(), 1, 4096);
     else if (k == "--labels") a.labels = value();
     else if (k == "--labels-file") a.labels_file = value();
     else if (k == "--template") a.templates.push_back(value());
-    else if (k == "--top") a.top = to_int(k, value(), 1, 1000000);
+    else if (k == "--top") a.top = apps::parse_int("mmclip", k, value(), 1, 1000000);
     else if (k == "--json") a.json = true;
     else if (k == "--image") a.images.push_back(value());
     else if (k == "--text") a.texts.push_back(value());
     else if (k == "--out") a.out = value();
     else if (k == "--truncate") a.truncate = true;
-    else if (k == "--context-length") a.context_length = to_int(k, value(), 2, 100000);
-    else if (k == "--threads") a.threads = to_int(k, value(), 1, 1024);
+    else if (k == "--context-length") a.context_length = apps::parse_int("mmclip", k, value(), 2, 100000);
+    else if (k == "--threads") a.threads = apps::parse_int("mmclip", k, value(), 1, 1024);
     else if (k == "--device") a.device = value();
   }
   MM_CHECK(a.device == "cpu" || a.device == "cuda", "mmclip: --device must be cpu or cuda, got '", a.device, "'");

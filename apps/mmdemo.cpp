@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 
+#include "apps/common/args.h"
 #include "apps/common/image_io.h"
 #include "engine/mm.h"
 #include "engine/ops/linalg.h"
@@ -55,14 +56,7 @@ Args parse(int argc, char** argv) {
       MM_CHECK(i + 1 < argc, "mmdemo: option ", k, " needs a value");
       return argv[++i];
     };
-    auto integer = [&](int64_t lo, int64_t hi) {
-      const std::string v = value();
-      char* end = nullptr;
-      const long long n = std::strtoll(v.c_str(), &end, 10);
-      MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, "mmdemo: ", k, " expects an integer in [", lo,
-               ", ", hi, "], got '", v, "'");
-      return static_cast<int64_t>(n);
-    };
+    auto integer = [&](int64_t lo, int64_t hi) { return apps::parse_int("mmdemo", k, value(), lo, hi); };
     if (k == "--out") a.out = value();
     else if (k == "--size") a.size = integer(8, 512);
     else if (k == "--steps") a.steps = integer(1, 100000);

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/args.h"
 #include "apps/common/image_io.h"
 #include "apps/common/model_files.h"
 #include "apps/common/progress.h"
@@ -56,20 +57,6 @@ int usage(FILE* f) {
   return f == stdout ? 0 : 2;
 }
 
-int64_t to_int(const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
-  char* end = nullptr;
-  const long long n = std::strtoll(v.c_str(), &end, 10);
-  MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, "mmgen: ", opt, " expects an integer in [", lo, ", ", hi,
-           "], got '", v, "'");
-  return n;
-}
-double to_double(const std::string& opt, const std::string& v) {
-  char* end = nullptr;
-  const double d = std::strtod(v.c_str(), &end);
-  MM_CHECK(end != v.c_str() && *end == '\0' && std::isfinite(d), "mmgen: ", opt, " expects a number, got '", v, "'");
-  return d;
-}
-
 Args parse(int argc, char** argv) {
   Args a;
   std::vector<std::string> positional;
@@ -89,20 +76,20 @@ Args parse(int argc, char** argv) {
       const std::string v = value();
       const size_t x = v.find('x');
       MM_CHECK(x != std::string::npos, "mmgen: --size expects WxH, e.g. 256x256, got '", v, "'");
-      a.width = to_int("--size", v.substr(0, x), 8, 8192);
-      a.height = to_int("--size", v.substr(x + 1), 8, 8192);
-    } else if (k == "--steps") a.steps = to_int(k, value(), 0, 1000000);
-    else if (k == "--lr") a.lr = to_double(k, value());
-    else if (k == "--cutn") a.cutn = to_int(k, value(), 1, 4096);
-    else if (k == "--cut-pow") a.cut_pow = to_double(k, value());
-    else if (k == "--seed") a.seed = static_cast<uint64_t>(to_int(k, value(), 0, INT64_MAX));
+      a.width = apps::parse_int("mmgen", "--size", v.substr(0, x), 8, 8192);
+      a.height = apps::parse_int("mmgen", "--size", v.substr(x + 1), 8, 8192);
+    } else if (k == "--steps") a.steps = apps::parse_int("mmgen", k, value(), 0, 1000000);
+    else if (k == "--lr") a.lr = apps::parse_double("mmgen", k, value());
+    else if (k == "--cutn") a.cutn = apps::parse_int("mmgen", k, value(), 1, 4096);
+    else if (k == "--cut-pow") a.cut_pow = apps::parse_double("mmgen", k, value());
+    else if (k == "--seed") a.seed = static_cast<uint64_t>(apps::parse_int("mmgen", k, value(), 0, INT64_MAX));
     else if (k == "--init-image") a.init_image = value();
-    else if (k == "--init-noise") a.init_noise = to_double(k, value());
-    else if (k == "--init-weight") a.init_weight = to_double(k, value());
+    else if (k == "--init-noise") a.init_noise = apps::parse_double("mmgen", k, value());
+    else if (k == "--init-weight") a.init_weight = apps::parse_double("mmgen", k, value());
     else if (k == "--image-prompt") a.image_prompts.push_back(value());
     else if (k == "--noise-prompt") a.noise_prompts.push_back(value());
-    else if (k == "--save-every") a.save_every = to_int(k, value(), 0, 1000000);
-    else if (k == "--threads") a.threads = to_int(k, value(), 1, 1024);
+    else if (k == "--save-every") a.save_every = apps::parse_int("mmgen", k, value(), 0, 1000000);
+    else if (k == "--threads") a.threads = apps::parse_int("mmgen", k, value(), 1, 1024);
     else if (k == "--device") a.device = value();
     else if (k == "--precision") a.precision = value();
     else if (k == "--no-augment") a.augment = false;
@@ -177,7 +164,7 @@ int main(int argc, char** argv) {
     }
     for (const auto& np : a.noise_prompts) {
       auto [seed, w] = split_weight(np);
-      gen.add_noise_prompt(static_cast<uint64_t>(to_int("--noise-prompt", seed, 0, INT64_MAX)), w);
+      gen.add_noise_prompt(static_cast<uint64_t>(apps::parse_int("mmgen", "--noise-prompt", seed, 0, INT64_MAX)), w);
     }
     if (!a.init_image.empty()) gen.init_from_image(apps::load_image_rgb(a.init_image), a.init_noise);
     else gen.init_random();

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "apps/common/args.h"
 #include "apps/common/image_io.h"
 #include "engine/mm.h"
 #include "engine/ops/resize.h"
@@ -51,7 +52,7 @@ Args parse(int argc, char** argv) {
     if (k == "--vqgan") a.vqgan = value();
     else if (k == "--config") a.config = value();
     else if (k == "--dump") a.dump = value();
-    else if (k == "--threads") a.threads = std::stoi(value());
+    else if (k == "--threads") a.threads = static_cast<int>(apps::parse_int("mmvq", k, value(), 1, 1024));
     else if (k.rfind("--", 0) == 0) throw Error(str_cat("mmvq: unknown option '", k, "'"));
     else positional.push_back(k);
   }

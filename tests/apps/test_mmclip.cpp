@@ -21,6 +21,7 @@
 
 #include "apps/common/clip_preprocess.h"
 #include "engine/mm.h"
+#include "tests/apps/run_command.h"
 #include "tests/refs.h"
 #include "weights_tools/safetensors.h"
 
@@ -29,18 +30,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-enum class Stderr { merge, discard };
-
-std::pair<int, std::string> run(const std::string& cmd, Stderr err = Stderr::merge) {
-  std::string out;
-  FILE* p = popen((cmd + (err == Stderr::merge ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 std::string quote(const std::string& s) {  // for /bin/sh
   std::string q = "'";
@@ -271,7 +260,7 @@ TEST_CASE("mmclip embed reproduces the reference image and text features") {
   for (const char* img : kImages) cmd += " --image " + R + img;
   for (const auto& t : manifest["notes"]["clip_texts"]) cmd += " --text " + quote(t.get<std::string>());
   const std::string out = tmp_path("embed.safetensors");
-  auto [rc, text] = run(cmd + " --out " + out);
+  auto [rc, text] = testing::run_command(cmd + " --out " + out);
   REQUIRE_MESSAGE(rc == 0, text);
   CHECK(text.find("wrote " + out) != std::string::npos);
   const TensorFile got = load_safetensors(out);
@@ -279,7 +268,7 @@ TEST_CASE("mmclip embed reproduces the reference image and text features") {
   CHECK(max_rel("image_features", got.get("image_features"), expected.get("image_features")) <= 1e-4);
   CHECK(max_rel("text_features", got.get("text_features"), expected.get("text_features")) <= 1e-4);
   // without --truncate the long text is an error naming the fix
-  auto [rc2, t2] = run(mmclip + " embed" + models + " --text " + quote(manifest["notes"]["clip_texts"][3].get<std::string>()) + " --out " + out);
+  auto [rc2, t2] = testing::run_command(mmclip + " embed" + models + " --text " + quote(manifest["notes"]["clip_texts"][3].get<std::string>()) + " --out " + out);
   CHECK(rc2 == 1);
   CHECK(t2.find("error: ") != std::string::npos);
   CHECK(t2.find("more than context_length 77") != std::string::npos);
@@ -292,8 +281,8 @@ TEST_CASE("mmclip classify --json: probabilities sum to 1 and are the softmax of
   const std::vector<std::string> labels = {"cat", "dog", "lighthouse"};
   std::string images;
   for (const char* img : kImages) images += " " + R + img;
-  auto [rc, text] = run(mmclip + " classify" + images + models + " --labels 'cat, dog,lighthouse' --top 3 --json",
-                        Stderr::discard);
+  auto [rc, text] = testing::run_command(mmclip + " classify" + images + models + " --labels 'cat, dog,lighthouse' --top 3 --json",
+                        testing::Stderr::discard);
   REQUIRE_MESSAGE(rc == 0, text);
   const std::vector<std::string> rows = lines(text);
   REQUIRE(rows.size() == 3);
@@ -302,7 +291,7 @@ TEST_CASE("mmclip classify --json: probabilities sum to 1 and are the softmax of
   std::string cmd = mmclip + " embed" + models;
   for (const char* img : kImages) cmd += " --image " + R + img;
   for (const auto& l : labels) cmd += " --text " + quote("a photo of a " + l + ".");
-  auto [rc2, t2] = run(cmd + " --out " + out);
+  auto [rc2, t2] = testing::run_command(cmd + " --out " + out);
   REQUIRE_MESSAGE(rc2 == 0, t2);
   const TensorFile f = load_safetensors(out);
   const Tensor cos = matmul(normalize(f.get("image_features"), -1), normalize(f.get("text_features"), -1).t());
@@ -324,7 +313,7 @@ TEST_CASE("mmclip classify --json: probabilities sum to 1 and are the softmax of
     CHECK(row["top"][0]["prob"] >= row["top"][1]["prob"]);
   }
   // plain output: the image, then "prob  label" lines
-  auto [rc3, t3] = run(mmclip + " classify " + R + kImages[0] + models + " --labels cat,dog --template 'a {} photo' --template 'art of a {}'");
+  auto [rc3, t3] = testing::run_command(mmclip + " classify " + R + kImages[0] + models + " --labels cat,dog --template 'a {} photo' --template 'art of a {}'");
   CHECK(rc3 == 0);
   CHECK(t3.find(R + kImages[0] + "\n  0.") != std::string::npos);
   std::remove(out.c_str());
@@ -341,7 +330,7 @@ TEST_CASE("mmclip search: an image finds itself; the index is reused and updated
   std::ofstream(dir / "notes.txt") << "not an image";
   const std::string base = mmclip + " search " + dir.string() + " ";
 
-  auto [rc1, t1] = run(base + (dir / "sub" / "b.PNG").string() + models + " --json");
+  auto [rc1, t1] = testing::run_command(base + (dir / "sub" / "b.PNG").string() + models + " --json");
   REQUIRE_MESSAGE(rc1 == 0, t1);
   CHECK(t1.find("indexed 3 new, 0 cached") != std::string::npos);
   CHECK(fs::exists(dir / ".mmclip-index.safetensors"));
@@ -351,13 +340,13 @@ TEST_CASE("mmclip search: an image finds itself; the index is reused and updated
   CHECK(r1["results"][0]["path"] == (dir / "sub" / "b.PNG").string());
   CHECK(r1["results"][0]["score"].get<double>() == doctest::Approx(1.0).epsilon(1e-5));
 
-  auto [rc2, t2] = run(base + "'a photo of a cat'" + models + " --top 2");
+  auto [rc2, t2] = testing::run_command(base + "'a photo of a cat'" + models + " --top 2");
   REQUIRE_MESSAGE(rc2 == 0, t2);
   CHECK(t2.find("indexed 0 new, 3 cached, 0 removed") != std::string::npos);
   CHECK(lines(t2).size() == 3);  // the status line and two results
 
   fs::copy_file(R + kImages[0], dir / "sub" / "d.jpg.png");
-  auto [rc3, t3] = run(base + (dir / "c.png").string() + models + " --json");
+  auto [rc3, t3] = testing::run_command(base + (dir / "c.png").string() + models + " --json");
   REQUIRE_MESSAGE(rc3 == 0, t3);
   CHECK(t3.find("indexed 1 new, 3 cached, 0 removed") != std::string::npos);
   const nlohmann::json r3 = nlohmann::json::parse(lines(t3).back());
@@ -365,7 +354,7 @@ TEST_CASE("mmclip search: an image finds itself; the index is reused and updated
   CHECK(r3["results"][0]["path"] == (dir / "c.png").string());
 
   fs::remove(dir / "a.png");
-  auto [rc4, t4] = run(base + "dog" + models);
+  auto [rc4, t4] = testing::run_command(base + "dog" + models);
   REQUIRE_MESSAGE(rc4 == 0, t4);
   CHECK(t4.find("indexed 0 new, 3 cached, 1 removed") != std::string::npos);
   fs::remove_all(dir);
@@ -373,13 +362,13 @@ TEST_CASE("mmclip search: an image finds itself; the index is reused and updated
 
 TEST_CASE("mmclip tokenize --json matches clip.tokenize") {
   MM_REQUIRE_REFS("clip_vit_tiny_expected.safetensors");
-  auto [rc, text] = run(mmclip + " tokenize 'a photo of a cat' --json --vocab " + R + "bpe_simple_vocab_16e6.txt.gz");
+  auto [rc, text] = testing::run_command(mmclip + " tokenize 'a photo of a cat' --json --vocab " + R + "bpe_simple_vocab_16e6.txt.gz");
   REQUIRE_MESSAGE(rc == 0, text);
   const nlohmann::json ids = nlohmann::json::parse(lines(text).at(0));
   const TensorFile expected = load_safetensors(testing::refs_path("clip_vit_tiny_expected.safetensors"));
   const std::vector<int64_t> want = expected.get("text_tokens").select(0, 0).contiguous().to_vector<int64_t>();
   CHECK(ids.get<std::vector<int64_t>>() == want);
-  auto [rc2, t2] = run(mmclip + " tokenize 'a photo of a cat' --context-length 4 --truncate --vocab " + R + "bpe_simple_vocab_16e6.txt.gz");
+  auto [rc2, t2] = testing::run_command(mmclip + " tokenize 'a photo of a cat' --context-length 4 --truncate --vocab " + R + "bpe_simple_vocab_16e6.txt.gz");
   CHECK(rc2 == 0);
   CHECK(t2 == "49406 320 1125 49407\n");
 }
@@ -402,7 +391,7 @@ TEST_CASE("mmclip bad input: clear errors") {
   };
   for (const auto& [cmd, message] : cases) {
     CAPTURE(cmd);
-    auto [rc, text] = run(cmd);
+    auto [rc, text] = testing::run_command(cmd);
     CHECK(rc == 1);
     CHECK_MESSAGE(text.find("error: ") != std::string::npos, text);
     CHECK_MESSAGE(text.find(message) != std::string::npos, text);
@@ -411,12 +400,12 @@ TEST_CASE("mmclip bad input: clear errors") {
 
 TEST_CASE("weights_tools/download.sh: --list and an unknown name (no download)") {
   const std::string script = "bash " MM_SOURCE_DIR "/weights_tools/download.sh";
-  auto [rc, text] = run(script + " --list");
+  auto [rc, text] = testing::run_command(script + " --list");
   CHECK(rc == 0);
   for (const char* name : {"vocab", "ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336px", "RN50", "RN101", "RN50x4",
                            "RN50x16", "RN50x64", "vqgan-imagenet-f16-16384"})
     CHECK_MESSAGE(text.find(std::string(name) + "\n") != std::string::npos, name);
-  auto [rc2, t2] = run(script + " ViT-Z-99");
+  auto [rc2, t2] = testing::run_command(script + " ViT-Z-99");
   CHECK(rc2 != 0);
   CHECK(t2.find("unknown name 'ViT-Z-99'") != std::string::npos);
 }

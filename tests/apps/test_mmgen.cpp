@@ -14,22 +14,13 @@
 #include "engine/mm.h"
 #include "models/clip_config.h"
 #include "models/vqgan_clip.h"
+#include "tests/apps/run_command.h"
 #include "tests/refs.h"
 #include "weights_tools/torch_file.h"
 
 using namespace mm;
 
 namespace {
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -74,9 +65,9 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
   const std::string a = "/tmp/mm_test_mmgen_a_" + std::to_string(::getpid()) + ".png";
   const std::string b = "/tmp/mm_test_mmgen_b_" + std::to_string(::getpid()) + ".png";
   const std::string common = " \"a lighthouse|fog:-0.3\"" + models_args() + " --size 96x64 --steps 6 --cutn 4 --seed 7 --threads 2";
-  auto [rc1, t1] = run(mmgen + common + " --out " + a);
+  auto [rc1, t1] = testing::run_command(mmgen + common + " --out " + a);
   REQUIRE_MESSAGE(rc1 == 0, t1);
-  auto [rc2, t2] = run(mmgen + common + " --out " + b);
+  auto [rc2, t2] = testing::run_command(mmgen + common + " --out " + b);
   REQUIRE_MESSAGE(rc2 == 0, t2);
   const std::string pa = slurp(a), pb = slurp(b);
   REQUIRE(pa.size() > 33);
@@ -88,7 +79,7 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
   CHECK(pa.find("a lighthouse|fog:-0.3") != std::string::npos);
   CHECK(t1.find("wrote " + a) != std::string::npos);
   // another seed gives another image
-  auto [rc3, t3] = run(mmgen + common + " --seed 8 --out " + b);
+  auto [rc3, t3] = testing::run_command(mmgen + common + " --seed 8 --out " + b);
   REQUIRE(rc3 == 0);
   CHECK(slurp(b) != pa);
   std::remove(a.c_str());
@@ -97,19 +88,19 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
 
 TEST_CASE("mmgen bad input: clear errors") {
   MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
-  auto [rc1, t1] = run(mmgen + " \"\"" + models_args());
+  auto [rc1, t1] = testing::run_command(mmgen + " \"\"" + models_args());
   CHECK(rc1 == 1);
   CHECK(t1.find("empty prompt") != std::string::npos);
-  auto [rc2, t2] = run(mmgen + " \"a cat\"" + models_args() + " --size 62x64 --steps 1 --cutn 1 --out /tmp/mm_test_mmgen_round.png");
+  auto [rc2, t2] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --size 62x64 --steps 1 --cutn 1 --out /tmp/mm_test_mmgen_round.png");
   CHECK(rc2 == 0);
   CHECK(t2.find("not a multiple of the VQGAN's factor 4; using 60x64") != std::string::npos);
-  auto [rc3, t3] = run(mmgen + " \"a cat\"" + models_args() + " --init-image /nonexistent.png");
+  auto [rc3, t3] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --init-image /nonexistent.png");
   CHECK(rc3 == 1);
   CHECK(t3.find("cannot read image '/nonexistent.png'") != std::string::npos);
-  auto [rc4, t4] = run(mmgen + " \"a cat\" --size 64");
+  auto [rc4, t4] = testing::run_command(mmgen + " \"a cat\" --size 64");
   CHECK(rc4 == 1);
   CHECK(t4.find("--size expects WxH") != std::string::npos);
-  auto [rc5, t5] = run(mmgen + " \"a cat\"");
+  auto [rc5, t5] = testing::run_command(mmgen + " \"a cat\"");
   CHECK(rc5 == 1);
   CHECK(t5.find("pass --clip FILE") != std::string::npos);
   std::remove("/tmp/mm_test_mmgen_round.png");

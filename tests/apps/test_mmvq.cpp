@@ -11,23 +11,13 @@
 #include <string>
 
 #include "engine/mm.h"
+#include "tests/apps/run_command.h"
 #include "tests/refs.h"
 #include "weights_tools/safetensors.h"
 
 using namespace mm;
 
 namespace {
-// Runs a shell command, returns (exit code, stdout+stderr).
-std::pair<int, std::string> run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 const std::string mmvq = MM_BIN_DIR "/mmvq";
 }  // namespace
 
@@ -35,7 +25,7 @@ TEST_CASE("mmvq reconstruct --dump reproduces taming's codes and decoding") {
   MM_REQUIRE_REFS("vqgan_tiny.ckpt");
   const std::string dump = "/tmp/mm_test_mmvq_" + std::to_string(::getpid()) + ".safetensors";
   const std::string out_png = "/tmp/mm_test_mmvq_" + std::to_string(::getpid()) + ".png";
-  auto [rc, text] = run(mmvq + " reconstruct " + testing::refs_path("image_1_shapes.png") + " " + out_png + " --vqgan " +
+  auto [rc, text] = testing::run_command(mmvq + " reconstruct " + testing::refs_path("image_1_shapes.png") + " " + out_png + " --vqgan " +
                         testing::refs_path("vqgan_tiny.ckpt") + " --config " + testing::refs_path("vqgan_tiny.yaml") +
                         " --dump " + dump);
   REQUIRE_MESSAGE(rc == 0, text);
@@ -53,13 +43,13 @@ TEST_CASE("mmvq reconstruct --dump reproduces taming's codes and decoding") {
 
 TEST_CASE("mmvq bad input: clear errors, non-zero exit") {
   MM_REQUIRE_REFS("vqgan_tiny.ckpt");
-  auto [rc1, t1] = run(mmvq + " reconstruct /nonexistent.png /tmp/x.png --vqgan " + testing::refs_path("vqgan_tiny.ckpt"));
+  auto [rc1, t1] = testing::run_command(mmvq + " reconstruct /nonexistent.png /tmp/x.png --vqgan " + testing::refs_path("vqgan_tiny.ckpt"));
   CHECK(rc1 == 1);
   CHECK(t1.find("cannot read image '/nonexistent.png'") != std::string::npos);
-  auto [rc2, t2] = run(mmvq + " reconstruct a.png b.png");
+  auto [rc2, t2] = testing::run_command(mmvq + " reconstruct a.png b.png");
   CHECK(rc2 == 1);
   CHECK(t2.find("--vqgan FILE is required") != std::string::npos);
-  auto [rc3, t3] = run(mmvq + " explode a b --vqgan x");
+  auto [rc3, t3] = testing::run_command(mmvq + " explode a b --vqgan x");
   CHECK(rc3 == 1);
   CHECK(t3.find("unknown command 'explode'") != std::string::npos);
 }

@@ -1,0 +1,28 @@
+// apps/common/args.h: checked number parsing for the apps' command lines. The error names
+// the app, the option, the accepted range and what was given.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "engine/error.h"
+
+namespace mm::apps {
+
+inline int64_t parse_int(const char* app, const std::string& opt, const std::string& v, int64_t lo, int64_t hi) {
+  char* end = nullptr;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, app, ": ", opt, " expects an integer in [", lo, ", ",
+           hi, "], got '", v, "'");
+  return n;
+}
+
+inline double parse_double(const char* app, const std::string& opt, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  MM_CHECK(end != v.c_str() && *end == '\0' && std::isfinite(d), app, ": ", opt, " expects a number, got '", v, "'");
+  return d;
+}
+
+}  // namespace mm::apps
