@@ -18,11 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
-#include "engine/ops/conv.h"
-#include "engine/parallel.h"
-#include "engine/tensor.h"
+#include "engine/mm.h"
 #include "kernels/gemm.h"
+#include "models/clip.h"
+#include "models/vqgan_clip.h"
 
 namespace {
 
@@ -143,6 +142,117 @@ int bench_conv2d(const Args& args) {
   return 0;
 }
 
+// Prints one result line: human-readable, or one JSON object with --json. `fields` are
+// (key, value-as-JSON) pairs; the human line lists them as key=value.
+void report(const Args& args, const std::string& kernel, const std::vector<std::pair<std::string, std::string>>& fields,
+            const std::string& summary) {
+  if (args.json) {
+    std::string line = "{\"kernel\":\"" + kernel + "\",\"impl\":\"mm\",\"device\":\"cpu\"";
+    for (const auto& [k, v] : fields) line += ",\"" + k + "\":" + v;
+    std::printf("%s}\n", line.c_str());
+  } else {
+    std::string line = kernel + " cpu";
+    for (const auto& [k, v] : fields) line += " " + k + "=" + v;
+    std::printf("%s: %s\n", line.c_str(), summary.c_str());
+  }
+}
+std::string num(double v) {
+  char b[64];
+  std::snprintf(b, sizeof(b), "%.4g", v);
+  return b;
+}
+
+// Memory-bound kernels: layer_norm and softmax over rows of a [rows, cols] float32 tensor.
+// GB/s counts one read and one write of the tensor (the minimum traffic).
+int bench_rowwise(const Args& args, const std::string& kernel) {
+  setup_device_and_threads(args);
+  const int64_t rows = args.get_int("rows", 8192), cols = args.get_int("cols", 768), repeat = args.get_int("repeat", 20);
+  mm::Generator gen(0);
+  const mm::Tensor x = mm::Tensor::randn({rows, cols}, gen);
+  const mm::Tensor w = mm::Tensor::ones({cols}), b = mm::Tensor::zeros({cols});
+  mm::NoGradGuard ng;
+  mm::Tensor y;
+  const double ms = median_ms(repeat, [&] { y = kernel == "layernorm" ? mm::layer_norm(x, {cols}, w, b) : mm::softmax(x, -1); });
+  const double gbps = 2.0 * rows * cols * 4 / (ms * 1e6);
+  report(args, kernel, {{"rows", std::to_string(rows)}, {"cols", std::to_string(cols)}, {"threads", std::to_string(mm::num_threads())},
+                        {"ms", num(ms)}, {"gbps", num(gbps)}},
+         num(ms) + " ms, " + num(gbps) + " GB/s");
+  return 0;
+}
+int bench_layernorm(const Args& args) { return bench_rowwise(args, "layernorm"); }
+int bench_softmax(const Args& args) { return bench_rowwise(args, "softmax"); }
+
+// Random weights with the shapes of a weight table (std 0.02; BatchNorm variances positive).
+mm::TensorFile random_weights(const std::vector<std::pair<std::string, mm::Shape>>& table) {
+  mm::TensorFile f;
+  f.path = "random";
+  mm::Generator gen(1);
+  for (const auto& [key, shape] : table) {
+    mm::Tensor t = mm::Tensor::randn(shape, gen) * 0.02;
+    if (key.find("running_var") != std::string::npos || key.find("norm") != std::string::npos ||
+        key.find("ln_") != std::string::npos || key.find(".bn") != std::string::npos)
+      t = mm::abs(t) + 1.0;
+    f.tensors.push_back({key, t});
+  }
+  return f;
+}
+mm::ClipModel random_clip(const std::string& name) {
+  const mm::ClipConfig c = mm::clip_config_preset(name);
+  std::vector<std::pair<std::string, mm::Shape>> table;
+  for (const auto& spec : mm::clip_weight_table(c)) table.push_back({spec.key, spec.shape});
+  return mm::ClipModel::load(random_weights(table), c);
+}
+
+// clip-image: encode_image of a batch of random images with random weights of a real CLIP's
+// shapes (--model-config ViT-B/32 ...), under no-grad. Reports ms per image.
+int bench_clip_image(const Args& args) {
+  setup_device_and_threads(args);
+  const std::string name = args.get("model-config", "ViT-B/32");
+  const int64_t batch = args.get_int("batch", 1), repeat = args.get_int("repeat", 5);
+  mm::ClipModel clip = random_clip(name);
+  const int64_t r = clip.config().image_resolution;
+  mm::Generator gen(0);
+  const mm::Tensor x = mm::Tensor::randn({batch, 3, r, r}, gen);
+  mm::NoGradGuard ng;
+  const double ms = median_ms(repeat, [&] { clip.encode_image(x); });
+  report(args, "clip-image", {{"model", "\"" + name + "\""}, {"batch", std::to_string(batch)},
+                              {"threads", std::to_string(mm::num_threads())}, {"ms", num(ms)}, {"ms_per_image", num(ms / batch)}},
+         num(ms) + " ms per batch, " + num(ms / batch) + " ms per image");
+  return 0;
+}
+
+// vqgan-clip-step: one mmgen optimisation step (quantise, decode, cutouts, CLIP, backward,
+// Adam) with random weights of taming's f16-16384 VQGAN and a CLIP (--model-config).
+int bench_vqgan_clip_step(const Args& args) {
+  setup_device_and_threads(args);
+  const int64_t size = args.get_int("size", 256), cutn = args.get_int("cutn", 32), repeat = args.get_int("repeat", 3);
+  mm::VQGANConfig vc;  // taming's vqgan_imagenet_f16_16384
+  vc.embed_dim = 256;
+  vc.n_embed = 16384;
+  vc.z_channels = 256;
+  vc.resolution = 256;
+  vc.ch = 128;
+  vc.ch_mult = {1, 1, 2, 2, 4};
+  vc.num_res_blocks = 2;
+  vc.attn_resolutions = {16};
+  std::vector<std::pair<std::string, mm::Shape>> table(mm::vqgan_weight_table(vc).begin(), mm::vqgan_weight_table(vc).end());
+  const mm::VQGAN vq = mm::VQGAN::from_tensors(random_weights(table), vc);
+  const mm::ClipModel clip = random_clip(args.get("model-config", "ViT-B/32"));
+  const mm::ClipTokenizer tok(std::vector<mm::ClipTokenizer::Merge>{{"a", "b"}});  // unused: noise prompt
+  mm::VQGANCLIPOptions o;
+  o.width = o.height = size;
+  o.cutouts.cut_size = clip.config().image_resolution;
+  o.cutouts.cutn = cutn;
+  mm::VQGANCLIP gen(vq, clip, tok, o);
+  gen.add_noise_prompt(1, 1.0);
+  gen.init_random();
+  const double ms = median_ms(repeat, [&] { gen.step(); });
+  report(args, "vqgan-clip-step", {{"size", std::to_string(size)}, {"cutn", std::to_string(cutn)},
+                                   {"threads", std::to_string(mm::num_threads())}, {"ms", num(ms)}, {"it_per_s", num(1000.0 / ms)}},
+         num(ms) + " ms per step, " + num(1000.0 / ms) + " it/s");
+  return 0;
+}
+
 struct Bench {
   const char* name;
   const char* description;
@@ -158,6 +268,14 @@ const std::vector<Bench>& benches() {
        {"c", "k", "c-in", "c-out", "h", "w", "kh", "kw", "kernel", "stride", "padding", "batch", "device", "threads",
         "repeat"},
        bench_conv2d},
+      {"layernorm", "layer_norm over the last dim of [rows, cols] float32; --rows --cols, reports GB/s",
+       {"rows", "cols", "device", "threads", "repeat"}, bench_layernorm},
+      {"softmax", "softmax over the last dim of [rows, cols] float32; --rows --cols, reports GB/s",
+       {"rows", "cols", "device", "threads", "repeat"}, bench_softmax},
+      {"clip-image", "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N",
+       {"model-config", "batch", "device", "threads", "repeat"}, bench_clip_image},
+      {"vqgan-clip-step", "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config]",
+       {"size", "cutn", "model-config", "device", "threads", "repeat"}, bench_vqgan_clip_step},
   };
   return table;
 }
@@ -174,7 +292,7 @@ int run(int argc, char** argv) {
   }
   const std::string name = argv[1];
   if (name == "--list") {
-    for (const Bench& b : benches()) std::printf("%-10s %s\n", b.name, b.description);
+    for (const Bench& b : benches()) std::printf("%-16s %s\n", b.name, b.description);
     return 0;
   }
   if (name == "--help" || name == "-h") {

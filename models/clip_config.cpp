@@ -166,4 +166,44 @@ ClipConfig load_clip_config_json(const std::string& path, ClipConfig c) {
   return c;
 }
 
+ClipConfig clip_config_preset(const std::string& name) {
+  ClipConfig c;
+  c.context_length = 77;
+  c.vocab_size = 49408;
+  c.transformer_layers = 12;
+  struct Vit {
+    const char* name;
+    int64_t embed, res, layers, width, patch, text_width;
+  };
+  static const Vit vits[] = {{"ViT-B/32", 512, 224, 12, 768, 32, 512},
+                             {"ViT-B/16", 512, 224, 12, 768, 16, 512},
+                             {"ViT-L/14", 768, 224, 24, 1024, 14, 768},
+                             {"ViT-L/14@336px", 768, 336, 24, 1024, 14, 768}};
+  for (const Vit& v : vits)
+    if (name == v.name) {
+      c.vision = ClipVision::vit;
+      c.embed_dim = v.embed;
+      c.image_resolution = v.res;
+      c.vision_layers = {v.layers};
+      c.vision_width = v.width;
+      c.vision_patch_size = v.patch;
+      c.vision_heads = v.width / 64;
+      c.transformer_width = v.text_width;
+      c.transformer_heads = v.text_width / 64;
+      return c;
+    }
+  if (name == "RN50" || name == "RN101") {
+    c.vision = ClipVision::resnet;
+    c.embed_dim = name == "RN50" ? 1024 : 512;
+    c.image_resolution = 224;
+    c.vision_layers = name == "RN50" ? std::vector<int64_t>{3, 4, 6, 3} : std::vector<int64_t>{3, 4, 23, 3};
+    c.vision_width = 64;
+    c.vision_heads = 64 * 32 / 64;
+    c.transformer_width = 512;
+    c.transformer_heads = 8;
+    return c;
+  }
+  throw Error(str_cat("unknown CLIP model name '", name, "' (known: ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101)"));
+}
+
 }  // namespace mm

@@ -47,6 +47,10 @@ struct ClipConfig {
 // a multiple of 64 gets transformer_heads = 0 and needs the count from a config file.
 ClipConfig infer_clip_config(const TensorFile& file);
 
+// The configs of OpenAI's released models by name: "ViT-B/32", "ViT-B/16", "ViT-L/14",
+// "ViT-L/14@336px", "RN50", "RN101" (for benchmarks with random weights of the real shapes).
+ClipConfig clip_config_preset(const std::string& name);
+
 // Reads a clip_*.json (build_model's argument names, plus vision_heads, hidden_act and the
 // informational transformer_heads_by_openai_rule) and overrides the fields of `base` that
 // the file sets. vision_layers is an int (ViT) or a list of 4 ints (ResNet); a null

@@ -146,8 +146,9 @@ void expect_attn(std::map<std::string, Shape>& t, const std::string& p, int64_t 
   for (const char* n : {".q", ".k", ".v", ".proj_out"}) expect_conv(t, p + n, c, c, 1);
 }
 
-// Every tensor of taming's VQModel for this config, with its shape.
-std::map<std::string, Shape> expected_tensors(const VQGANConfig& c) {
+}  // namespace
+
+std::map<std::string, Shape> vqgan_weight_table(const VQGANConfig& c) {
   std::map<std::string, Shape> t;
   const int64_t L = c.num_levels();
   expect_conv(t, "encoder.conv_in", c.ch, c.in_channels, 3);
@@ -191,14 +192,13 @@ std::map<std::string, Shape> expected_tensors(const VQGANConfig& c) {
   return t;
 }
 
-}  // namespace
 
 VQGAN VQGAN::from_tensors(const TensorFile& f, const VQGANConfig& config) {
   VQGAN m;
   m.config_ = config;
   m.path_ = f.path;
   MM_CHECK(!config.double_z, "'", f.path, "': double_z VQGANs are not supported");
-  const std::map<std::string, Shape> table = expected_tensors(config);
+  const std::map<std::string, Shape> table = vqgan_weight_table(config);
   for (const auto& [name, t] : f.tensors) {
     if (name.rfind("loss.", 0) == 0) continue;  // LPIPS + discriminator: training only
     auto it = table.find(name);

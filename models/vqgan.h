@@ -48,6 +48,9 @@ VQGANConfig load_vqgan_yaml(const std::string& path);
 // with attention are mapped to attn_resolutions assuming `resolution`.
 VQGANConfig infer_vqgan_config(const TensorFile& f, int64_t resolution = 256);
 
+// Every tensor of taming's VQModel for this config (loss.* excluded), with its shape.
+std::map<std::string, Shape> vqgan_weight_table(const VQGANConfig& config);
+
 struct VQCodes {
   Tensor indices;  // int64 [B, h, w]
   Tensor z_q;      // [B, D, h, w]: codebook rows; straight-through to h when h requires grad
