@@ -19,7 +19,7 @@ done
 PY=/usr/bin/python3
 "$PY" -c "import torch" 2>/dev/null || { echo "compare_models.sh: needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
 PEER_ENV=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE)
-field() { sed -E "s/.*\"$1\":([0-9.e+-]+).*/\1/"; }
+field() { sed -E "s/.*\"$1\": ?([0-9.e+-]+).*/\1/"; }
 printf "%-28s %12s %12s %8s\n" "benchmark (threads $THREADS)" "mm ms" "torch ms" "speedup"
 for round in $(seq "$ROUNDS"); do
   for b in 1 8; do

@@ -235,7 +235,8 @@ int bench_vqgan_clip_step(const Args& args) {
   vc.ch_mult = {1, 1, 2, 2, 4};
   vc.num_res_blocks = 2;
   vc.attn_resolutions = {16};
-  std::vector<std::pair<std::string, mm::Shape>> table(mm::vqgan_weight_table(vc).begin(), mm::vqgan_weight_table(vc).end());
+  const std::map<std::string, mm::Shape> vq_table = mm::vqgan_weight_table(vc);
+  const std::vector<std::pair<std::string, mm::Shape>> table(vq_table.begin(), vq_table.end());
   const mm::VQGAN vq = mm::VQGAN::from_tensors(random_weights(table), vc);
   const mm::ClipModel clip = random_clip(args.get("model-config", "ViT-B/32"));
   const mm::ClipTokenizer tok(std::vector<mm::ClipTokenizer::Merge>{{"a", "b"}});  // unused: noise prompt
