@@ -191,7 +191,7 @@ VQGANCLIP::VQGANCLIP(const VQGAN& vqgan, const ClipModel& clip, const ClipTokeni
 }
 
 Tensor VQGANCLIP::normalize_for_clip(const Tensor& x) const {
-  static const std::vector<float> mean = {0.48145466f, 0.4578275f, 0.40821073f}, stdv = {0.26862954f, 0.26130258f, 0.27577711f};
+  const std::vector<float> mean(kClipMean, kClipMean + 3), stdv(kClipStd, kClipStd + 3);
   Tensor m = Tensor::from_vector(mean, {1, 3, 1, 1}).to(x.dtype()), s = Tensor::from_vector(stdv, {1, 3, 1, 1}).to(x.dtype());
   return div(sub(x, m), s);
 }

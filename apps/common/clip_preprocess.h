@@ -27,12 +27,9 @@
 #include <utility>
 
 #include "engine/tensor.h"
+#include "models/clip.h"  // kClipMean, kClipStd
 
 namespace mm::apps {
-
-// CLIP's normalisation constants (clip/clip.py, _transform).
-constexpr float kClipMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
-constexpr float kClipStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
 
 // The PIL mode a file opens in, which decides how it is resized.
 enum class PilMode { L, LA, RGB, RGBA, palette };  // palette also stands for 1-bit "1"
