@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -158,27 +160,14 @@ void Adam::load_state(const std::vector<std::pair<std::string, Tensor>>& state) 
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   NoGradGuard ng;
-  double total = 0;
-  for (const Tensor& p : params) {
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    for (double v : g.to_vector<double>()) total += v * v;
-  }
+  double total = 0;  // sum of squares over every gradient (engine reductions, double-accumulated)
+  for (const Tensor& p : params)
+    if (p.grad().defined()) total += sum(square(p.grad())).item();
   const double norm = std::sqrt(total);
   if (norm > max_norm && norm > 0) {
     const double scale = max_norm / (norm + 1e-6);
-    for (const Tensor& p : params) {
-      Tensor g = p.grad();
-      if (!g.defined()) continue;
-      Tensor scaled = Tensor::empty(g.shape(), g.dtype());
-      scaled.copy_(g);
-      dispatch_float(g.dtype(), "clip_grad_norm", [&](auto tag) {
-        using T = typename decltype(tag)::type;
-        T* d = scaled.data<T>();
-        for (int64_t j = 0; j < scaled.numel(); ++j) d[j] = static_cast<T>(d[j] * scale);
-      });
-      Tensor(p).set_grad(scaled);
-    }
+    for (const Tensor& p : params)
+      if (p.grad().defined()) Tensor(p).set_grad(mul(p.grad(), scale));
   }
   return norm;
 }

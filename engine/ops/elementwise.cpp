@@ -74,11 +74,7 @@ Tensor binary_map(const char* op, const Tensor& a, const Tensor& b, F f) {
       }
     });
   };
-  if (a.dtype() == DType::f32 || a.dtype() == DType::f64 || !R_is_bool::value) {
-    dispatch_float(a.dtype(), op, run);
-  } else {
-    throw Error(str_cat("[", op, "] expects float32 or float64 tensors, got ", a.str()));
-  }
+  dispatch_float(a.dtype(), op, run);  // throws for non-float dtypes
   return out;
 }
 
