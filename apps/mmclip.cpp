@@ -49,7 +49,7 @@ struct Args {
 
 int usage(FILE* f) {
   std::fprintf(f,
-               "usage: mmclip COMMAND ... --model FILE [options]\n"
+               "usage: mmclip COMMAND ... [--model FILE] [options]\n"
                "  classify IMAGE... --labels \"cat,dog\" [--labels-file F] [--template \"a photo of a {}.\"]...\n"
                "                    [--top K (5)] [--json]        zero-shot label probabilities per image\n"
                "  embed [--image F]... [--text T]... --out FILE.safetensors\n"
@@ -58,7 +58,9 @@ int usage(FILE* f) {
                "                    embeddings are cached in DIR/.mmclip-index.safetensors\n"
                "  tokenize TEXT... [--context-length N (77)] [--json]   token ids (needs only the vocab)\n"
                "options:\n"
-               "  --model FILE         CLIP weights (.pt, TorchScript .pt, .safetensors, HF model.safetensors)\n"
+               "  --model FILE         CLIP weights (.pt, TorchScript .pt, .safetensors, HF model.safetensors);\n"
+               "                       default: mm-mini's clip_vit (models/mini/); clip_vit or clip_resnet\n"
+               "                       name the shipped ones\n"
                "  --model-config JSON  CLIP config override (found next to the weights when named <stem>.json)\n"
                "  --vocab FILE         bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --model, ~/.cache/mm)\n"
                "  --truncate           cut texts longer than the context instead of failing\n"
@@ -125,6 +127,11 @@ Args parse(int argc, char** argv) {
   }
   MM_CHECK(a.device == "cpu" || a.device == "cuda", "mmclip: --device must be cpu or cuda, got '", a.device, "'");
   MM_CHECK(a.device == "cpu", "mmclip: --device cuda: this mm was built without CUDA");
+  // The shipped models by name, and mm-mini's CLIP when no model is given (for tokenize only
+  // when no vocabulary is given either: then its own vocabulary is the one meant).
+  const bool vocab_given = !a.vocab.empty() || (std::getenv("MM_VOCAB") && *std::getenv("MM_VOCAB"));
+  if (a.model == "clip_vit" || a.model == "clip_resnet") a.model = apps::default_model(a.model);
+  else if (a.model.empty() && (a.command != "tokenize" || !vocab_given)) a.model = apps::default_model("clip_vit");
   return a;
 }
 
@@ -222,13 +229,15 @@ int run_classify(const Args& a) {
            "mmclip classify: --labels \"cat,dog,...\" or --labels-file FILE is required");
   for (const auto& l : labels) MM_CHECK(!l.empty(), "mmclip classify: empty label in --labels '", a.labels, "'");
   MM_CHECK(labels.size() >= 2, "mmclip classify: give at least two labels, got ", labels.size());
-  const std::vector<std::string> templates = a.templates.empty() ? std::vector<std::string>{"a photo of a {}."} : a.templates;
+  ClipModel clip = apps::load_clip(a.model, a.model_config);
+  ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
+  // OpenAI's models were trained on web captions ("a photo of a {}." is the paper's template);
+  // a model with its own vocabulary (mm-mini) was trained on bare labels.
+  const bool own_vocab = clip.config().vocab_size != 49408;
+  const std::vector<std::string> templates =
+      !a.templates.empty() ? a.templates : std::vector<std::string>{own_vocab ? "{}" : "a photo of a {}."};
   for (const auto& t : templates)
     MM_CHECK(t.find("{}") != std::string::npos, "mmclip classify: --template '", t, "' has no {} for the label");
-  if (a.model.empty()) apps::no_default_model("mmclip", "--model");
-
-  ClipModel clip = apps::load_clip(a.model, a.model_config);
-  ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model);
   const auto L = static_cast<int64_t>(labels.size()), T = static_cast<int64_t>(templates.size());
   std::vector<std::string> prompts;  // label-major: prompts[l * T + t]
   for (const auto& l : labels)
@@ -269,12 +278,11 @@ int run_embed(const Args& a) {
            "' (use --image F and --text T)");
   MM_CHECK(!a.images.empty() || !a.texts.empty(), "mmclip embed: nothing to embed: give --image F and/or --text T");
   MM_CHECK(!a.out.empty(), "mmclip embed: --out FILE.safetensors is required");
-  if (a.model.empty()) apps::no_default_model("mmclip", "--model");
   ClipModel clip = apps::load_clip(a.model, a.model_config);
   std::vector<std::pair<std::string, Tensor>> tensors;
   if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch));
   if (!a.texts.empty()) {
-    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model);
+    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
     tensors.emplace_back("text_features", embed_texts(clip, tok, a.texts, truncate_of(a), a.batch));
   }
   const json inputs = {{"images", a.images}, {"texts", a.texts}, {"model", a.model}};
@@ -317,7 +325,6 @@ int run_search(const Args& a) {
   const fs::path dir = a.positional[0];
   const std::string query = a.positional[1];
   MM_CHECK(fs::is_directory(dir), "mmclip search: '", dir.string(), "' is not a directory");
-  if (a.model.empty()) apps::no_default_model("mmclip", "--model");
 
   std::vector<IndexEntry> files;
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied);
@@ -409,7 +416,7 @@ int run_search(const Args& a) {
   if (image_query) {
     q = embed_images(clip, {query}, 1);
   } else {
-    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model);
+    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
     q = embed_texts(clip, tok, {query}, truncate_of(a), 1);
   }
   const std::vector<float> scores = matmul(normalize(features, -1), normalize(q, -1).t()).contiguous().to_vector<float>();

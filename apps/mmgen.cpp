@@ -1,5 +1,6 @@
 // apps/mmgen.cpp: text-to-image with VQGAN+CLIP (models/vqgan_clip.h).
 //
+//   mmgen "grinning cat"      (mm-mini's CLIP and VQGAN from models/mini/: 64x64, 120 steps)
 //   mmgen "watercolor portrait of a teacher" --clip ViT-B-32.pt --vqgan last.ckpt [--vqgan-config model.yaml]
 //         [--size 256x256] [--steps 300] [--lr 0.1] [--cutn 32] [--cut-pow 1] [--seed 0]
 //         [--init-image F] [--init-noise X] [--init-weight W] [--image-prompt F[:w]]... [--noise-prompt SEED[:w]]...
@@ -34,7 +35,7 @@ void on_sigint(int) { g_interrupted = true; }
 struct Args {
   std::string prompt, clip, model_config, vocab, vqgan, vqgan_config, out = "out.png", init_image, device = "cpu",
                       precision = "fp32";
-  int64_t width = 256, height = 256, steps = 300, cutn = 32, save_every = 0, threads = 0;
+  int64_t width = 0, height = 0, steps = -1, cutn = 0, save_every = 0, threads = 0;  // 0/-1: the model's default
   double lr = 0.1, cut_pow = 1.0, init_noise = 0.0, init_weight = 0.0;
   uint64_t seed = 0;
   bool augment = true;
@@ -43,13 +44,16 @@ struct Args {
 
 int usage(FILE* f) {
   std::fprintf(f,
-               "usage: mmgen \"PROMPT[:weight[:stop]][|PROMPT...]\" --clip FILE --vqgan FILE [options]\n"
-               "  --clip FILE            CLIP weights (.pt, .safetensors, HF model.safetensors)\n"
+               "usage: mmgen \"PROMPT[:weight[:stop]][|PROMPT...]\" [--clip FILE] [--vqgan FILE] [options]\n"
+               "  --clip FILE            CLIP weights (.pt, .safetensors, HF model.safetensors);\n"
+               "                         default: mm-mini's clip_vit (models/mini/, 64x64)\n"
+               "  --vqgan FILE           taming last.ckpt or .safetensors; default: mm-mini's vqgan\n"
                "  --model-config JSON    CLIP config override (found next to the weights when named <stem>.json)\n"
                "  --vocab FILE           bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --clip, ~/.cache/mm)\n"
-               "  --vqgan FILE           taming last.ckpt or .safetensors;  --vqgan-config model.yaml\n"
-               "  --size WxH (256x256)   --steps N (300)   --lr X (0.1)   --seed N (0)\n"
-               "  --cutn N (32)          --cut-pow X (1.0) --no-augment\n"
+               "  --vqgan-config model.yaml\n"
+               "  --size WxH             --steps N         --lr X (0.1)   --seed N (0)\n"
+               "  --cutn N               --cut-pow X (1.0) --no-augment\n"
+               "                         (size, steps, cutn: 64x64, 120, 8 with mm-mini; 256x256, 300, 32 otherwise)\n"
                "  --init-image F         --init-noise X    --init-weight W\n"
                "  --image-prompt F[:w]   --noise-prompt SEED[:w]   (repeatable)\n"
                "  --save-every N         --out FILE (out.png)      --threads N\n"
@@ -132,13 +136,18 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage(stderr);
     Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
-    if (a.clip.empty()) apps::no_default_model("mmgen", "--clip");
-    if (a.vqgan.empty()) apps::no_default_model("mmgen", "--vqgan");
     parse_prompts(a.prompt);  // validates before the slow loads
+    if (a.clip.empty()) a.clip = apps::default_model("clip_vit");
+    if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");
 
     ClipModel clip = apps::load_clip(a.clip, a.model_config);
-    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip);
+    ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip, clip.config().vocab_size);
     VQGAN vq = apps::load_vqgan(a.vqgan, a.vqgan_config);
+    // Small models (mm-mini) get small defaults.
+    const GenDefaults d = gen_defaults(clip.config().image_resolution <= 64 && vq.config().resolution <= 64);
+    if (a.width == 0) a.width = d.width, a.height = d.height;
+    if (a.steps < 0) a.steps = d.steps;
+    if (a.cutn == 0) a.cutn = d.cutn;
     const int64_t f = vq.config().downsample_factor();
     if (a.width % f || a.height % f) {
       const int64_t w = std::max(f, a.width / f * f), h = std::max(f, a.height / f * f);

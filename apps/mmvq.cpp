@@ -1,7 +1,8 @@
 // apps/mmvq.cpp: a VQGAN on the command line: reconstruct an image through the codebook,
 // or go between images and code maps.
 //
-//   mmvq reconstruct IN.png OUT.png --vqgan last.ckpt [--config model.yaml] [--dump FILE.safetensors]
+//   mmvq reconstruct IN.png OUT.png [--vqgan last.ckpt] [--config model.yaml] [--dump FILE.safetensors]
+//   (without --vqgan: mm-mini's 64x64 VQGAN from models/mini/)
 //   mmvq encode IN.png CODES.safetensors --vqgan last.ckpt [--config model.yaml]
 //   mmvq decode CODES.safetensors OUT.png --vqgan last.ckpt [--config model.yaml]
 //
@@ -15,6 +16,7 @@
 
 #include "apps/common/args.h"
 #include "apps/common/image_io.h"
+#include "apps/common/model_files.h"
 #include "engine/mm.h"
 #include "engine/ops/resize.h"
 #include "models/vqgan.h"
@@ -35,7 +37,8 @@ int usage(FILE* f) {
                "  mmvq reconstruct IN.png OUT.png --vqgan CKPT [--config YAML] [--dump FILE.safetensors]\n"
                "  mmvq encode IN.png CODES.safetensors --vqgan CKPT [--config YAML]\n"
                "  mmvq decode CODES.safetensors OUT.png --vqgan CKPT [--config YAML]\n"
-               "CKPT: taming's last.ckpt, a torch file or a .safetensors; YAML: taming's model.yaml\n"
+               "CKPT: taming's last.ckpt, a torch file or a .safetensors (default: mm-mini's vqgan);\n"
+               "YAML: taming's model.yaml\n"
                "(without it the config is inferred from the weights' shapes).\n");
   return f == stdout ? 0 : 2;
 }
@@ -62,7 +65,7 @@ Args parse(int argc, char** argv) {
   a.out = positional[2];
   MM_CHECK(a.command == "reconstruct" || a.command == "encode" || a.command == "decode", "mmvq: unknown command '",
            a.command, "' (reconstruct, encode, decode)");
-  MM_CHECK(!a.vqgan.empty(), "mmvq: --vqgan FILE is required (taming's last.ckpt or a .safetensors)");
+  if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");  // mm-mini's, from models/mini/
   return a;
 }
 

@@ -4,6 +4,7 @@
 #include "models/clip.h"
 
 #include <cmath>
+#include <optional>
 #include <set>
 
 #include "engine/autograd.h"
@@ -175,7 +176,8 @@ ClipModel ClipModel::load(const TensorFile& file, const ClipConfig& config) {
 ClipModel ClipModel::to(DType dtype) const {
   ClipModel m;
   m.config_ = config_;
-  for (const auto& [key, t] : weights_) m.weights_[key] = t.to(dtype);
+  m.training_ = training_;
+  for (const auto& [key, t] : weights_) m.weights_[key] = t.detach().to(dtype);
   return m;
 }
 
@@ -211,7 +213,8 @@ Tensor ClipModel::encode_text(const Tensor& tokens, ClipTrace* trace) const {
   const int64_t B = tokens.size(0), T = tokens.size(1), D = config_.transformer_width;
   MM_CHECK(T >= 1 && T <= config_.context_length, "[clip encode_text] tokens ", shape_str(tokens.shape()), " have ", T,
            " positions; the model has context_length ", config_.context_length);
-  NoGradGuard no_grad;  // nothing in the text tower can require grad: ids in, frozen weights
+  std::optional<NoGradGuard> no_grad;  // ids in: only trainable weights can need a graph
+  if (!trainable_) no_grad.emplace();
   const Tensor& pos = weight("positional_embedding");
   // x: [B, T, D]. With T < context_length the causal mask makes this equal to padding.
   Tensor x = embedding(tokens, weight("token_embedding.weight")) + pos.narrow(0, 0, T);

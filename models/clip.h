@@ -76,6 +76,23 @@ class ClipModel {
   // A copy whose weights are converted to dtype (f64 for finite-difference gradient checks).
   ClipModel to(DType dtype) const;
 
+  // ---- training (models/clip_train.cpp; apps/mmtrain trains mm-mini's CLIPs) ----
+  // Fresh weights drawn as OpenAI's CLIP.initialize_parameters does (normal with its std rules,
+  // torch's default conv init, zero-initialised bn3 gammas, logit_scale = log(1/0.07)),
+  // from a Philox generator seeded with `seed`, so a seed gives the same model everywhere.
+  static ClipModel init(const ClipConfig& config, uint64_t seed);
+  // Every tensor by checkpoint key, in weight-table order: what a checkpoint stores.
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  // The trainable tensors (all but BatchNorm running statistics), in weight-table order.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+  // requires_grad on every parameter: encode_image/encode_text then record graphs back to
+  // the weights. Off (the default) they run under NoGradGuard unless their input requires grad.
+  void set_trainable(bool trainable);
+  // Training mode: BatchNorm normalises with the batch's statistics and updates the running
+  // ones (momentum 0.1, unbiased variance), as nn.BatchNorm2d.train(). Off by default.
+  void set_training(bool training) { training_ = training; }
+  bool training() const { return training_; }
+
   const ClipConfig& config() const { return config_; }
   // The weight called `key` (an OpenAI state-dict key); the error names the key.
   const Tensor& weight(const std::string& key) const;
@@ -92,6 +109,8 @@ class ClipModel {
 
   ClipConfig config_;
   std::unordered_map<std::string, Tensor> weights_;  // checkpoint key -> float32 tensor
+  bool trainable_ = false;
+  bool training_ = false;
 };
 
 // Renames a Hugging Face CLIPModel state dict (vision_model.*, text_model.*,

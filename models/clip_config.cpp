@@ -104,9 +104,15 @@ ClipConfig infer_clip_config(const TensorFile& f) {
 ClipConfig load_clip_config_json(const std::string& path, ClipConfig c) {
   std::ifstream in(path);
   MM_CHECK(in.good(), "[clip config] cannot open ", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return clip_config_from_json(text.str(), path, std::move(c));
+}
+
+ClipConfig clip_config_from_json(const std::string& text, const std::string& path, ClipConfig c) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
     throw Error(str_cat("[clip config] ", path, ": not valid JSON: ", e.what()));
   }
@@ -204,6 +210,28 @@ ClipConfig clip_config_preset(const std::string& name) {
     return c;
   }
   throw Error(str_cat("unknown CLIP model name '", name, "' (known: ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101)"));
+}
+
+std::string clip_config_to_json(const ClipConfig& c) {
+  nlohmann::ordered_json j;
+  j["embed_dim"] = c.embed_dim;
+  j["image_resolution"] = c.image_resolution;
+  if (c.vision == ClipVision::vit) {
+    j["vision_layers"] = c.vision_layers.at(0);
+    j["vision_patch_size"] = c.vision_patch_size;
+  } else {
+    j["vision_layers"] = c.vision_layers;
+    j["vision_patch_size"] = nullptr;
+  }
+  j["vision_width"] = c.vision_width;
+  j["vision_heads"] = c.vision_heads;
+  j["context_length"] = c.context_length;
+  j["vocab_size"] = c.vocab_size;
+  j["transformer_width"] = c.transformer_width;
+  j["transformer_heads"] = c.transformer_heads;
+  j["transformer_layers"] = c.transformer_layers;
+  j["hidden_act"] = c.activation == ClipActivation::gelu ? "gelu" : "quick_gelu";
+  return j.dump(1) + "\n";
 }
 
 }  // namespace mm

@@ -56,5 +56,12 @@ ClipConfig clip_config_preset(const std::string& name);
 // the file sets. vision_layers is an int (ViT) or a list of 4 ints (ResNet); a null
 // vision_patch_size means ResNet. An unknown key is an mm::Error naming the file and key.
 ClipConfig load_clip_config_json(const std::string& path, ClipConfig base = ClipConfig());
+// The same from JSON text; `origin` names where it came from in errors (a file, or a
+// safetensors file's "config" metadata, where mmtrain stores the config of its models).
+ClipConfig clip_config_from_json(const std::string& text, const std::string& origin, ClipConfig base = ClipConfig());
+
+// The config as the JSON text load_clip_config_json reads back (every field written, so the
+// file alone rebuilds the model): what mmtrain writes next to the weights it ships.
+std::string clip_config_to_json(const ClipConfig& config);
 
 }  // namespace mm

@@ -29,7 +29,7 @@ Tensor ClipModel::encode_image(const Tensor& pixel_values, ClipTrace* trace) con
   // Inference records nothing; with pixel_values requiring grad the graph is kept so that
   // a loss on the features backpropagates into the image (VQGAN+CLIP).
   std::optional<NoGradGuard> no_grad;
-  if (!pixel_values.requires_grad()) no_grad.emplace();
+  if (!pixel_values.requires_grad() && !trainable_) no_grad.emplace();
   return config_.vision == ClipVision::vit ? encode_image_vit(pixel_values, trace)
                                            : encode_image_resnet(pixel_values, trace);
 }
@@ -58,10 +58,27 @@ Tensor ClipModel::encode_image_vit(const Tensor& pixel_values, ClipTrace* trace)
 
 // ---- ModifiedResNet -------------------------------------------------------------------
 
-// nn.BatchNorm2d in eval mode (running statistics), eps 1e-5. x: [B, C, H, W]
+// nn.BatchNorm2d, eps 1e-5. x: [B, C, H, W]. Eval mode normalises with the running statistics;
+// training mode with the batch's (biased variance) and moves the running ones 10% towards the
+// batch's (unbiased variance), as torch does.
 Tensor ClipModel::batch_norm(const std::string& p, const Tensor& x) const {
-  return mm::batch_norm(x, weight(p + ".running_mean"), weight(p + ".running_var"), weight(p + ".weight"),
-                        weight(p + ".bias"), 1e-5);
+  if (!training_)
+    return mm::batch_norm(x, weight(p + ".running_mean"), weight(p + ".running_var"), weight(p + ".weight"),
+                          weight(p + ".bias"), 1e-5);
+  const int64_t C = x.size(1), n = x.numel() / C;
+  MM_CHECK(n > 1, "[clip batch_norm] ", p, ": training needs more than one value per channel, got ", x.str());
+  Tensor mu = mean(x, {0, 2, 3}, KeepDim::yes);                      // [1, C, 1, 1]
+  Tensor var_b = mean(square(x - mu), {0, 2, 3}, KeepDim::yes);      // biased
+  Tensor y = (x - mu) / sqrt(var_b + 1e-5);
+  y = y * weight(p + ".weight").reshape({1, C, 1, 1}) + weight(p + ".bias").reshape({1, C, 1, 1});
+  {
+    NoGradGuard no_grad;
+    Tensor rm = weight(p + ".running_mean"), rv = weight(p + ".running_var");
+    const double unbias = static_cast<double>(n) / static_cast<double>(n - 1);
+    rm.copy_(rm * 0.9 + mu.detach().reshape({C}) * 0.1);
+    rv.copy_(rv * 0.9 + var_b.detach().reshape({C}) * (0.1 * unbias));
+  }
+  return y;
 }
 
 // Bottleneck: 1x1 conv -> 3x3 conv -> (avgpool when stride > 1) -> 1x1 conv to 4x planes,

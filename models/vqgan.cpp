@@ -3,6 +3,8 @@
 // Downsample, Upsample) and taming/modules/vqvae/quantize.py (VectorQuantizer2).
 #include "models/vqgan.h"
 
+#include <nlohmann/json.hpp>
+
 #include <yaml-cpp/yaml.h>
 
 #include <cmath>
@@ -216,7 +218,11 @@ VQGAN VQGAN::from_tensors(const TensorFile& f, const VQGANConfig& config) {
 
 VQGAN VQGAN::load(const std::string& weights_path, const std::string& yaml_path) {
   TensorFile f = load_weights(weights_path);
-  VQGANConfig c = yaml_path.empty() ? infer_vqgan_config(f) : load_vqgan_yaml(yaml_path);
+  VQGANConfig c;
+  if (!yaml_path.empty()) c = load_vqgan_yaml(yaml_path);
+  else if (auto it = f.metadata.find("config"); it != f.metadata.end())
+    c = vqgan_config_from_json(it->second, weights_path + " (metadata 'config')");
+  else c = infer_vqgan_config(f);
   return from_tensors(f, c);
 }
 
@@ -322,9 +328,49 @@ Tensor VQGAN::decode(const Tensor& z_q) const {
   return conv("decoder.conv_out", silu(norm("decoder.norm_out", h)), 1);
 }
 
-Tensor VQGAN::quantization_loss(const Tensor& h, const Tensor& z_q) const {
-  // beta * |sg(z_q) - h|^2 (commitment) + |z_q - sg(h)|^2 (codebook); beta = 0.25
-  return add(mul(mean(square(sub(z_q.detach(), h))), 0.25), mean(square(sub(z_q, h.detach()))));
+Tensor VQGAN::quantization_loss(const Tensor& h, const VQCodes& codes) const {
+  Tensor e = codes_to_latent(codes.indices);  // the codebook rows, with a gradient into the codebook
+  return add(mean(square(sub(e, h.detach()))), mul(mean(square(sub(e.detach(), h))), 0.25));
+}
+
+std::string vqgan_config_to_json(const VQGANConfig& c) {
+  nlohmann::ordered_json j;
+  j["embed_dim"] = c.embed_dim;
+  j["n_embed"] = c.n_embed;
+  j["z_channels"] = c.z_channels;
+  j["resolution"] = c.resolution;
+  j["in_channels"] = c.in_channels;
+  j["out_ch"] = c.out_ch;
+  j["ch"] = c.ch;
+  j["ch_mult"] = c.ch_mult;
+  j["num_res_blocks"] = c.num_res_blocks;
+  j["attn_resolutions"] = c.attn_resolutions;
+  return j.dump();
+}
+
+VQGANConfig vqgan_config_from_json(const std::string& text, const std::string& origin) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw Error(str_cat("[vqgan config] ", origin, ": not valid JSON: ", e.what()));
+  }
+  VQGANConfig c;
+  try {
+    c.embed_dim = j.at("embed_dim").get<int64_t>();
+    c.n_embed = j.at("n_embed").get<int64_t>();
+    c.z_channels = j.at("z_channels").get<int64_t>();
+    c.resolution = j.at("resolution").get<int64_t>();
+    c.in_channels = j.at("in_channels").get<int64_t>();
+    c.out_ch = j.at("out_ch").get<int64_t>();
+    c.ch = j.at("ch").get<int64_t>();
+    c.ch_mult = j.at("ch_mult").get<std::vector<int64_t>>();
+    c.num_res_blocks = j.at("num_res_blocks").get<int64_t>();
+    c.attn_resolutions = j.at("attn_resolutions").get<std::vector<int64_t>>();
+  } catch (const std::exception& e) {
+    throw Error(str_cat("[vqgan config] ", origin, ": ", e.what()));
+  }
+  return c;
 }
 
 }  // namespace mm

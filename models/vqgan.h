@@ -44,6 +44,10 @@ struct VQGANConfig {
 // Reads taming's model.yaml (model.params.{embed_dim, n_embed, ddconfig}); unknown ddconfig
 // keys are an error naming the key.
 VQGANConfig load_vqgan_yaml(const std::string& path);
+// The config as JSON with ddconfig's names (plus embed_dim, n_embed): mmtrain stores it in its
+// safetensors files' "config" metadata, where VQGAN::load finds it.
+std::string vqgan_config_to_json(const VQGANConfig& c);
+VQGANConfig vqgan_config_from_json(const std::string& text, const std::string& origin);
 // Infers the config from tensor shapes. Resolution cannot be seen in the weights: levels
 // with attention are mapped to attn_resolutions assuming `resolution`.
 VQGANConfig infer_vqgan_config(const TensorFile& f, int64_t resolution = 256);
@@ -59,7 +63,8 @@ struct VQCodes {
 class VQGAN {
  public:
   // Loads a taming .ckpt / torch file / safetensors; yaml_path may be empty (then the config
-  // is inferred from shapes). Every loss.* tensor is ignored.
+  // comes from the file's "config" metadata, as mmtrain writes it, or is inferred from
+  // shapes). Every loss.* tensor is ignored.
   static VQGAN load(const std::string& weights_path, const std::string& yaml_path = "");
   static VQGAN from_tensors(const TensorFile& f, const VQGANConfig& config);
 
@@ -71,8 +76,24 @@ class VQGAN {
   VQCodes quantize(const Tensor& h) const;        // nearest codes; z_q = h + (e - h).detach()
   Tensor decode(const Tensor& z_q) const;        // post_quant_conv + decoder
   Tensor codes_to_latent(const Tensor& indices) const;  // [B, h, w] int64 -> [B, D, h, w]
-  // taming's VectorQuantizer2 legacy loss: mean((z_q - h)^2) * (1 + beta), beta = 0.25
-  Tensor quantization_loss(const Tensor& h, const Tensor& z_q) const;
+  // taming's VectorQuantizer2 legacy loss, beta = 0.25: the codebook term mean((e - sg(h))^2)
+  // moves the chosen codebook rows e towards the encoder output, the commitment term
+  // beta * mean((sg(e) - h)^2) moves the encoder towards its codes. Its value is
+  // mean((e - h)^2) * (1 + beta).
+  Tensor quantization_loss(const Tensor& h, const VQCodes& codes) const;
+
+  // ---- training (models/vqgan_train.cpp; apps/mmtrain trains mm-mini's VQGAN) ----
+  // Fresh weights with torch's default initialisation (convolutions and their biases
+  // U(-1/sqrt(fan_in), 1/sqrt(fan_in)), GroupNorm 1/0) and taming's codebook U(-1/K, 1/K),
+  // drawn from a Philox generator seeded with `seed`.
+  static VQGAN init(const VQGANConfig& config, uint64_t seed);
+  // Every tensor by taming's state-dict key, in key order: what a checkpoint stores.
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  // Private copies of the weights with requires_grad on (or off): encode/decode then record
+  // graphs back to the weights.
+  void set_trainable(bool trainable);
+  // Replaces codebook rows in place (dead-code restarts): row rows[i] := values[i].
+  void reset_codes(const std::vector<int64_t>& rows, const Tensor& values);
 
  private:
   const Tensor& get(const std::string& key) const;

@@ -60,6 +60,14 @@ struct CutoutOptions {
 // cut_size square, cutn is 1 and augment/noise are off, this is the identity.
 Tensor make_cutouts(const Tensor& image, const CutoutOptions& options, Generator& gen);
 
+// mmgen's defaults. OpenAI-size models: 256x256, 300 steps, 32 cutouts (the settings of the
+// VQGAN+CLIP notebooks). mm-mini (64x64 models trained by mm): 64x64, 120 steps, 8 cutouts,
+// chosen so that a laptop CPU runs at least 5 steps per second (bench/RESULTS.md).
+struct GenDefaults {
+  int64_t width, height, steps, cutn;
+};
+inline GenDefaults gen_defaults(bool mini) { return mini ? GenDefaults{64, 64, 120, 8} : GenDefaults{256, 256, 300, 32}; }
+
 struct VQGANCLIPOptions {
   int64_t width = 256, height = 256;  // multiples of the VQGAN's downsampling factor
   double lr = 0.1;

@@ -37,28 +37,40 @@ ClipModel load_clip(const std::string& weights, const std::string& config_json) 
     const std::string beside = dir_of(weights) + "/" + stem_of(weights) + ".json";
     if (exists(beside)) json = beside;
   }
-  if (!json.empty()) c = load_clip_config_json(json, c);
+  if (!json.empty()) {
+    c = load_clip_config_json(json, c);
+  } else if (auto it = f.metadata.find("config"); it != f.metadata.end()) {
+    c = clip_config_from_json(it->second, weights + " (metadata 'config')", c);
+  }
   return ClipModel::load(f, c);
 }
 
-ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights) {
+ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights, int64_t expect) {
   const char* name = "bpe_simple_vocab_16e6.txt.gz";
   std::vector<std::string> tried;
   auto attempt = [&](const std::string& p) {
     tried.push_back(p);
     return exists(p);
   };
+  auto checked = [&](const std::string& path) {
+    ClipTokenizer tok = ClipTokenizer::from_bpe_file(path);
+    MM_CHECK(expect <= 0 || tok.vocab_size() == expect, "the vocabulary '", path, "' has ", tok.vocab_size(),
+             " ids but the CLIP model '", clip_weights, "' has vocab_size ", expect,
+             ": they do not belong together (pass the model's own vocabulary with --vocab)");
+    return tok;
+  };
   if (!vocab_arg.empty()) {
     MM_CHECK(exists(vocab_arg), "--vocab '", vocab_arg, "' cannot be read");
-    return ClipTokenizer::from_bpe_file(vocab_arg);
+    return checked(vocab_arg);
   }
+  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + stem_of(clip_weights) + ".bpe.txt.gz"))
+    return checked(tried.back());
   if (const char* env = std::getenv("MM_VOCAB"); env && *env) {
     MM_CHECK(exists(env), "MM_VOCAB='", env, "' cannot be read");
-    return ClipTokenizer::from_bpe_file(env);
+    return checked(env);
   }
-  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + name))
-    return ClipTokenizer::from_bpe_file(dir_of(clip_weights) + "/" + name);
-  if (attempt(cache_dir() + "/" + name)) return ClipTokenizer::from_bpe_file(cache_dir() + "/" + name);
+  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + name)) return checked(tried.back());
+  if (attempt(cache_dir() + "/" + name)) return checked(tried.back());
   std::string where;
   for (const auto& t : tried) where += "\n  " + t;
   throw Error(str_cat("CLIP's BPE vocabulary (", name, ") was not found. Looked at --vocab, $MM_VOCAB and:", where,
@@ -77,9 +89,20 @@ VQGAN load_vqgan(const std::string& weights, const std::string& yaml) {
   return VQGAN::load(weights, y);
 }
 
-void no_default_model(const char* app, const char* option) {
-  throw Error(str_cat(app, ": no default model is shipped yet; pass ", option,
-                      " FILE (official files: see README, 'Official weights', or run weights_tools/download.sh)"));
+std::string default_model_dir() {
+  if (const char* env = std::getenv("MM_MODELS"); env && *env) return env;
+#ifdef MM_DEFAULT_MODEL_DIR
+  return MM_DEFAULT_MODEL_DIR;
+#else
+  return "models/mini";
+#endif
+}
+
+std::string default_model(const std::string& name) {
+  const std::string path = default_model_dir() + "/" + name + ".safetensors";
+  MM_CHECK(exists(path), "the default model '", name, "' is not at ", path,
+           " (mm-mini ships in the source tree's models/mini/; $MM_MODELS overrides the folder)");
+  return path;
 }
 
 }  // namespace mm::apps

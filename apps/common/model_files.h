@@ -16,12 +16,24 @@ namespace mm::apps {
 std::string cache_dir();  // $XDG_CACHE_HOME/mm or $HOME/.cache/mm
 
 // CLIP from any supported weight file; `config_json` (may be empty) overrides what shapes
-// cannot tell; a <stem>.json next to the weights is used when present.
+// cannot tell; else a <stem>.json next to the weights, else the "config" metadata that
+// mmtrain writes into its safetensors files.
 ClipModel load_clip(const std::string& weights, const std::string& config_json);
-ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights);
+// The vocabulary, looked up in this order: --vocab, the model's own <stem>.bpe.txt.gz next to
+// the weights (mm-mini's), $MM_VOCAB, bpe_simple_vocab_16e6.txt.gz next to the weights, the
+// cache folder. With expect_vocab_size > 0, a vocabulary of another size is an error naming
+// both (ids from the wrong tokenizer would be silent garbage).
+ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights,
+                             int64_t expect_vocab_size = 0);
+// A VQGAN from taming's files or an mmtrain safetensors (config in its metadata).
 VQGAN load_vqgan(const std::string& weights, const std::string& yaml);
 
-// The error for a missing --clip/--vqgan until default models ship.
-[[noreturn]] void no_default_model(const char* app, const char* option);
+// mm-mini, the default models (models/mini/ in the source tree, or $MM_MODELS):
+//   "clip_vit"    the CLIP that mmclip and mmgen use,
+//   "clip_resnet" the independently trained judge of generation (and mmclip --model choice),
+//   "vqgan"       mmgen's and mmvq's VQGAN.
+// Returns the path of <name>.safetensors; the error says where it looked.
+std::string default_model(const std::string& name);
+std::string default_model_dir();
 
 }  // namespace mm::apps

@@ -100,8 +100,8 @@ TEST_CASE("mmgen bad input: clear errors") {
   auto [rc4, t4] = testing::run_command(mmgen + " \"a cat\" --size 64");
   CHECK(rc4 == 1);
   CHECK(t4.find("--size expects WxH") != std::string::npos);
-  auto [rc5, t5] = testing::run_command(mmgen + " \"a cat\"");
+  auto [rc5, t5] = testing::run_command("MM_MODELS=/nonexistent " + mmgen + " \"a cat\"");
   CHECK(rc5 == 1);
-  CHECK(t5.find("pass --clip FILE") != std::string::npos);
+  CHECK(t5.find("the default model 'clip_vit' is not at /nonexistent/clip_vit.safetensors") != std::string::npos);
   std::remove("/tmp/mm_test_mmgen_round.png");
 }

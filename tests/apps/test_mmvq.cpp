@@ -46,9 +46,9 @@ TEST_CASE("mmvq bad input: clear errors, non-zero exit") {
   auto [rc1, t1] = testing::run_command(mmvq + " reconstruct /nonexistent.png /tmp/x.png --vqgan " + testing::refs_path("vqgan_tiny.ckpt"));
   CHECK(rc1 == 1);
   CHECK(t1.find("cannot read image '/nonexistent.png'") != std::string::npos);
-  auto [rc2, t2] = testing::run_command(mmvq + " reconstruct a.png b.png");
+  auto [rc2, t2] = testing::run_command("MM_MODELS=/nonexistent " + mmvq + " reconstruct a.png b.png");
   CHECK(rc2 == 1);
-  CHECK(t2.find("--vqgan FILE is required") != std::string::npos);
+  CHECK(t2.find("the default model 'vqgan' is not at /nonexistent/vqgan.safetensors") != std::string::npos);
   auto [rc3, t3] = testing::run_command(mmvq + " explode a b --vqgan x");
   CHECK(rc3 == 1);
   CHECK(t3.find("unknown command 'explode'") != std::string::npos);

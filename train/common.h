@@ -1,0 +1,24 @@
+// train/common.h: small pieces both training loops share: seeded permutations, per-step seeds,
+// the output folder, and the loss-curve PNG drawn from a run's log.csv.
+// Reading order: train/, after schedule.h.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mm::train {
+
+// A permutation of 0..n-1 by Fisher-Yates over Philox draws: the same on every machine.
+std::vector<int64_t> permutation(int64_t n, uint64_t seed);
+// A seed for one purpose (data order, augmentation, ...) of one step (or epoch) of a run, so
+// that a resumed run draws exactly what an uninterrupted one would.
+uint64_t step_seed(uint64_t seed, int64_t step, uint64_t purpose);
+// Creates the folder (one level); the error names it.
+void make_dir(const std::string& dir);
+// Reads columns `train_col` and `val_col` (0-based, empty cells skipped) of log.csv and draws
+// the training curve (averaged over 1% of the run) and the validation curve into png.
+void plot_log(const std::string& log_csv, int train_col, int val_col, const std::string& val_name,
+              const std::string& png);
+
+}  // namespace mm::train
