@@ -89,6 +89,9 @@ const std::map<std::string, std::set<std::string>> kOptionCommands = {
     {"--device", {"classify", "embed", "search", "tokenize"}},
 };
 
+// Transparency handling of the model in use (apps::clip_alpha), set once its path is known.
+apps::Alpha g_alpha = apps::Alpha::drop;
+
 Args parse(int argc, char** argv) {
   Args a;
   a.command = argv[1];
@@ -132,6 +135,7 @@ Args parse(int argc, char** argv) {
   const bool vocab_given = !a.vocab.empty() || (std::getenv("MM_VOCAB") && *std::getenv("MM_VOCAB"));
   if (a.model == "clip_vit" || a.model == "clip_resnet") a.model = apps::default_model(a.model);
   else if (a.model.empty() && (a.command != "tokenize" || !vocab_given)) a.model = apps::default_model("clip_vit");
+  if (!a.model.empty() && a.command != "tokenize") g_alpha = apps::clip_alpha(a.model);
   return a;
 }
 
@@ -151,7 +155,7 @@ Tensor embed_images(const ClipModel& clip, const std::vector<std::string>& paths
   std::vector<Tensor> pixels;  // [3, R, R] each, one batch at a time
   for (int64_t i = 0; i < n; ++i) {
     try {
-      pixels.push_back(apps::clip_preprocess_file(paths[i], R));
+      pixels.push_back(apps::clip_preprocess_file(paths[i], R, g_alpha));
     } catch (const Error& e) {
       if (!skipped) throw;
       skipped->push_back(paths[i]);

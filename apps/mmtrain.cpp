@@ -8,12 +8,15 @@
 //                 [--disc-start N] [--disc-weight X] [--perceptual CLIP.safetensors]
 //   mmtrain eval-clip --data PAIRS --model M.safetensors [--vocab V] [--train]
 //   mmtrain eval-vqgan --data PAIRS --model M.safetensors [--grid OUT.png]
+//   mmtrain export --resume CKPT --out M.safetensors   (a checkpoint's model, fp16, as shipped)
+//   mmtrain plot --model LOG.csv --grid OUT.png         (the loss curve of a stopped run)
 //   mmtrain eval-gen --data PAIRS [--clip C] [--vqgan V] [--judge J] [--grid OUT.png] [--seed S]
 //                 (defaults: mm-mini's clip_vit, vqgan and clip_resnet as the judge)
 //
 // Every run writes to its --out folder: checkpoint.safetensors (resumable), model.safetensors
 // (the weights alone, fp16), config, log.csv, loss.png and metrics.json.
 #include <cstdio>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -21,7 +24,9 @@
 #include "apps/common/model_files.h"
 #include "engine/parallel.h"
 #include "models/clip_tokenizer.h"
+#include "train/checkpoint.h"
 #include "train/clip_trainer.h"
+#include "train/common.h"
 #include "train/gen_eval.h"
 #include "train/vqgan_trainer.h"
 #include "weights_tools/safetensors.h"
@@ -37,8 +42,10 @@ int usage(FILE* f) {
                "  mmtrain vqgan --data PAIRS.jsonl --out DIR [options]\n"
                "  mmtrain eval-clip  --data PAIRS.jsonl --model M.safetensors [--vocab BPE] [--train]\n"
                "  mmtrain eval-vqgan --data PAIRS.jsonl --model M.safetensors [--grid OUT.png]\n"
+               "  mmtrain export --resume CHECKPOINT --out MODEL.safetensors\n"
+               "  mmtrain plot --model LOG.csv --grid OUT.png\n"
                "  mmtrain eval-gen   --data PAIRS.jsonl [--clip C] [--vqgan V] [--judge J] [--grid OUT.png]\n"
-               "                     [--seed S] [--gen-steps N]\n"
+               "                     [--seed S] [--gen-steps N] [--gen-cutn N] [--gen-lr X] [--gen-init random|white]\n"
                "options: --steps N --batch B --lr X --warmup N --seed S --weight-decay X --clip-grad X\n"
                "         --val-every N --ckpt-every N --resume CKPT --limit N --stop-after N --threads N\n"
                "         --final-lr-ratio X --max-shift N --quiet\n"
@@ -60,7 +67,9 @@ int main(int argc, char** argv) {
     train::ClipTrainOptions co;
     train::VQGANTrainOptions vo;
     std::string vision, model, grid, clip_path, vqgan_path, judge_path;
-    int64_t gen_steps = -1;
+    int64_t gen_steps = -1, gen_cutn = -1;
+    double gen_lr = -1;
+    int gen_init = -1;
     bool with_train = false;
     for (int i = 2; i < argc; ++i) {
       const std::string k = argv[i];
@@ -81,6 +90,9 @@ int main(int argc, char** argv) {
       else if (k == "--vqgan") vqgan_path = value();
       else if (k == "--judge") judge_path = value();
       else if (k == "--gen-steps") gen_steps = integer(0, 100000);
+      else if (k == "--gen-cutn") gen_cutn = integer(1, 4096);
+      else if (k == "--gen-lr") gen_lr = number();
+      else if (k == "--gen-init") gen_init = value() == "white" ? 1 : 0;
       else if (k == "--train") with_train = true;
       else if (k == "--steps") co.steps = vo.steps = integer(1, 100000000);
       else if (k == "--batch") co.batch = vo.batch = integer(1, 65536);
@@ -104,6 +116,30 @@ int main(int argc, char** argv) {
       else if (k == "--quiet") co.quiet = vo.quiet = true;
       else if (k == "--cluster-variants") co.cluster_variants = true;
       else throw Error(str_cat("mmtrain: unknown option '", k, "'"));
+    }
+    if (cmd == "export") {
+      MM_CHECK(!co.resume.empty() && !co.out_dir.empty(), "mmtrain export: needs --resume CHECKPOINT and --out MODEL.safetensors");
+      const train::LoadedCheckpoint ck = train::load_checkpoint(co.resume);
+      const std::string kind = ck.meta("kind");
+      MM_CHECK(kind == "mmtrain clip" || kind == "mmtrain vqgan", "mmtrain export: '", co.resume, "' is a '", kind,
+               "' checkpoint; expected mmtrain clip or mmtrain vqgan");
+      train::NamedTensors model;
+      for (const auto& [k, t] : ck.model.tensors)
+        if (k.rfind("disc.", 0) != 0) model.emplace_back(k, t);  // the VQGAN's discriminator stays behind
+      train::save_model(co.out_dir, model, /*fp16=*/true,
+                        {{"kind", kind == "mmtrain clip" ? "mm-mini clip" : "mm-mini vqgan"}, {"config", ck.meta("config")},
+                         {"step", std::to_string(ck.step)}});
+      std::printf("wrote %s (step %lld)\n", co.out_dir.c_str(), static_cast<long long>(ck.step));
+      return 0;
+    }
+    if (cmd == "plot") {  // the loss curve of a run's log.csv (written at the end of a run; for stopped runs)
+      MM_CHECK(!model.empty() && !grid.empty(), "mmtrain plot: needs --model LOG.csv and --grid OUT.png");
+      std::ifstream in(model);
+      std::string header;
+      std::getline(in, header);
+      const bool vq = header.find("val_psnr") != std::string::npos;
+      train::plot_log(model, vq ? 3 : 2, vq ? 7 : 5, vq ? "val psnr" : "val loss", grid);
+      return 0;
     }
     MM_CHECK(!co.data.empty(), "mmtrain ", cmd, ": --data PAIRS.jsonl is required");
     if (cmd == "clip") {
@@ -153,6 +189,9 @@ int main(int argc, char** argv) {
       train::GenEvalOptions go;
       go.seed = co.seed;
       go.steps = gen_steps;
+      go.cutn = gen_cutn;
+      go.lr = gen_lr;
+      go.init_white = gen_init;
       go.grid_png = grid;
       train::GenEvalResult r = train::evaluate_generation(vq, clip, tok, judge, jtok, data::read_pairs_jsonl(co.data), go);
       std::printf("%s\n", r.json().c_str());

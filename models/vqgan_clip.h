@@ -65,8 +65,11 @@ Tensor make_cutouts(const Tensor& image, const CutoutOptions& options, Generator
 // chosen so that a laptop CPU runs at least 5 steps per second (bench/RESULTS.md).
 struct GenDefaults {
   int64_t width, height, steps, cutn;
+  bool init_white;  // start from the encoded white canvas instead of random codes
 };
-inline GenDefaults gen_defaults(bool mini) { return mini ? GenDefaults{64, 64, 120, 8} : GenDefaults{256, 256, 300, 32}; }
+inline GenDefaults gen_defaults(bool mini) {
+  return mini ? GenDefaults{64, 64, 120, 8, false} : GenDefaults{256, 256, 300, 32, false};
+}
 
 struct VQGANCLIPOptions {
   int64_t width = 256, height = 256;  // multiples of the VQGAN's downsampling factor

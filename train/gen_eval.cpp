@@ -66,15 +66,18 @@ GenEvalResult evaluate_generation(const VQGAN& vqgan, const ClipModel& clip, con
   vo.height = d.height;
   vo.seed = o.gen_seed;
   vo.cutouts.cut_size = clip.config().image_resolution;
-  vo.cutouts.cutn = d.cutn;
+  vo.cutouts.cutn = o.cutn > 0 ? o.cutn : d.cutn;
+  if (o.lr > 0) vo.lr = o.lr;
+  const bool white = o.init_white >= 0 ? o.init_white == 1 : d.init_white;
   const int64_t steps = o.steps >= 0 ? o.steps : d.steps;
-  res.steps = steps, res.cutn = d.cutn, res.size = d.width;
+  res.steps = steps, res.cutn = vo.cutouts.cutn, res.size = d.width;
   std::vector<Tensor> images;
   double gen_seconds = 0;
   for (auto& item : res.items) {
     VQGANCLIP g(vqgan, clip, clip_tok, vo);
     g.add_text_prompts(item.prompt);
-    g.init_random();
+    if (white) g.init_from_image(Tensor::ones({3, d.height, d.width}));
+    else g.init_random();
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < steps; ++i) g.step();
     gen_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -25,6 +25,9 @@ struct GenEvalOptions {
   uint64_t seed = 0;            // prompt and distractor draws
   uint64_t gen_seed = 0;        // mmgen --seed of every image
   int64_t steps = -1;           // -1: mmgen's mm-mini default
+  int64_t cutn = -1;            // -1: mmgen's mm-mini default
+  double lr = -1;               // -1: mmgen's default
+  int init_white = -1;          // -1: mmgen's mm-mini default; 0: random codes; 1: a white canvas
   std::string grid_png;         // "" = no grid
 };
 

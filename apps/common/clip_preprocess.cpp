@@ -179,7 +179,7 @@ std::pair<int64_t, int64_t> clip_resized_size(int64_t h, int64_t w, int64_t reso
   return w <= h ? std::pair<int64_t, int64_t>{new_long, resolution} : std::pair<int64_t, int64_t>{resolution, new_long};
 }
 
-Tensor clip_resize_crop_rgb(const DecodedImage& image, int64_t resolution) {
+Tensor clip_resize_crop_rgb(const DecodedImage& image, int64_t resolution, Alpha alpha) {
   MM_CHECK(resolution >= 1, "[clip_preprocess] resolution must be >= 1, got ", resolution);
   Tensor px = image.pixels.contiguous();
   const int64_t H = px.size(0), W = px.size(1), C = px.size(2);
@@ -203,11 +203,16 @@ Tensor clip_resize_crop_rgb(const DecodedImage& image, int64_t resolution) {
   Tensor out = Tensor::empty({resolution, resolution, 3}, DType::u8);
   const uint8_t* src = px.data<uint8_t>();
   uint8_t* dst = out.data<uint8_t>();
-  const bool grey = C <= 2;
+  const bool grey = C <= 2, has_alpha = C == 2 || C == 4;
   for (int64_t y = 0; y < resolution; ++y)
     for (int64_t x = 0; x < resolution; ++x) {
       const uint8_t* s = src + ((top + y) * w + left + x) * C;
-      for (int k = 0; k < 3; ++k) dst[(y * resolution + x) * 3 + k] = grey ? s[0] : s[k];
+      const float a = has_alpha && alpha == Alpha::white ? s[C - 1] / 255.0f : 1.0f;
+      for (int k = 0; k < 3; ++k) {
+        const uint8_t v = grey ? s[0] : s[k];
+        dst[(y * resolution + x) * 3 + k] =
+            a == 1.0f ? v : static_cast<uint8_t>(std::lround(a * v + (1.0f - a) * 255.0f));
+      }
     }
   return out;
 }
@@ -228,8 +233,8 @@ Tensor clip_normalize(const Tensor& rgb_u8) {
   return out;
 }
 
-Tensor clip_preprocess_file(const std::string& path, int64_t resolution) {
-  return clip_normalize(clip_resize_crop_rgb(decode_image(path), resolution));
+Tensor clip_preprocess_file(const std::string& path, int64_t resolution, Alpha alpha) {
+  return clip_normalize(clip_resize_crop_rgb(decode_image(path), resolution, alpha));
 }
 
 }  // namespace mm::apps

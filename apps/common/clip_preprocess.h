@@ -47,13 +47,18 @@ DecodedImage decode_image(const std::string& path);
 // torchvision's Resize(R) output size {h', w'}: the shorter side becomes R.
 std::pair<int64_t, int64_t> clip_resized_size(int64_t h, int64_t w, int64_t resolution);
 
-// Steps 1-3: uint8 RGB [R, R, 3].
-Tensor clip_resize_crop_rgb(const DecodedImage& image, int64_t resolution);
+// What step 3 does with transparency. OpenAI's CLIP drops alpha (PIL's convert("RGB"));
+// mm-mini was trained on images composited on white, and gets them the same way here.
+enum class Alpha { drop, white };
+
+// Steps 1-3: uint8 RGB [R, R, 3]. With Alpha::white, colour = round(a c + (1 - a) 255) after
+// the resize and crop (data/emoji_dataset.h's compositing, to 8 bits).
+Tensor clip_resize_crop_rgb(const DecodedImage& image, int64_t resolution, Alpha alpha = Alpha::drop);
 
 // Step 4: uint8 [H, W, 3] -> float32 [3, H, W], normalised with kClipMean / kClipStd.
 Tensor clip_normalize(const Tensor& rgb_u8);
 
 // All of it: a file -> float32 [3, R, R], ready to stack into encode_image's input.
-Tensor clip_preprocess_file(const std::string& path, int64_t resolution);
+Tensor clip_preprocess_file(const std::string& path, int64_t resolution, Alpha alpha = Alpha::drop);
 
 }  // namespace mm::apps

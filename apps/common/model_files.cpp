@@ -89,6 +89,14 @@ VQGAN load_vqgan(const std::string& weights, const std::string& yaml) {
   return VQGAN::load(weights, y);
 }
 
+Alpha clip_alpha(const std::string& weights) {
+  const std::string ext = ".safetensors";
+  if (weights.size() < ext.size() || weights.compare(weights.size() - ext.size(), ext.size(), ext) != 0) return Alpha::drop;
+  const TensorFile f = load_safetensors(weights);  // a memory map: only the header is read here
+  auto it = f.metadata.find("kind");
+  return it != f.metadata.end() && it->second == "mm-mini clip" ? Alpha::white : Alpha::drop;
+}
+
 std::string default_model_dir() {
   if (const char* env = std::getenv("MM_MODELS"); env && *env) return env;
 #ifdef MM_DEFAULT_MODEL_DIR

@@ -7,6 +7,7 @@
 #pragma once
 #include <string>
 
+#include "apps/common/clip_preprocess.h"
 #include "models/clip.h"
 #include "models/clip_tokenizer.h"
 #include "models/vqgan.h"
@@ -25,6 +26,11 @@ ClipModel load_clip(const std::string& weights, const std::string& config_json);
 // both (ids from the wrong tokenizer would be silent garbage).
 ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights,
                              int64_t expect_vocab_size = 0);
+// How `weights` wants transparent images: Alpha::white for mm-mini's CLIPs (a safetensors
+// file whose "kind" metadata is "mm-mini clip": trained on emoji composited on white),
+// else Alpha::drop as OpenAI's preprocessing.
+Alpha clip_alpha(const std::string& weights);
+
 // A VQGAN from taming's files or an mmtrain safetensors (config in its metadata).
 VQGAN load_vqgan(const std::string& weights, const std::string& yaml);
 
