@@ -254,3 +254,33 @@ TEST_CASE("mini-VQGAN training on the emoji subset: loss goes down, resume is bi
   std::ifstream grid(o.out_dir + "/reconstructions.png");
   CHECK(grid.good());
 }
+
+TEST_CASE("mini-VQGAN training with mm-mini's CLIP as the perceptual loss") {
+  train::VQGANTrainOptions o;
+  o.data = kSubset;
+  o.config.ch = 32, o.config.ch_mult = {1, 2}, o.config.n_embed = 32, o.config.embed_dim = 8, o.config.z_channels = 32;
+  o.steps = 3;
+  o.batch = 2;
+  o.warmup = 1;
+  o.val_every = 0;
+  o.ckpt_every = 0;
+  o.quiet = true;
+  o.limit = 8;
+  o.out_dir = tmp_dir("vq_plain");
+  const train::VQGANTrainResult plain = train::train_vqgan(o);
+  o.perceptual_clip = std::string(MM_SOURCE_DIR) + "/models/mini/clip_vit.safetensors";
+  o.perceptual_weight = 1.0;
+  o.out_dir = tmp_dir("vq_perceptual");
+  const train::VQGANTrainResult r = train::train_vqgan(o);
+  REQUIRE(r.train_loss.size() == 3);
+  for (const auto& [step, loss] : r.train_loss) CHECK(std::isfinite(loss));
+  // Step 0 sees the same weights and batch: the same L1, plus the perceptual term 1 - cosine.
+  CHECK(r.train_l1[0].second == plain.train_l1[0].second);
+  const double perceptual = r.train_loss[0].second - plain.train_loss[0].second;
+  CHECK(perceptual > 1e-4);
+  CHECK(perceptual < 2.0);
+  // Later steps differ: the perceptual gradient changed the weights.
+  CHECK(r.train_l1[2].second != plain.train_l1[2].second);
+  o.perceptual_clip = "/nonexistent.safetensors";
+  CHECK_THROWS_AS(train::train_vqgan(o), Error);
+}
