@@ -284,8 +284,8 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
   };
 
   ClipTrainResult res;
-  std::ofstream log(o.out_dir + "/log.csv", start == 0 ? std::ios::trunc : std::ios::app);
-  if (start == 0) log << "step,lr,loss,grad_norm,logit_scale,val_loss,t2i_recall5,zeroshot_top5\n";
+  prepare_log(o.out_dir + "/log.csv", "step,lr,loss,grad_norm,logit_scale,val_loss,t2i_recall5,zeroshot_top5", start);
+  std::ofstream log(o.out_dir + "/log.csv", std::ios::app);
   auto validate = [&](int64_t step) {
     model.set_training(false);
     ClipMetrics vm = evaluate_clip(model, tok, val_pairs, nullptr);

@@ -32,6 +32,23 @@ void make_dir(const std::string& d) {
   MM_CHECK(stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "[mmtrain] cannot create the output folder '", d, "'");
 }
 
+void prepare_log(const std::string& log_csv, const std::string& header, int64_t start) {
+  std::vector<std::string> keep = {header};
+  if (start > 0) {
+    std::ifstream in(log_csv);
+    MM_CHECK(in.good(), "[mmtrain] resuming at step ", start, " but '", log_csv, "' cannot be read");
+    std::string line;
+    std::getline(in, line);  // the header
+    while (std::getline(in, line)) {
+      if (line.empty()) continue;
+      if (std::stoll(line.substr(0, line.find(','))) < start) keep.push_back(line);
+    }
+  }
+  std::ofstream out(log_csv, std::ios::trunc);
+  for (const auto& l : keep) out << l << "\n";
+  MM_CHECK(out.good(), "[mmtrain] cannot write '", log_csv, "'");
+}
+
 void plot_log(const std::string& log_csv, int train_col, int val_col, const std::string& val_name,
               const std::string& png) {
   std::vector<std::pair<int64_t, double>> tl, vl;

@@ -16,6 +16,10 @@ std::vector<int64_t> permutation(int64_t n, uint64_t seed);
 uint64_t step_seed(uint64_t seed, int64_t step, uint64_t purpose);
 // Creates the folder (one level); the error names it.
 void make_dir(const std::string& dir);
+// Opens a run's log.csv for writing: a fresh run starts it with `header`; a run resumed at
+// step `start` keeps the header and the rows of earlier steps only (a run killed after its
+// last checkpoint left rows that the resumed run will write again).
+void prepare_log(const std::string& log_csv, const std::string& header, int64_t start);
 // Reads columns `train_col` and `val_col` (0-based, empty cells skipped) of log.csv and draws
 // the training curve (averaged over 1% of the run) and the validation curve into png.
 void plot_log(const std::string& log_csv, int train_col, int val_col, const std::string& val_name,

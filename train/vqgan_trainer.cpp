@@ -174,8 +174,8 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   };
 
   VQGANTrainResult res;
-  std::ofstream log(o.out_dir + "/log.csv", start == 0 ? std::ios::trunc : std::ios::app);
-  if (start == 0) log << "step,lr,loss,l1,qloss,g_loss,d_loss,val_psnr,codes_restarted\n";
+  prepare_log(o.out_dir + "/log.csv", "step,lr,loss,l1,qloss,g_loss,d_loss,val_psnr,codes_restarted", start);
+  std::ofstream log(o.out_dir + "/log.csv", std::ios::app);
   auto validate = [&](int64_t step) {
     VQGANMetrics vm = evaluate_vqgan(vq, val_pairs);
     res.val_psnr.emplace_back(step, vm.psnr);

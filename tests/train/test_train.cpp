@@ -173,6 +173,23 @@ TEST_CASE("checkpoints round-trip the model and the optimiser") {
   CHECK_THROWS_WITH_AS(ck.meta("absent"), doctest::Contains("absent"), Error);
 }
 
+TEST_CASE("prepare_log: a fresh log has the header; a resumed one drops the rows from the resume step on") {
+  const std::string path = tmp_dir("log") + "/log.csv";
+  train::prepare_log(path, "step,loss", 0);
+  {
+    std::ofstream out(path, std::ios::app);
+    out << "0,5\n1,4\n2,3\n2,,9\n3,2\n";  // step 2 has a training and a validation row
+  }
+  train::prepare_log(path, "step,loss", 2);
+  std::ifstream in(path);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(all == "step,loss\n0,5\n1,4\n");
+  train::prepare_log(path, "step,loss", 0);
+  std::ifstream in2(path);
+  std::string fresh((std::istreambuf_iterator<char>(in2)), std::istreambuf_iterator<char>());
+  CHECK(fresh == "step,loss\n");
+}
+
 TEST_CASE("the loss plot is a PNG of the asked size") {
   const std::string path = tmp_dir("plot") + "/loss.png";
   std::remove(path.c_str());
