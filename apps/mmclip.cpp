@@ -45,6 +45,7 @@ struct Args {
   std::vector<std::string> positional, templates, images, texts;
   int64_t top = 5, batch = 16, threads = 0, context_length = 77;
   bool json = false, truncate = false;
+  apps::Alpha alpha = apps::Alpha::drop;  // how the model wants transparency (apps::clip_alpha)
 };
 
 int usage(FILE* f) {
@@ -89,9 +90,6 @@ const std::map<std::string, std::set<std::string>> kOptionCommands = {
     {"--device", {"classify", "embed", "search", "tokenize"}},
 };
 
-// Transparency handling of the model in use (apps::clip_alpha), set once its path is known.
-apps::Alpha g_alpha = apps::Alpha::drop;
-
 Args parse(int argc, char** argv) {
   Args a;
   a.command = argv[1];
@@ -135,7 +133,7 @@ Args parse(int argc, char** argv) {
   const bool vocab_given = !a.vocab.empty() || (std::getenv("MM_VOCAB") && *std::getenv("MM_VOCAB"));
   if (a.model == "clip_vit" || a.model == "clip_resnet") a.model = apps::default_model(a.model);
   else if (a.model.empty() && (a.command != "tokenize" || !vocab_given)) a.model = apps::default_model("clip_vit");
-  if (!a.model.empty() && a.command != "tokenize") g_alpha = apps::clip_alpha(a.model);
+  if (!a.model.empty() && a.command != "tokenize") a.alpha = apps::clip_alpha(a.model);
   return a;
 }
 
@@ -146,7 +144,7 @@ ClipTokenizer::Truncate truncate_of(const Args& a) {
 // Image features [N, E] (encode_image, not normalised) in the order of `paths`, `batch` images
 // per forward pass, with a progress bar when there is more than one batch. With `skipped`,
 // unreadable images are reported there and left out instead of stopping the run.
-Tensor embed_images(const ClipModel& clip, const std::vector<std::string>& paths, int64_t batch,
+Tensor embed_images(const ClipModel& clip, const std::vector<std::string>& paths, int64_t batch, apps::Alpha alpha,
                     std::vector<std::string>* skipped = nullptr) {
   const int64_t R = clip.config().image_resolution, n = static_cast<int64_t>(paths.size());
   const bool show = n > batch;
@@ -155,7 +153,7 @@ Tensor embed_images(const ClipModel& clip, const std::vector<std::string>& paths
   std::vector<Tensor> pixels;  // [3, R, R] each, one batch at a time
   for (int64_t i = 0; i < n; ++i) {
     try {
-      pixels.push_back(apps::clip_preprocess_file(paths[i], R, g_alpha));
+      pixels.push_back(apps::clip_preprocess_file(paths[i], R, alpha));
     } catch (const Error& e) {
       if (!skipped) throw;
       skipped->push_back(paths[i]);
@@ -249,7 +247,7 @@ int run_classify(const Args& a) {
   Tensor text = embed_texts(clip, tok, prompts, truncate_of(a), a.batch);
   // class embeddings [L, E]: normalise each prompt, average over templates, normalise again
   Tensor classes = normalize(mean(normalize(text, -1).reshape({L, T, -1}), {1}), -1);
-  Tensor images = normalize(embed_images(clip, a.positional, a.batch), -1);  // [N, E]
+  Tensor images = normalize(embed_images(clip, a.positional, a.batch, a.alpha), -1);  // [N, E]
   const double scale = std::exp(clip.weight("logit_scale").item());
   const std::vector<float> cos = matmul(images, classes.t()).contiguous().to_vector<float>();  // [N, L]
 
@@ -284,7 +282,7 @@ int run_embed(const Args& a) {
   MM_CHECK(!a.out.empty(), "mmclip embed: --out FILE.safetensors is required");
   ClipModel clip = apps::load_clip(a.model, a.model_config);
   std::vector<std::pair<std::string, Tensor>> tensors;
-  if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch));
+  if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch, a.alpha));
   if (!a.texts.empty()) {
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
     tensors.emplace_back("text_features", embed_texts(clip, tok, a.texts, truncate_of(a), a.batch));
@@ -376,7 +374,7 @@ int run_search(const Args& a) {
       to_embed.push_back((dir / f.path).string());
   }
   std::vector<std::string> skipped;
-  const Tensor fresh = embed_images(clip, to_embed, a.batch, &skipped);  // [new, E]
+  const Tensor fresh = embed_images(clip, to_embed, a.batch, a.alpha, &skipped);  // [new, E]
   std::set<std::string> skipped_set(skipped.begin(), skipped.end());
   std::vector<IndexEntry> kept;
   std::vector<Tensor> rows;
@@ -418,7 +416,7 @@ int run_search(const Args& a) {
   const bool image_query = fs::is_regular_file(query) && is_image_name(query);
   Tensor q;
   if (image_query) {
-    q = embed_images(clip, {query}, 1);
+    q = embed_images(clip, {query}, 1, a.alpha);
   } else {
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
     q = embed_texts(clip, tok, {query}, truncate_of(a), 1);

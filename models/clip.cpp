@@ -236,6 +236,12 @@ Tensor ClipModel::encode_text(const Tensor& tokens, ClipTrace* trace) const {
   return matmul(pooled, weight("text_projection"));                                         // [B, E]
 }
 
+Tensor clip_normalize_pixels(const Tensor& x) {
+  const std::vector<float> mean(kClipMean, kClipMean + 3), stdv(kClipStd, kClipStd + 3);
+  Tensor m = Tensor::from_vector(mean, {1, 3, 1, 1}).to(x.dtype()), s = Tensor::from_vector(stdv, {1, 3, 1, 1}).to(x.dtype());
+  return div(sub(x, m), s);
+}
+
 std::pair<Tensor, Tensor> ClipModel::logits(const Tensor& image_features, const Tensor& text_features) const {
   MM_CHECK(image_features.dim() == 2 && text_features.dim() == 2 && image_features.size(1) == text_features.size(1),
            "[clip logits] image features ", shape_str(image_features.shape()), " and text features ",

@@ -31,6 +31,9 @@ namespace mm {
 // CLIP's input normalisation (clip/clip.py, _transform): pixel = (x - mean) / std per channel.
 inline constexpr float kClipMean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
 inline constexpr float kClipStd[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+// x [B, 3, H, W] with values in [0, 1] -> (x - mean) / std per channel, in x's dtype;
+// differentiable (VQGAN+CLIP backpropagates through it).
+Tensor clip_normalize_pixels(const Tensor& x);
 
 // Intermediate activations for tests and debugging, in the layouts of the reference files
 // (transformer activations batch-first [B, T, D]). Fields of the tower not run stay undefined.

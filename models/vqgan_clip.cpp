@@ -190,12 +190,6 @@ VQGANCLIP::VQGANCLIP(const VQGAN& vqgan, const ClipModel& clip, const ClipTokeni
   z_max_ = max(cb, 0).first.reshape({1, D, 1, 1});
 }
 
-Tensor VQGANCLIP::normalize_for_clip(const Tensor& x) const {
-  const std::vector<float> mean(kClipMean, kClipMean + 3), stdv(kClipStd, kClipStd + 3);
-  Tensor m = Tensor::from_vector(mean, {1, 3, 1, 1}).to(x.dtype()), s = Tensor::from_vector(stdv, {1, 3, 1, 1}).to(x.dtype());
-  return div(sub(x, m), s);
-}
-
 void VQGANCLIP::add_text_prompts(const std::string& text) {
   for (const Prompt& p : parse_prompts(text)) {
     NoGradGuard ng;
@@ -210,7 +204,7 @@ void VQGANCLIP::add_image_prompt(const Tensor& image, double weight, double stop
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] image prompt must be [3, H, W], got ", image.str());
   Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
   Tensor cuts = make_cutouts(img, options_.cutouts, gen_);
-  prompts_.push_back({clip_.encode_image(normalize_for_clip(cuts)).detach(), weight, stop});
+  prompts_.push_back({clip_.encode_image(clip_normalize_pixels(cuts)).detach(), weight, stop});
 }
 
 void VQGANCLIP::add_noise_prompt(uint64_t seed, double weight) {
@@ -262,7 +256,7 @@ Tensor VQGANCLIP::forward_loss(Tensor* image_out) {
   x = options_.clamp == ClampRule::with_grad ? clamp_with_grad(x, 0.0, 1.0)
                                              : straight_through(clamp(x.detach(), 0.0, 1.0), x);
   if (image_out) *image_out = x;
-  Tensor features = clip_.encode_image(normalize_for_clip(make_cutouts(x, options_.cutouts, gen_)));
+  Tensor features = clip_.encode_image(clip_normalize_pixels(make_cutouts(x, options_.cutouts, gen_)));
   Tensor loss;
   for (const PromptEmbed& p : prompts_) {
     Tensor l = spherical_prompt_loss(features, p.embeds, p.weight, p.stop);

@@ -108,7 +108,6 @@ class VQGANCLIP {
     double weight, stop;
   };
   Tensor forward_loss(Tensor* image_out);
-  Tensor normalize_for_clip(const Tensor& x) const;
   void start_optimizer();
 
   const VQGAN& vqgan_;

@@ -2,14 +2,12 @@
 #include "train/clip_trainer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <numeric>
 #include <nlohmann/json.hpp>
 
-#include "apps/common/progress.h"
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/linalg.h"
@@ -46,7 +44,7 @@ Tensor embed_images(const ClipModel& m, const std::vector<data::EmojiPair>& pair
   for (int64_t i = 0; i < ds.size(); i += batch) {
     std::vector<int64_t> idx;
     for (int64_t j = i; j < std::min(ds.size(), i + batch); ++j) idx.push_back(j);
-    out.push_back(m.encode_image(clip_normalize(ds.load_batch(idx))).detach());
+    out.push_back(m.encode_image(clip_normalize_pixels(ds.load_batch(idx))).detach());
   }
   return cat(out, 0);
 }
@@ -99,12 +97,6 @@ ClipConfig mini_clip_config(const std::string& vision, int64_t vocab_size) {
     throw Error(str_cat("[mmtrain] unknown vision tower '", vision, "' (expected vit or resnet)"));
   }
   return c;
-}
-
-Tensor clip_normalize(const Tensor& x) {
-  Tensor mean = Tensor::from_vector(std::vector<float>(kClipMean, kClipMean + 3), {1, 3, 1, 1});
-  Tensor std = Tensor::from_vector(std::vector<float>(kClipStd, kClipStd + 3), {1, 3, 1, 1});
-  return (x - mean) / std;
 }
 
 std::string ClipMetrics::json() const {
@@ -286,9 +278,10 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
   ClipTrainResult res;
   prepare_log(o.out_dir + "/log.csv", "step,lr,loss,grad_norm,logit_scale,val_loss,t2i_recall5,zeroshot_top5", start);
   std::ofstream log(o.out_dir + "/log.csv", std::ios::app);
-  auto validate = [&](int64_t step) {
+  // The held-out numbers (with the per-style training accuracy when with_train: the final pass).
+  auto validate = [&](int64_t step, bool with_train) {
     model.set_training(false);
-    ClipMetrics vm = evaluate_clip(model, tok, val_pairs, nullptr);
+    ClipMetrics vm = evaluate_clip(model, tok, val_pairs, with_train ? &train_pairs : nullptr);
     res.val_loss.emplace_back(step, vm.val_loss);
     log << step << ",,,,," << vm.val_loss << "," << vm.t2i_recall5 << "," << vm.zeroshot_top5 << "\n" << std::flush;
     if (!o.quiet)
@@ -298,10 +291,9 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
   };
 
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
-  apps::Progress progress(end - start);
+  StepReporter report(start, end, B, o.quiet);
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
-  const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = start; step < end; ++step) {
     const int64_t epoch = step / per_epoch, slot = step % per_epoch;
     if (epoch != perm_epoch) {
@@ -330,7 +322,7 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
     }
     data::Augment aug;
     aug.max_shift = o.max_shift;
-    Tensor x = clip_normalize(train_ds.load_batch(idx, aug, &gen));
+    Tensor x = clip_normalize_pixels(train_ds.load_batch(idx, aug, &gen));
     Tensor tokens = tok.tokenize_batch(texts, o.config.context_length, ClipTokenizer::Truncate::yes);
 
     model.set_training(true);
@@ -352,25 +344,16 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
     const double l = loss.item();
     res.train_loss.emplace_back(step, l);
     log << step << "," << lr << "," << l << "," << gnorm << "," << std::exp(model.weight("logit_scale").item()) << ",,,\n";
-    if (!o.quiet) {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      char extra[160];
-      std::snprintf(extra, sizeof(extra), "loss %.4f lr %.2e %.0f img/s", l, lr,
-                    static_cast<double>((step - start + 1) * B) / std::max(secs, 1e-9));
-      progress.update(step - start + 1, extra);
-    }
-    const bool last = step + 1 == end;
-    if (o.val_every > 0 && (step + 1) % o.val_every == 0 && !last) validate(step + 1);
-    if ((o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || last) save_ck(step + 1);
+    char what[96];
+    std::snprintf(what, sizeof(what), "loss %.4f lr %.2e", l, lr);
+    report.progress(step, what);
+    if (report.validate_after(step, o.val_every)) validate(step + 1, false);
+    if (report.checkpoint_after(step, o.ckpt_every)) save_ck(step + 1);
   }
   log.flush();
   model.set_training(false);
   if (end == o.steps) {
-    res.final_metrics = validate(o.steps);
-    if (o.final_eval) {
-      ClipMetrics full = evaluate_clip(model, tok, val_pairs, &train_pairs);
-      res.final_metrics = full;
-    }
+    res.final_metrics = validate(o.steps, o.final_eval);
     std::ofstream(o.out_dir + "/metrics.json") << res.final_metrics.json() << "\n";
     std::ofstream(o.out_dir + "/config.json") << config_json;
     save_model(o.out_dir + "/model.safetensors", model.named_tensors(), /*fp16=*/true,

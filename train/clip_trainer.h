@@ -84,7 +84,4 @@ struct ClipTrainResult {
 
 ClipTrainResult train_clip(const ClipTrainOptions& options);
 
-// x [B, 3, H, W] in [0, 1] -> CLIP's normalised pixels.
-Tensor clip_normalize(const Tensor& x);
-
 }  // namespace mm::train

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <numeric>
 
@@ -30,6 +31,18 @@ void make_dir(const std::string& d) {
   mkdir(d.c_str(), 0755);
   struct stat st;
   MM_CHECK(stat(d.c_str(), &st) == 0 && S_ISDIR(st.st_mode), "[mmtrain] cannot create the output folder '", d, "'");
+}
+
+StepReporter::StepReporter(int64_t start, int64_t end, int64_t batch, bool quiet)
+    : start_(start), end_(end), batch_(batch), quiet_(quiet), t0_(std::chrono::steady_clock::now()),
+      progress_(end - start) {}
+
+void StepReporter::progress(int64_t step, const std::string& what) {
+  if (quiet_) return;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+  char rate[64];
+  std::snprintf(rate, sizeof(rate), " %.1f img/s", static_cast<double>((step - start_ + 1) * batch_) / std::max(secs, 1e-9));
+  progress_.update(step - start_ + 1, what + rate);
 }
 
 void prepare_log(const std::string& log_csv, const std::string& header, int64_t start) {

@@ -93,7 +93,7 @@ GenEvalResult evaluate_generation(const VQGAN& vqgan, const ClipModel& clip, con
     Tensor x = img.unsqueeze(0);
     const int64_t R = judge.config().image_resolution;
     if (x.size(2) != R || x.size(3) != R) x = resize(x, R, R, ResizeFilter::bicubic, Antialias::yes);
-    Tensor fi = normalize(judge.encode_image(clip_normalize(x)), -1);
+    Tensor fi = normalize(judge.encode_image(clip_normalize_pixels(x)), -1);
     Tensor ft = normalize(judge.encode_text(judge_tok.tokenize_batch(caps, judge.config().context_length,
                                                                        ClipTokenizer::Truncate::yes)), -1);
     const std::vector<float> s = matmul(fi, ft.t()).contiguous().to_vector<float>();

@@ -2,14 +2,12 @@
 #include "train/vqgan_trainer.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <set>
 #include <nlohmann/json.hpp>
 
-#include "apps/common/progress.h"
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/loss.h"
@@ -190,10 +188,9 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   // a multiple of restart_every (checkpoints are, by default) continues bit for bit.
   std::vector<int64_t> usage(static_cast<size_t>(o.config.n_embed), 0);
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
-  apps::Progress progress(end - start);
+  StepReporter report(start, end, B, o.quiet);
   std::vector<int64_t> perm;
   int64_t perm_epoch = -1;
-  const auto t0 = std::chrono::steady_clock::now();
   for (int64_t step = start; step < end; ++step) {
     const int64_t epoch = step / per_epoch, slot = step % per_epoch;
     if (epoch != perm_epoch) perm = permutation(N, step_seed(o.seed, epoch, 1)), perm_epoch = epoch;
@@ -216,7 +213,7 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
     Tensor qloss = vq.quantization_loss(h, q);
     Tensor loss = l1 + qloss;
     if (perceptual) {
-      auto to_clip = [&](const Tensor& im) { return clip_normalize((im + 1.0) * 0.5); };
+      auto to_clip = [&](const Tensor& im) { return clip_normalize_pixels((im + 1.0) * 0.5); };
       Tensor fa = normalize(judge.encode_image(to_clip(x)).detach(), -1);
       Tensor fb = normalize(judge.encode_image(to_clip(xr)), -1);
       loss = loss + (1.0 - mean(sum(fa * fb, {1}))) * o.perceptual_weight;
@@ -259,21 +256,16 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
       }
       std::fill(usage.begin(), usage.end(), 0);
     }
-    const double lv = loss.item();
+    const double lv = loss.item(), l1v = l1.item();
     res.train_loss.emplace_back(step, lv);
-    res.train_l1.emplace_back(step, l1.item());
-    log << step << "," << lr << "," << lv << "," << l1.item() << "," << qloss.item() << ","
+    res.train_l1.emplace_back(step, l1v);
+    log << step << "," << lr << "," << lv << "," << l1v << "," << qloss.item() << ","
         << (adversarial ? g_loss.item() : 0.0) << "," << d_value << ",," << restarted << "\n";
-    if (!o.quiet) {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      char extra[160];
-      std::snprintf(extra, sizeof(extra), "loss %.4f l1 %.4f lr %.2e %.1f img/s", lv, l1.item(), lr,
-                    static_cast<double>((step - start + 1) * B) / std::max(secs, 1e-9));
-      progress.update(step - start + 1, extra);
-    }
-    const bool last = step + 1 == end;
-    if (o.val_every > 0 && (step + 1) % o.val_every == 0 && !last) validate(step + 1);
-    if ((o.ckpt_every > 0 && (step + 1) % o.ckpt_every == 0) || last) save_ck(step + 1);
+    char what[96];
+    std::snprintf(what, sizeof(what), "loss %.4f l1 %.4f lr %.2e", lv, l1v, lr);
+    report.progress(step, what);
+    if (report.validate_after(step, o.val_every)) validate(step + 1);
+    if (report.checkpoint_after(step, o.ckpt_every)) save_ck(step + 1);
   }
   log.flush();
   if (end == o.steps) {
