@@ -5,7 +5,7 @@
 //                 [--weight-decay X] [--clip-grad X] [--val-every N] [--ckpt-every N]
 //                 [--resume runs/clip-vit/checkpoint.safetensors] [--limit N] [--stop-after N]
 //   mmtrain vqgan --data data/emoji/pairs.jsonl --out runs/vqgan [--steps N] [--batch B] ...
-//                 [--disc-start N] [--disc-weight X] [--perceptual CLIP.safetensors]
+//                 [--disc-start N] [--disc-weight X] [--disc-fixed] [--perceptual CLIP.safetensors]
 //   mmtrain eval-clip --data PAIRS --model M.safetensors [--vocab V] [--train]
 //   mmtrain eval-vqgan --data PAIRS --model M.safetensors [--grid OUT.png]
 //   mmtrain export --resume CKPT --out M.safetensors   (a checkpoint's model, fp16, as shipped)
@@ -50,7 +50,7 @@ int usage(FILE* f) {
                "         --val-every N --ckpt-every N --resume CKPT --limit N --stop-after N --threads N\n"
                "         --final-lr-ratio X --max-shift N --quiet\n"
                "  clip:  --cluster-variants (an emoji's skin tones side by side in a batch)\n"
-               "  vqgan: --disc-start N --disc-weight X --codebook N --perceptual CLIP --perceptual-weight X\n"
+               "  vqgan: --disc-start N --disc-weight X (times taming's adaptive weight; --disc-fixed: not) --codebook N --perceptual CLIP --perceptual-weight X\n"
                "PAIRS.jsonl comes from: bash data/fetch_emoji.sh && mmdata build --src data/emoji --out "
                "data/emoji/pairs.jsonl\n");
   return f == stdout ? 0 : 2;
@@ -109,6 +109,7 @@ int main(int argc, char** argv) {
       else if (k == "--seed") co.seed = vo.seed = static_cast<uint64_t>(integer(0, INT64_MAX));
       else if (k == "--disc-start") vo.disc_start = integer(0, 100000000);
       else if (k == "--disc-weight") vo.disc_weight = number();
+      else if (k == "--disc-fixed") vo.disc_adaptive = false;
       else if (k == "--codebook") vo.config.n_embed = integer(2, 1 << 20);
       else if (k == "--perceptual") vo.perceptual_clip = value();
       else if (k == "--perceptual-weight") vo.perceptual_weight = number();

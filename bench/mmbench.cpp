@@ -20,8 +20,13 @@
 
 #include "engine/mm.h"
 #include "kernels/gemm.h"
+#if MM_CUDA
+#include "bench/bench_cuda.h"
+#endif
+#ifndef MM_BENCH_ENGINE_ONLY  // the device machine builds the engine and kernels alone
 #include "models/clip.h"
 #include "models/vqgan_clip.h"
+#endif
 
 namespace {
 
@@ -64,7 +69,7 @@ double median_ms(int64_t repeat, const std::function<void()>& fn) {
 // Common flags: --device cpu|cuda, --threads N (default: mm's thread count), --repeat R.
 void setup_device_and_threads(const Args& args) {
   const std::string device = args.get("device", "cpu");
-  MM_CHECK(device != "cuda", "mmbench: mm was built without CUDA (--device cuda)");
+  MM_CHECK(device != "cuda", "mmbench: mm was built without CUDA (--device cuda; configure with -DMM_CUDA=ON)");
   MM_CHECK(device == "cpu", "mmbench: unknown --device '", device, "' (expected cpu or cuda)");
   if (args.values.count("threads")) mm::set_num_threads(static_cast<int>(args.get_int("threads", 1)));
 }
@@ -182,6 +187,7 @@ int bench_rowwise(const Args& args, const std::string& kernel) {
 int bench_layernorm(const Args& args) { return bench_rowwise(args, "layernorm"); }
 int bench_softmax(const Args& args) { return bench_rowwise(args, "softmax"); }
 
+#ifndef MM_BENCH_ENGINE_ONLY
 // Random weights with the shapes of a weight table (std 0.02; BatchNorm variances positive).
 mm::TensorFile random_weights(const std::vector<std::pair<std::string, mm::Shape>>& table) {
   mm::TensorFile f;
@@ -254,6 +260,8 @@ int bench_vqgan_clip_step(const Args& args) {
   return 0;
 }
 
+#endif  // MM_BENCH_ENGINE_ONLY
+
 struct Bench {
   const char* name;
   const char* description;
@@ -273,17 +281,20 @@ const std::vector<Bench>& benches() {
        {"rows", "cols", "device", "threads", "repeat"}, bench_layernorm},
       {"softmax", "softmax over the last dim of [rows, cols] float32; --rows --cols, reports GB/s",
        {"rows", "cols", "device", "threads", "repeat"}, bench_softmax},
+#ifndef MM_BENCH_ENGINE_ONLY
       {"clip-image", "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N",
        {"model-config", "batch", "device", "threads", "repeat"}, bench_clip_image},
       {"vqgan-clip-step", "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config]",
        {"size", "cutn", "model-config", "device", "threads", "repeat"}, bench_vqgan_clip_step},
+#endif
   };
   return table;
 }
 
 void usage() {
   std::printf("usage: mmbench --list | mmbench KERNEL [--device cpu] [--threads N] [--repeat R] "
-              "[--json] [kernel flags]\n");
+              "[--json] [kernel flags]\n"
+              "       mmbench all|KERNEL --device cuda [--repeat R]   (CUDA kernels beside cuBLAS/cuDNN)\n");
 }
 
 int run(int argc, char** argv) {
@@ -292,6 +303,18 @@ int run(int argc, char** argv) {
     return 2;
   }
   const std::string name = argv[1];
+  for (int i = 2; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--device" && std::string(argv[i + 1]) == "cuda") {
+#if MM_CUDA
+      // `mmbench KERNEL --device cuda` (or `mmbench all --device cuda`): bench/bench_cuda.cpp.
+      std::vector<char*> rest;
+      for (int j = 0; j < argc; ++j)
+        if (j != i && j != i + 1) rest.push_back(argv[j]);
+      return mm::bench::cuda_main(static_cast<int>(rest.size()), rest.data());
+#else
+      throw mm::Error("mmbench: mm was built without CUDA (--device cuda; configure with -DMM_CUDA=ON)");
+#endif
+    }
   if (name == "--list") {
     for (const Bench& b : benches()) std::printf("%-16s %s\n", b.name, b.description);
     return 0;

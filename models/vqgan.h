@@ -92,6 +92,9 @@ class VQGAN {
   // Private copies of the weights with requires_grad on (or off): encode/decode then record
   // graphs back to the weights.
   void set_trainable(bool trainable);
+  // The decoder's last convolution weight: where taming measures the gradient norms that set
+  // the adversarial weight.
+  const Tensor& last_layer() const { return get("decoder.conv_out.weight"); }
   // Replaces codebook rows in place (dead-code restarts): row rows[i] := values[i].
   void reset_codes(const std::vector<int64_t>& rows, const Tensor& values);
 

@@ -172,12 +172,12 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   };
 
   VQGANTrainResult res;
-  prepare_log(o.out_dir + "/log.csv", "step,lr,loss,l1,qloss,g_loss,d_loss,val_psnr,codes_restarted", start);
+  prepare_log(o.out_dir + "/log.csv", "step,lr,loss,l1,qloss,g_loss,d_loss,val_psnr,codes_restarted,disc_lambda", start);
   std::ofstream log(o.out_dir + "/log.csv", std::ios::app);
   auto validate = [&](int64_t step) {
     VQGANMetrics vm = evaluate_vqgan(vq, val_pairs);
     res.val_psnr.emplace_back(step, vm.psnr);
-    log << step << ",,,,,,," << vm.psnr << ",\n" << std::flush;
+    log << step << ",,,,,,," << vm.psnr << ",,\n" << std::flush;
     if (!o.quiet)
       std::fprintf(stderr, "\n[val @%lld] PSNR %.2f dB  L1 %.4f  codes used %lld/%lld\n", static_cast<long long>(step),
                    vm.psnr, vm.l1, static_cast<long long>(vm.codes_used), static_cast<long long>(vm.codebook));
@@ -211,17 +211,26 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
     Tensor xr = vq.decode(q.z_q);
     Tensor l1 = mean(abs(x - xr));
     Tensor qloss = vq.quantization_loss(h, q);
-    Tensor loss = l1 + qloss;
+    Tensor rec = l1;  // the reconstruction terms (taming's nll_loss)
     if (perceptual) {
       auto to_clip = [&](const Tensor& im) { return clip_normalize_pixels((im + 1.0) * 0.5); };
       Tensor fa = normalize(judge.encode_image(to_clip(x)).detach(), -1);
       Tensor fb = normalize(judge.encode_image(to_clip(xr)), -1);
-      loss = loss + (1.0 - mean(sum(fa * fb, {1}))) * o.perceptual_weight;
+      rec = rec + (1.0 - mean(sum(fa * fb, {1}))) * o.perceptual_weight;
     }
+    Tensor loss = rec + qloss;
     Tensor g_loss;
+    double lambda = 0;
     if (adversarial) {
       g_loss = -mean(disc.forward(xr));
-      loss = loss + g_loss * o.disc_weight;
+      lambda = 1.0;
+      if (o.disc_adaptive) {
+        const Tensor& last = vq.last_layer();
+        const double g_rec = norm(grad({rec}, {last}, {}, /*retain_graph=*/true)[0]).item();
+        const double g_adv = norm(grad({g_loss}, {last}, {}, /*retain_graph=*/true)[0]).item();
+        lambda = std::clamp(g_rec / (g_adv + 1e-4), 0.0, 1e4);
+      }
+      loss = loss + g_loss * (lambda * o.disc_weight);
     }
     loss.backward();
     clip_grad_norm(gparams, o.clip_grad);
@@ -260,7 +269,7 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
     res.train_loss.emplace_back(step, lv);
     res.train_l1.emplace_back(step, l1v);
     log << step << "," << lr << "," << lv << "," << l1v << "," << qloss.item() << ","
-        << (adversarial ? g_loss.item() : 0.0) << "," << d_value << ",," << restarted << "\n";
+        << (adversarial ? g_loss.item() : 0.0) << "," << d_value << ",," << restarted << "," << lambda << "\n";
     char what[96];
     std::snprintf(what, sizeof(what), "loss %.4f l1 %.4f lr %.2e", lv, l1v, lr);
     report.progress(step, what);
@@ -271,7 +280,7 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   if (end == o.steps) {
     res.final_metrics = evaluate_vqgan(vq, val_pairs, o.out_dir + "/reconstructions.png");
     res.val_psnr.emplace_back(o.steps, res.final_metrics.psnr);
-    log << o.steps << ",,,,,,," << res.final_metrics.psnr << ",\n" << std::flush;
+    log << o.steps << ",,,,,,," << res.final_metrics.psnr << ",,\n" << std::flush;
     std::ofstream(o.out_dir + "/metrics.json") << res.final_metrics.json() << "\n";
     save_model(o.out_dir + "/model.safetensors", vq.named_tensors(), /*fp16=*/true,
                {{"kind", "mm-mini vqgan"}, {"config", config_json}});

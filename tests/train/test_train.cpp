@@ -261,6 +261,31 @@ TEST_CASE("mini-VQGAN training on the emoji subset: loss goes down, resume is bi
   CHECK(full.train_l1[7].second < full.train_l1[3].second);
   CHECK(full.final_metrics.images == 48);
   CHECK(full.final_metrics.psnr > 5);
+  {
+    // taming's adaptive weight λ (last column of log.csv): 0 before disc_start, then the
+    // ratio of gradient norms at the last decoder layer: positive, finite, not the fixed 1.
+    std::ifstream log(o.out_dir + "/log.csv");
+    std::string line;
+    std::getline(log, line);
+    REQUIRE(line.substr(line.rfind(',') + 1) == "disc_lambda");
+    int adversarial_rows = 0;
+    while (std::getline(log, line)) {
+      const int64_t step = std::stoll(line.substr(0, line.find(',')));
+      const std::string last = line.substr(line.rfind(',') + 1);
+      if (last.empty()) continue;  // a validation row
+      const double lambda = std::stod(last);
+      CAPTURE(step);
+      if (step < 4) {
+        CHECK(lambda == 0);
+      } else {
+        CHECK(std::isfinite(lambda));
+        CHECK(lambda > 0);
+        CHECK(lambda != 1.0);
+        ++adversarial_rows;
+      }
+    }
+    CHECK(adversarial_rows == 4);
+  }
   o.out_dir = tmp_dir("vq_part");
   o.stop_after = 4;
   train::train_vqgan(o);

@@ -1,0 +1,364 @@
+// kernels/cuda/attention.cu: fused (flash-style) attention, forward and backward, float32.
+// q, k, v, o: [B, H, T, D]; a block owns 64 query rows of one (b, h), 8 warps of 8 rows each.
+// Forward, per tile of 32 keys (K and V staged in shared memory):
+//   lane j computes the score of key j for one row (q from shared memory, broadcast; K rows
+//   padded to D+1 floats so the 32 lanes hit 32 banks); the warp folds the tile into the
+//   row's running max m and sum l (online softmax: old terms rescale by e^(m_old − m_new));
+//   each lane then accumulates its D/32 output columns: o += Σ_j p_j · V[j].
+// The T x T matrix is never written; lse = m + log l per row is kept for the backward.
+// Backward (same tiling, recomputing p = e^(s − lse)): with Δ_i = dO_i · O_i,
+//   dS_ij = P_ij (dO_i · V_j − Δ_i),  dQ_i = scale Σ_j dS_ij K_j,
+//   dK_j = scale Σ_i dS_ij Q_i,        dV_j = Σ_i P_ij dO_i.
+// One kernel owns query rows and writes dQ; another owns key rows and writes dK and dV, so
+// nothing is accumulated with atomics. Head size: any D <= 128 (CLIP: 64; VQGAN's single
+// head of 512 goes through attention_unfused).
+#include "kernels/cuda/common.cuh"
+
+namespace mm::cuda {
+
+namespace {
+
+constexpr int kRows = 64;   // query rows per block (8 warps x 8)
+constexpr int kKeys = 32;   // keys per tile (one per lane)
+constexpr int kWarps = 8;
+constexpr int kRowsPerWarp = kRows / kWarps;
+constexpr int kKeyRows = 32;  // key rows per block of the dK/dV kernel (8 warps x 4: fewer accumulators)
+constexpr int kKeyRowsPerWarp = kKeyRows / kWarps;
+
+// Largest key index a query row may see (causal) or Tk - 1.
+__device__ __forceinline__ int64_t last_key(int64_t row, int64_t Tq, int64_t Tk, bool causal) {
+  return causal ? row + (Tk - Tq) : Tk - 1;
+}
+
+template <int NV>  // NV = ceil(D / 32): output columns per lane
+__global__ void __launch_bounds__(256) attention_fwd_v1(const float* __restrict__ q, const float* __restrict__ k,
+                                                        const float* __restrict__ v, float* __restrict__ o,
+                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
+                                                        float scale, bool causal) {
+  extern __shared__ float smem[];
+  float* Qs = smem;                    // [kRows][D]
+  float* Ks = Qs + kRows * D;          // [kKeys][D + 1]
+  float* Vs = Ks + kKeys * (D + 1);    // [kKeys][D]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows);
+  const float* qb = q + bh * Tq * D;
+  const float* kb = k + bh * Tk * D;
+  const float* vb = v + bh * Tk * D;
+  for (int e = tid; e < kRows * D; e += blockDim.x) {
+    const int64_t r = q0 + e / D;
+    Qs[e] = r < Tq ? qb[r * D + e % D] : 0.0f;
+  }
+  float m[kRowsPerWarp], l[kRowsPerWarp], acc[kRowsPerWarp][NV];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    m[r] = -INFINITY, l[r] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) acc[r][i] = 0.0f;
+  }
+  const int64_t q_last = min(q0 + kRows, Tq) - 1;
+  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys) {
+    __syncthreads();  // the previous tile is consumed (and Qs written, the first time)
+    for (int e = tid; e < kKeys * D; e += blockDim.x) {
+      const int j = e / D, d = e % D;
+      const bool in = k0 + j < Tk;
+      Ks[j * (D + 1) + d] = in ? kb[(k0 + j) * D + d] : 0.0f;
+      Vs[j * D + d] = in ? vb[(k0 + j) * D + d] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int lr = warp * kRowsPerWarp + r;
+      const int64_t row = q0 + lr;
+      if (row >= Tq) continue;  // warp-uniform
+      const int64_t key = k0 + lane;
+      const bool valid = key < Tk && key <= last_key(row, Tq, Tk, causal);
+      float s = 0.0f;
+      const float* qr = Qs + lr * D;
+      const float* kr = Ks + lane * (D + 1);
+      for (int d = 0; d < D; ++d) s += qr[d] * kr[d];
+      s = valid ? s * scale : -INFINITY;
+      const float m_new = fmaxf(m[r], warp_max(s));
+      if (m_new == -INFINITY) continue;  // nothing visible yet for this row (warp-uniform)
+      const float p = valid ? __expf(s - m_new) : 0.0f;
+      const float alpha = m[r] == -INFINITY ? 0.0f : __expf(m[r] - m_new);
+      l[r] = l[r] * alpha + warp_sum(p);
+      m[r] = m_new;
+#pragma unroll
+      for (int i = 0; i < NV; ++i) acc[r][i] *= alpha;
+#pragma unroll 4
+      for (int j = 0; j < kKeys; ++j) {
+        const float pj = __shfl_sync(0xffffffffu, p, j);
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D) acc[r][i] += pj * Vs[j * D + d];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int64_t row = q0 + warp * kRowsPerWarp + r;
+    if (row >= Tq) continue;
+    const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) o[(bh * Tq + row) * D + d] = acc[r][i] * inv;
+    }
+    if (lane == 0) lse[bh * Tq + row] = l[r] > 0.0f ? m[r] + __logf(l[r]) : -INFINITY;
+  }
+}
+
+// Δ_i = dO_i · O_i, a warp per row.
+__global__ void attention_delta(const float* __restrict__ o, const float* __restrict__ dout, float* __restrict__ delta,
+                                int64_t rows, int D) {
+  const int64_t row = blockIdx.x * int64_t(blockDim.x / 32) + (threadIdx.x >> 5);
+  if (row >= rows) return;
+  float s = 0.0f;
+  for (int d = threadIdx.x & 31; d < D; d += 32) s += o[row * D + d] * dout[row * D + d];
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) delta[row] = s;
+}
+
+// dQ: a block owns 64 query rows, streams key tiles.
+template <int NV>
+__global__ void __launch_bounds__(256) attention_bwd_dq(const float* __restrict__ q, const float* __restrict__ k,
+                                                        const float* __restrict__ v, const float* __restrict__ lse,
+                                                        const float* __restrict__ delta,
+                                                        const float* __restrict__ dout, float* __restrict__ dq,
+                                                        int64_t Tq, int64_t Tk, int D, float scale, bool causal) {
+  extern __shared__ float smem[];
+  float* Qs = smem;                   // [kRows][D]
+  float* dOs = Qs + kRows * D;        // [kRows][D]
+  float* Ks = dOs + kRows * D;        // [kKeys][D + 1]
+  float* Vs = Ks + kKeys * (D + 1);   // [kKeys][D + 1]
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows);
+  const float* kb = k + bh * Tk * D;
+  const float* vb = v + bh * Tk * D;
+  for (int e = tid; e < kRows * D; e += blockDim.x) {
+    const int64_t r = q0 + e / D;
+    Qs[e] = r < Tq ? q[(bh * Tq + r) * D + e % D] : 0.0f;
+    dOs[e] = r < Tq ? dout[(bh * Tq + r) * D + e % D] : 0.0f;
+  }
+  float acc[kRowsPerWarp][NV];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+    for (int i = 0; i < NV; ++i) acc[r][i] = 0.0f;
+  const int64_t q_last = min(q0 + kRows, Tq) - 1;
+  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys) {
+    __syncthreads();
+    for (int e = tid; e < kKeys * D; e += blockDim.x) {
+      const int j = e / D, d = e % D;
+      const bool in = k0 + j < Tk;
+      Ks[j * (D + 1) + d] = in ? kb[(k0 + j) * D + d] : 0.0f;
+      Vs[j * (D + 1) + d] = in ? vb[(k0 + j) * D + d] : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const int lr = warp * kRowsPerWarp + r;
+      const int64_t row = q0 + lr;
+      if (row >= Tq) continue;
+      const int64_t key = k0 + lane;
+      const bool valid = key < Tk && key <= last_key(row, Tq, Tk, causal);
+      float s = 0.0f, dp = 0.0f;
+      for (int d = 0; d < D; ++d) {
+        s += Qs[lr * D + d] * Ks[lane * (D + 1) + d];
+        dp += dOs[lr * D + d] * Vs[lane * (D + 1) + d];
+      }
+      const float p = valid ? __expf(s * scale - lse[bh * Tq + row]) : 0.0f;
+      const float ds = p * (dp - delta[bh * Tq + row]);
+#pragma unroll 4
+      for (int j = 0; j < kKeys; ++j) {
+        const float dsj = __shfl_sync(0xffffffffu, ds, j);
+#pragma unroll
+        for (int i = 0; i < NV; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D) acc[r][i] += dsj * Ks[j * (D + 1) + d];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int64_t row = q0 + warp * kRowsPerWarp + r;
+    if (row >= Tq) continue;
+#pragma unroll
+    for (int i = 0; i < NV; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D) dq[(bh * Tq + row) * D + d] = acc[r][i] * scale;
+    }
+  }
+}
+
+// dK, dV: a block owns 32 key rows (8 warps x 4), streams query tiles of 32 (one per lane).
+template <int NV>
+__global__ void __launch_bounds__(256) attention_bwd_dkdv(const float* __restrict__ q, const float* __restrict__ k,
+                                                          const float* __restrict__ v, const float* __restrict__ lse,
+                                                          const float* __restrict__ delta,
+                                                          const float* __restrict__ dout, float* __restrict__ dk,
+                                                          float* __restrict__ dv, int64_t Tq, int64_t Tk, int D,
+                                                          float scale, bool causal) {
+  extern __shared__ float smem[];
+  float* Ks = smem;                    // [kKeyRows][D]   (this block's keys)
+  float* Vs = Ks + kKeyRows * D;          // [kKeyRows][D]
+  float* Qs = Vs + kKeyRows * D;          // [kKeys][D + 1] (a tile of 32 query rows)
+  float* dOs = Qs + kKeys * (D + 1);   // [kKeys][D + 1]
+  float* Ls = dOs + kKeys * (D + 1);   // [kKeys] lse
+  float* Ds = Ls + kKeys;              // [kKeys] delta
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int64_t bh = blockIdx.y, j0 = blockIdx.x * int64_t(kKeyRows);
+  for (int e = tid; e < kKeyRows * D; e += blockDim.x) {
+    const int64_t j = j0 + e / D;
+    Ks[e] = j < Tk ? k[(bh * Tk + j) * D + e % D] : 0.0f;
+    Vs[e] = j < Tk ? v[(bh * Tk + j) * D + e % D] : 0.0f;
+  }
+  float ak[kKeyRowsPerWarp][NV], av[kKeyRowsPerWarp][NV];
+#pragma unroll
+  for (int r = 0; r < kKeyRowsPerWarp; ++r)
+#pragma unroll
+    for (int i = 0; i < NV; ++i) ak[r][i] = av[r][i] = 0.0f;
+  // With the causal mask, query row i sees key j when j <= i + (Tk - Tq): start at the first such row.
+  const int64_t i_begin = causal && j0 > Tk - Tq ? j0 - (Tk - Tq) : 0;
+  for (int64_t i0 = i_begin - i_begin % kKeys; i0 < Tq; i0 += kKeys) {
+    __syncthreads();
+    for (int e = tid; e < kKeys * D; e += blockDim.x) {
+      const int i = e / D, d = e % D;
+      const bool in = i0 + i < Tq;
+      Qs[i * (D + 1) + d] = in ? q[(bh * Tq + i0 + i) * D + d] : 0.0f;
+      dOs[i * (D + 1) + d] = in ? dout[(bh * Tq + i0 + i) * D + d] : 0.0f;
+    }
+    if (tid < kKeys) {
+      const bool in = i0 + tid < Tq;
+      Ls[tid] = in ? lse[bh * Tq + i0 + tid] : 0.0f;
+      Ds[tid] = in ? delta[bh * Tq + i0 + tid] : 0.0f;
+    }
+    __syncthreads();
+    const int64_t row = i0 + lane;  // this lane's query row
+#pragma unroll
+    for (int r = 0; r < kKeyRowsPerWarp; ++r) {
+      const int lj = warp * kKeyRowsPerWarp + r;
+      const int64_t key = j0 + lj;
+      if (key >= Tk) continue;  // warp-uniform
+      const bool valid = row < Tq && key <= last_key(row, Tq, Tk, causal);
+      float s = 0.0f, dp = 0.0f;
+      for (int d = 0; d < D; ++d) {
+        s += Ks[lj * D + d] * Qs[lane * (D + 1) + d];
+        dp += Vs[lj * D + d] * dOs[lane * (D + 1) + d];
+      }
+      const float p = valid ? __expf(s * scale - Ls[lane]) : 0.0f;
+      const float ds = p * (dp - Ds[lane]);
+#pragma unroll 2
+      for (int i = 0; i < kKeys; ++i) {
+        const float pi = __shfl_sync(0xffffffffu, p, i), dsi = __shfl_sync(0xffffffffu, ds, i);
+#pragma unroll
+        for (int c = 0; c < NV; ++c) {
+          const int d = lane + 32 * c;
+          if (d < D) {
+            av[r][c] += pi * dOs[i * (D + 1) + d];
+            ak[r][c] += dsi * Qs[i * (D + 1) + d];
+          }
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < kKeyRowsPerWarp; ++r) {
+    const int64_t key = j0 + warp * kKeyRowsPerWarp + r;
+    if (key >= Tk) continue;
+#pragma unroll
+    for (int c = 0; c < NV; ++c) {
+      const int d = lane + 32 * c;
+      if (d < D) {
+        dk[(bh * Tk + key) * D + d] = ak[r][c] * scale;
+        dv[(bh * Tk + key) * D + d] = av[r][c];
+      }
+    }
+  }
+}
+
+__global__ void causal_mask_k(float* s, int64_t Tq, int64_t Tk, int64_t n) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < n; e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t j = e % Tk, i = (e / Tk) % Tq;
+    if (j > i + (Tk - Tq)) s[e] = -INFINITY;
+  }
+}
+
+// Launches kernel<NV> with `bytes` of dynamic shared memory (raising the limit when needed).
+template <typename Kernel>
+void set_smem(Kernel kernel, size_t bytes, const char* op) {
+  if (bytes > 48 * 1024) MM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
+}
+
+void check_attention(const char* op, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal) {
+  MM_CHECK(D >= 1 && D <= 128, "[cuda] ", op, ": head size ", D, " is not supported by the fused kernel (1..128)");
+  MM_CHECK(B * H < 65536, "[cuda] ", op, ": B*H = ", B * H, " exceeds 65535");
+  MM_CHECK(!causal || Tk >= Tq, "[cuda] ", op, ": causal attention needs Tk >= Tq (", Tk, " < ", Tq, ")");
+}
+
+}  // namespace
+
+#define MM_ATTN_DISPATCH(NVAR, ...) \
+  switch ((D + 31) / 32) {          \
+    case 1: { constexpr int NVAR = 1; __VA_ARGS__; break; } \
+    case 2: { constexpr int NVAR = 2; __VA_ARGS__; break; } \
+    case 3: { constexpr int NVAR = 3; __VA_ARGS__; break; } \
+    default: { constexpr int NVAR = 4; __VA_ARGS__; break; } \
+  }
+
+void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
+                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version) {
+  check_attention("attention_forward", B, H, Tq, Tk, D, causal);
+  resolve_version("attention", version);
+  if (B * H == 0 || Tq == 0) return;
+  const size_t bytes = sizeof(float) * (kRows * D + kKeys * (D + 1) + kKeys * D);
+  const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H));
+  MM_ATTN_DISPATCH(NV, {
+    set_smem(attention_fwd_v1<NV>, bytes, "attention_forward");
+    attention_fwd_v1<NV><<<grid, 256, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
+  });
+  MM_CUDA_LAUNCHED("attention_forward");
+}
+
+void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                        const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
+                        int64_t Tk, int64_t D, float scale, bool causal) {
+  check_attention("attention_backward", B, H, Tq, Tk, D, causal);
+  if (B * H == 0 || Tq == 0 || Tk == 0) return;
+  DeviceArray<float> delta(size_t(B * H * Tq));
+  attention_delta<<<ceil_div(B * H * Tq, 8), 256, 0, stream()>>>(o, dout, delta.data(), B * H * Tq, int(D));
+  MM_CUDA_LAUNCHED("attention_backward");
+  const size_t dq_bytes = sizeof(float) * (2 * kRows * D + 2 * kKeys * (D + 1));
+  const size_t kv_bytes = sizeof(float) * (2 * kKeyRows * D + 2 * kKeys * (D + 1) + 2 * kKeys);
+  MM_ATTN_DISPATCH(NV, {
+    set_smem(attention_bwd_dq<NV>, dq_bytes, "attention_backward");
+    attention_bwd_dq<NV><<<dim3(ceil_div(Tq, kRows), unsigned(B * H)), 256, dq_bytes, stream()>>>(
+        q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
+    MM_CUDA_LAUNCHED("attention_backward");
+    set_smem(attention_bwd_dkdv<NV>, kv_bytes, "attention_backward");
+    attention_bwd_dkdv<NV><<<dim3(ceil_div(Tk, kKeyRows), unsigned(B * H)), 256, kv_bytes, stream()>>>(
+        q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
+  });
+  MM_CUDA_LAUNCHED("attention_backward");
+}
+
+void attention_unfused(const float* q, const float* k, const float* v, float* o, float* scratch, int64_t B,
+                       int64_t H, int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal) {
+  MM_CHECK(!causal || Tk >= Tq, "[cuda] attention_unfused: causal attention needs Tk >= Tq");
+  if (B * H == 0 || Tq == 0) return;
+  cublas_gemm_batched(/*trans_b=*/true, B * H, Tq, Tk, D, q, k, scratch, scale);
+  if (causal) {
+    const int64_t n = B * H * Tq * Tk;
+    causal_mask_k<<<grid_for(n, 256), 256, 0, stream()>>>(scratch, Tq, Tk, n);
+    MM_CUDA_LAUNCHED("attention_unfused");
+  }
+  softmax(scratch, scratch, B * H * Tq, Tk);
+  cublas_gemm_batched(/*trans_b=*/false, B * H, Tq, D, Tk, scratch, v, o);
+}
+
+}  // namespace mm::cuda

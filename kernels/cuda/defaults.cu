@@ -1,0 +1,44 @@
+// kernels/cuda/defaults.cu: the one place that names each kernel family's default version
+// (what version 0 selects) and how many versions it has. Change a default here, after
+// `mmbench ... --device cuda` shows the new one faster and tests/cuda/ shows it correct.
+#include <cstring>
+
+#include "kernels/cuda/common.cuh"
+
+namespace mm::cuda {
+
+namespace {
+struct Family {
+  const char* name;
+  int default_version;
+  int versions;
+};
+constexpr Family kFamilies[] = {
+    {"elementwise", 2, 2},  // v2: 16-byte loads
+    {"softmax", 2, 2},      // v2: a warp per row, online max/sum
+    {"layer_norm", 2, 2},   // v2: a warp per row in registers
+    {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
+    {"gemm_bf16", 1, 1},    // v1: WMMA
+    {"attention", 1, 1},    // v1: flash-style, float32
+    {"vq", 2, 2},           // v2: fused tiled search
+    {"conv2d", 1, 1},       // v1: implicit GEMM
+};
+const Family& find(const char* family) {
+  for (const Family& f : kFamilies)
+    if (std::strcmp(f.name, family) == 0) return f;
+  throw Error(str_cat("[cuda] unknown kernel family '", family, "'"));
+}
+}  // namespace
+
+int default_version(const char* family) { return find(family).default_version; }
+int version_count(const char* family) { return find(family).versions; }
+
+int resolve_version(const char* family, int version) {
+  const Family& f = find(family);
+  if (version == 0) return f.default_version;
+  MM_CHECK(version >= 1 && version <= f.versions, "[cuda] ", family, " has versions 1..", f.versions, ", asked for ",
+           version);
+  return version;
+}
+
+}  // namespace mm::cuda

@@ -1,0 +1,154 @@
+// kernels/cuda/elementwise.cu: unary and binary maps, bias rows, copies. Memory-bound: the
+// floor is the bytes moved over the copy bandwidth. v1 moves 4 bytes per load; v2 moves 16
+// (float4), with a scalar tail when n is not a multiple of 4 or a pointer is misaligned.
+#include <cuda_bf16.h>
+
+#include "kernels/cuda/common.cuh"
+
+namespace mm::cuda {
+
+namespace {
+
+__device__ __forceinline__ float apply(Unary op, float x) {
+  switch (op) {
+    case Unary::neg: return -x;
+    case Unary::exp: return __expf(x);
+    case Unary::silu: return x / (1.0f + __expf(-x));
+    case Unary::quick_gelu: return x / (1.0f + __expf(-1.702f * x));
+    case Unary::gelu_tanh: {
+      const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + tanhf(u));
+    }
+    case Unary::relu: return fmaxf(x, 0.0f);
+  }
+  return x;
+}
+__device__ __forceinline__ float apply(Binary op, float a, float b) {
+  switch (op) {
+    case Binary::add: return a + b;
+    case Binary::sub: return a - b;
+    case Binary::mul: return a * b;
+    case Binary::div: return a / b;
+  }
+  return a;
+}
+
+template <typename F>
+__global__ void map_v1(int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) f(i);
+}
+
+__global__ void unary_v1(Unary op, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = apply(op, x[i]);
+}
+__global__ void unary_v2(Unary op, const float4* __restrict__ x, float4* __restrict__ y, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+    float4 v = x[i];
+    v.x = apply(op, v.x), v.y = apply(op, v.y), v.z = apply(op, v.z), v.w = apply(op, v.w);
+    y[i] = v;
+  }
+}
+__global__ void binary_v1(Binary op, const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y,
+                          int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    y[i] = apply(op, a[i], b[i]);
+}
+__global__ void binary_v2(Binary op, const float4* __restrict__ a, const float4* __restrict__ b,
+                          float4* __restrict__ y, int64_t n4) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += int64_t(gridDim.x) * blockDim.x) {
+    const float4 p = a[i], q = b[i];
+    y[i] = make_float4(apply(op, p.x, q.x), apply(op, p.y, q.y), apply(op, p.z, q.z), apply(op, p.w, q.w));
+  }
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
+
+constexpr int kThreads = 256;
+
+}  // namespace
+
+void unary(Unary op, const float* x, float* y, int64_t n, int version) {
+  if (n == 0) return;
+  version = resolve_version("elementwise", version);
+  int64_t done = 0;
+  if (version == 2 && aligned16(x) && aligned16(y)) {
+    const int64_t n4 = n / 4;
+    if (n4 > 0) {
+      unary_v2<<<grid_for(n4, kThreads), kThreads, 0, stream()>>>(op, reinterpret_cast<const float4*>(x),
+                                                                  reinterpret_cast<float4*>(y), n4);
+      MM_CUDA_LAUNCHED("unary");
+    }
+    done = n4 * 4;
+  }
+  if (done < n) {
+    unary_v1<<<grid_for(n - done, kThreads), kThreads, 0, stream()>>>(op, x + done, y + done, n - done);
+    MM_CUDA_LAUNCHED("unary");
+  }
+}
+
+void binary(Binary op, const float* a, const float* b, float* y, int64_t n, int version) {
+  if (n == 0) return;
+  version = resolve_version("elementwise", version);
+  int64_t done = 0;
+  if (version == 2 && aligned16(a) && aligned16(b) && aligned16(y)) {
+    const int64_t n4 = n / 4;
+    if (n4 > 0) {
+      binary_v2<<<grid_for(n4, kThreads), kThreads, 0, stream()>>>(
+          op, reinterpret_cast<const float4*>(a), reinterpret_cast<const float4*>(b), reinterpret_cast<float4*>(y), n4);
+      MM_CUDA_LAUNCHED("binary");
+    }
+    done = n4 * 4;
+  }
+  if (done < n) {
+    binary_v1<<<grid_for(n - done, kThreads), kThreads, 0, stream()>>>(op, a + done, b + done, y + done, n - done);
+    MM_CUDA_LAUNCHED("binary");
+  }
+}
+
+void add_rows(const float* x, const float* bias, float* y, int64_t rows, int64_t cols) {
+  const int64_t n = rows * cols;
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      n, [=] __device__(int64_t i) { y[i] = x[i] + bias[i % cols]; });
+  MM_CUDA_LAUNCHED("add_rows");
+}
+
+void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_t n) {
+  if (n == 0) return;
+  MM_CHECK(op == Unary::silu || op == Unary::quick_gelu || op == Unary::relu || op == Unary::neg,
+           "[cuda] unary_backward: not implemented for this op");
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const float v = x[i];
+    float d = 0.0f;
+    switch (op) {
+      case Unary::silu: {
+        const float s = 1.0f / (1.0f + __expf(-v));
+        d = s * (1.0f + v * (1.0f - s));
+        break;
+      }
+      case Unary::quick_gelu: {
+        const float s = 1.0f / (1.0f + __expf(-1.702f * v));
+        d = s * (1.0f + 1.702f * v * (1.0f - s));
+        break;
+      }
+      case Unary::relu: d = v > 0.0f ? 1.0f : 0.0f; break;
+      default: d = -1.0f; break;
+    }
+    dx[i] = dy[i] * d;
+  });
+  MM_CUDA_LAUNCHED("unary_backward");
+}
+
+void copy(const float* x, float* y, int64_t n) {
+  if (n == 0) return;
+  MM_CUDA_CHECK(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");
+}
+
+void to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = __float2bfloat16(x[i]); });
+  MM_CUDA_LAUNCHED("to_bf16");
+}
+
+}  // namespace mm::cuda

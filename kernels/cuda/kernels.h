@@ -1,0 +1,132 @@
+// kernels/cuda/kernels.h: mm's own CUDA kernels, as host functions over device pointers.
+// Reading order: after runtime.h. Each kernel lives in kernels/cuda/NAME.cu with numbered
+// versions, from the simplest correct one to the fast one; `version` 0 means the default,
+// and the defaults are named in one place, default_version() below. Every version is checked
+// against the engine's CPU ops (tests/cuda/) and timed by `mmbench ... --device cuda`.
+// All pointers are device pointers; tensors are dense and row-major; everything is float32
+// unless a name says bf16. All work runs on mm::cuda::stream().
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace mm::cuda {
+
+// The default version of each kernel family (what version 0 selects), and how many exist.
+int default_version(const char* family);
+int version_count(const char* family);
+
+// ---- elementwise.cu -------------------------------------------------------------------------
+// v1: one element per thread, grid-stride. v2: four per thread through 16-byte loads.
+enum class Unary { neg, exp, silu, quick_gelu, gelu_tanh, relu };
+enum class Binary { add, sub, mul, div };
+void unary(Unary op, const float* x, float* y, int64_t n, int version = 0);
+void binary(Binary op, const float* a, const float* b, float* y, int64_t n, int version = 0);
+// y[r, c] = x[r, c] + bias[c] (a linear layer's bias, broadcast over rows)
+void add_rows(const float* x, const float* bias, float* y, int64_t rows, int64_t cols);
+// dx for y = silu(x) / quick_gelu(x): dx = dy * f'(x)
+void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_t n);
+void copy(const float* x, float* y, int64_t n);  // device-to-device, the bandwidth ceiling
+void to_bf16(const float* x, __nv_bfloat16* y, int64_t n);
+
+// ---- softmax.cu: over the last dimension of [rows, cols] --------------------------------------
+// v1: a block per row, three passes (max, sum, write). v2: a warp per row, one read with an
+// online max/sum in registers (rows up to 1024 wide stay in registers), then the write.
+void softmax(const float* x, float* y, int64_t rows, int64_t cols, int version = 0);
+void softmax_backward(const float* y, const float* dy, float* dx, int64_t rows, int64_t cols);
+// Reductions over the last dimension.
+void row_sum(const float* x, float* y, int64_t rows, int64_t cols);
+void row_max(const float* x, float* y, int64_t rows, int64_t cols);
+
+// ---- norm.cu ------------------------------------------------------------------------------
+// layer_norm over the last dimension (cols); weight/bias may be null. mean/rstd [rows] are
+// written for the backward (may be null when not needed).
+// v1: a block per row, two passes. v2: a warp per row, the row held in registers, one read.
+void layer_norm(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t rows,
+                int64_t cols, float eps, int version = 0);
+// dw/db may be null; they are overwritten (not accumulated).
+void layer_norm_backward(const float* x, const float* w, const float* mean, const float* rstd, const float* dy,
+                         float* dx, float* dw, float* db, int64_t rows, int64_t cols);
+// group_norm of x [N, C, HW] in G groups with per-channel weight/bias (may be null), and an
+// optional fused SiLU on the output (taming's norm + swish). mean/rstd [N*G].
+void group_norm(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t N,
+                int64_t C, int64_t HW, int64_t G, float eps, bool silu);
+// With silu, dy is the gradient of silu(norm(x)); b must then be given as in the forward.
+void group_norm_backward(const float* x, const float* w, const float* b, const float* mean, const float* rstd,
+                         const float* dy, float* dx, float* dw, float* db, int64_t N, int64_t C, int64_t HW,
+                         int64_t G, bool silu);
+
+// ---- gemm.cu: C[M, N] = A[M, K] · B[K, N] (row-major; trans_a/trans_b read A as [K, M], B as [N, K])
+// v1: a thread per output, straight from global memory. v2: 32x32 tiles in shared memory.
+// v3: 128x128 block tiles, 8x8 outputs per thread in registers (the classic SGEMM). v4 is
+// gemm_bf16 (tensor cores). The production path is cublas_gemm.
+void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C,
+          int version = 0);
+// bf16 operands, float32 accumulate and output; row-major, A [M, K], B [K, N].
+// v1: WMMA 16x16x16 fragments, a warp per 32x32 tile, operands staged in shared memory.
+void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C,
+               int version = 0);
+// cuBLAS: float32 (tf32 tensor cores when allow_tf32), and bf16 with float32 accumulate.
+void cublas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
+                 float* C, bool allow_tf32 = false);
+void cublas_gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C);
+// Batched: C_b = A_b · B_b^T (attention scores) and C_b = A_b · B_b (probabilities · values).
+void cublas_gemm_batched(bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const float* A,
+                         const float* B, float* C, float alpha = 1.0f);
+
+// ---- attention.cu: fused attention, q/k/v/o [B, H, T, D] (D = 64 or 128 or any <= 128) ---------
+// Flash-attention style: a block takes 64 query rows, streams the keys and values through
+// shared memory in tiles, keeps the running max and sum per row (online softmax) and never
+// writes the T x T matrix. lse [B, H, Tq] (the log-sum-exp of each row's scaled scores) is
+// kept for the backward. causal: query i sees keys j <= i + (Tk - Tq).
+void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
+                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0);
+// Recomputes the probabilities from lse tile by tile: dq, dk, dv (overwritten).
+void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
+                        const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
+                        int64_t Tk, int64_t D, float scale, bool causal);
+// The composition the fused kernel is measured against: S = scale·QKᵀ (cuBLAS), a causal
+// mask, softmax (ours), O = P·V (cuBLAS). `scratch` holds B·H·Tq·Tk floats.
+void attention_unfused(const float* q, const float* k, const float* v, float* o, float* scratch, int64_t B,
+                       int64_t H, int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal);
+
+// ---- vq.cu: nearest codebook rows ----------------------------------------------------------------
+// For z [N, D] and codebook e [K, D]: idx[n] = argmin_k |z_n - e_k|², computed as
+// |e_k|² - 2 z_n·e_k (|z_n|² does not change the argmin; ties go to the lower k, as torch).
+// e_sq [K] = |e_k|² (vq_code_norms). v1: a thread per row of z, the codebook from global
+// memory. v2: fused and tiled: a block takes 64 rows of z, streams codebook tiles through
+// shared memory, keeps each row's best (distance, index) in registers: the N x K distance
+// matrix never exists.
+void vq_code_norms(const float* e, float* e_sq, int64_t K, int64_t D);
+void vq_nearest(const float* z, const float* e, const float* e_sq, int64_t* idx, int64_t N, int64_t K, int64_t D,
+                int version = 0);
+// The baseline: S = z·eᵀ by cuBLAS into scratch [N, K], then a separate argmin kernel.
+void vq_nearest_unfused(const float* z, const float* e, const float* e_sq, int64_t* idx, float* scratch, int64_t N,
+                        int64_t K, int64_t D);
+// out[n] = e[idx[n]] (the straight-through forward); de[idx[n]] += dout[n] (the codebook's
+// gradient: atomics, since rows repeat). de must be zeroed first.
+void gather_rows(const float* e, const int64_t* idx, float* out, int64_t N, int64_t D);
+void scatter_add_rows(const float* dout, const int64_t* idx, float* de, int64_t N, int64_t D);
+// Embedding lookup with int64 ids: the text tower's token embedding.
+inline void embedding(const float* table, const int64_t* ids, float* out, int64_t N, int64_t D) {
+  gather_rows(table, ids, out, N, D);
+}
+
+// ---- conv.cu: conv2d, x [N, C, H, W], w [O, C, KH, KW], y [N, O, OH, OW], bias may be null ----
+// v1: implicit GEMM: the output pixels are the GEMM's rows, the weights its columns, the
+// im2col matrix is read straight from x inside the tile loads and never built. The production
+// path is cudnn_conv2d.
+void conv2d(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C, int64_t H,
+            int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad, int version = 0);
+// dx (overwritten) from dy: an implicit GEMM of dy with the flipped, transposed weights.
+void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N, int64_t C, int64_t H, int64_t W,
+                          int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
+bool have_cudnn();  // false when mm was built without cuDNN (cudnn_conv2d then throws)
+void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C, int64_t H,
+                  int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
+
+// ---- resample.cu: x [N*C planes of H, W] --------------------------------------------------------
+void upsample_nearest2x(const float* x, float* y, int64_t planes, int64_t H, int64_t W);
+void avg_pool2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t k);  // stride k
+
+}  // namespace mm::cuda
