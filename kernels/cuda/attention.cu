@@ -329,7 +329,11 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
                         int64_t Tk, int64_t D, float scale, bool causal) {
   check_attention("attention_backward", B, H, Tq, Tk, D, causal);
-  if (B * H == 0 || Tq == 0 || Tk == 0) return;
+  if (B * H == 0 || Tq == 0) return;
+  if (Tk == 0) {  // no keys: the forward wrote o = 0, so dq = 0
+    MM_CUDA_CHECK(cudaMemsetAsync(dq, 0, sizeof(float) * B * H * Tq * D, stream()), "attention_backward");
+    return;
+  }
   DeviceArray<float> delta(size_t(B * H * Tq));
   attention_delta<<<ceil_div(B * H * Tq, 8), 256, 0, stream()>>>(o, dout, delta.data(), B * H * Tq, int(D));
   MM_CUDA_LAUNCHED("attention_backward");

@@ -72,7 +72,7 @@ template <typename Ops>
 __global__ void __launch_bounds__(256) implicit_gemm(Ops ops, const float* __restrict__ bias, float* __restrict__ out,
                                                      int64_t M, int64_t Ncol, int64_t Kdim) {
   __shared__ __align__(16) float As[kTK][kTM];
-  __shared__ __align__(16) float Bs[kTK][kTN];
+  __shared__ __align__(16) float Bs[kTK][kTN + 4];  // +4: the k-wise stores spread over banks
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t m0 = blockIdx.x * int64_t(kTM), c0 = blockIdx.y * int64_t(kTN);
   float acc[4][4];
@@ -122,6 +122,8 @@ ConvShape make_shape(const char* op, int64_t N, int64_t C, int64_t H, int64_t W,
                      int64_t stride, int64_t pad) {
   MM_CHECK(stride >= 1 && pad >= 0 && KH >= 1 && KW >= 1, "[cuda] ", op, ": bad stride ", stride, " / padding ", pad,
            " / kernel ", KH, "x", KW);
+  MM_CHECK(H + 2 * pad >= KH && W + 2 * pad >= KW, "[cuda] ", op, ": kernel ", KH, "x", KW,
+           " does not fit input ", H, "x", W, " with padding ", pad);
   const int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
   MM_CHECK(OH >= 1 && OW >= 1, "[cuda] ", op, ": kernel ", KH, "x", KW, " does not fit input ", H, "x", W,
            " with padding ", pad);
@@ -204,8 +206,11 @@ const CudnnConv& cudnn_plan(const ConvShape& s) {
   cudnnConvolutionFwdAlgoPerf_t perf[8];
   int found = 0;
   MM_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(cudnn(), p.x, p.w, p.conv, p.y, 8, &found, perf), op);
-  MM_CHECK(found > 0, "[cuda] cudnn_conv2d: cuDNN offers no algorithm for this shape");
-  p.algo = perf[0].algo;
+  int pick = -1;  // the fastest supported algorithm in plain float32 (no TF32 tensor-op math)
+  for (int i = 0; i < found && pick < 0; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType != CUDNN_TENSOR_OP_MATH) pick = i;
+  MM_CHECK(pick >= 0, "[cuda] cudnn_conv2d: cuDNN offers no float32 algorithm for this shape");
+  p.algo = perf[pick].algo;
   MM_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(cudnn(), p.x, p.w, p.conv, p.y, p.algo, &p.workspace), op);
   return plans.emplace(key, p).first->second;
 }

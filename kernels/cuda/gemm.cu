@@ -71,7 +71,7 @@ constexpr int kBM = 128, kBN = 128, kBK = 8;
 // pattern of columns, so that a warp's float4 reads of a shared-memory row are contiguous.
 __global__ void __launch_bounds__(256) gemm_v3(Operand A, Operand B, float* __restrict__ C, int64_t M, int64_t N,
                                                int64_t K) {
-  __shared__ __align__(16) float As[kBK][kBM];
+  __shared__ __align__(16) float As[kBK][kBM + 4];  // +4: the column-wise stores spread over banks
   __shared__ __align__(16) float Bs[kBK][kBN];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int64_t bm = blockIdx.y * int64_t(kBM), bn = blockIdx.x * int64_t(kBN);
@@ -187,9 +187,13 @@ cublasHandle_t cublas() {
   return h;
 }
 
+int ld(int64_t v) { return int(std::max<int64_t>(1, v)); }  // cuBLAS wants leading dimensions >= 1 (K == 0)
+
 void check_gemm_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
   MM_CHECK(M >= 0 && N >= 0 && K >= 0 && M < (int64_t(1) << 31) && N < (int64_t(1) << 31) && K < (int64_t(1) << 31),
            "[cuda] ", op, ": sizes M=", M, " N=", N, " K=", K, " out of range");
+  MM_CHECK(M <= int64_t(65535) * 16, "[cuda] ", op, ": M=", M, " rows exceed the grid (at most ", 65535 * 16,
+           "); split the product");
 }
 
 }  // namespace
@@ -226,8 +230,8 @@ void cublas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
   if (M == 0 || N == 0) return;
   const float one = 1.0f, zero = 0.0f;
   MM_CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                               int(N), int(M), int(K), &one, B, CUDA_R_32F, int(trans_b ? K : N), A, CUDA_R_32F,
-                               int(trans_a ? M : K), &zero, C, CUDA_R_32F, int(N),
+                               int(N), int(M), int(K), &one, B, CUDA_R_32F, ld(trans_b ? K : N), A, CUDA_R_32F,
+                               ld(trans_a ? M : K), &zero, C, CUDA_R_32F, ld(N),
                                allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
                   "cublas_gemm");
 }
@@ -237,7 +241,7 @@ void cublas_gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, c
   if (M == 0 || N == 0) return;
   const float one = 1.0f, zero = 0.0f;
   MM_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &one, B, CUDA_R_16BF,
-                               int(N), A, CUDA_R_16BF, int(K), &zero, C, CUDA_R_32F, int(N), CUBLAS_COMPUTE_32F,
+                               ld(N), A, CUDA_R_16BF, ld(K), &zero, C, CUDA_R_32F, ld(N), CUBLAS_COMPUTE_32F,
                                CUBLAS_GEMM_DEFAULT),
                   "cublas_gemm_bf16");
 }
@@ -248,8 +252,8 @@ void cublas_gemm_batched(bool trans_b, int64_t batch, int64_t M, int64_t N, int6
   if (batch == 0 || M == 0 || N == 0) return;
   const float zero = 0.0f;
   MM_CUBLAS_CHECK(cublasSgemmStridedBatched(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, int(N),
-                                            int(M), int(K), &alpha, B, int(trans_b ? K : N), K * N, A, int(K), M * K,
-                                            &zero, C, int(N), M * N, int(batch)),
+                                            int(M), int(K), &alpha, B, ld(trans_b ? K : N), K * N, A, ld(K), M * K,
+                                            &zero, C, ld(N), M * N, int(batch)),
                   "cublas_gemm_batched");
 }
 

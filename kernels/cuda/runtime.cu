@@ -4,6 +4,7 @@
 #include <cublas_v2.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -111,15 +112,25 @@ Pool& pool() {
 
 }  // namespace
 
+// MM_CUDA_NO_POOL=1: exact sizes straight from cudaMalloc/cudaFree, so that compute-sanitizer's
+// memcheck sees an overrun of even one byte (the pool's rounding would hide it).
+bool no_pool() {
+  static const bool v = [] {
+    const char* s = std::getenv("MM_CUDA_NO_POOL");
+    return s && *s && std::strcmp(s, "0") != 0;
+  }();
+  return v;
+}
+
 void* allocate(size_t bytes, const char* op) {
-  const size_t size = round_size(bytes);
+  const size_t size = no_pool() ? std::max<size_t>(bytes, 1) : round_size(bytes);
   Pool& P = pool();
   std::lock_guard<std::mutex> lock(P.mu);
   ++P.stats.requests;
   void* p = nullptr;
   auto it = P.free_blocks.lower_bound(size);
   const size_t slack = size < kSmall ? size : kLargeRound;  // how much larger a pooled block may be
-  if (it != P.free_blocks.end() && it->first <= size + slack) {
+  if (!no_pool() && it != P.free_blocks.end() && it->first <= size + slack) {
     p = it->second;
     const size_t got = it->first;
     P.free_blocks.erase(it);
@@ -153,6 +164,12 @@ void deallocate(void* p) {
   auto it = P.live.find(p);
   if (it == P.live.end()) return;  // not ours: never hand a foreign pointer to the pool
   P.stats.in_use_bytes -= it->second;
+  if (no_pool()) {
+    P.live.erase(it);
+    cudaStreamSynchronize(stream());  // work queued on the block finishes before it goes back
+    cudaFree(p);
+    return;
+  }
   P.stats.cached_bytes += it->second;
   P.free_blocks.emplace(it->second, p);
   P.live.erase(it);

@@ -16,6 +16,8 @@
 // op can be handed to the next op at once: the stream itself orders the old reads before the
 // new writes. When cudaMalloc fails, the pool is released to the driver and the request
 // retried once; then the error says how much was asked for, in use, and cached.
+// MM_CUDA_NO_POOL=1 turns the pool off (exact sizes, cudaMalloc/cudaFree each time): what
+// compute-sanitizer runs use, so that no rounding slack hides an overrun.
 #pragma once
 #include <cuda_runtime.h>
 

@@ -40,8 +40,10 @@ __global__ void softmax_v2(const float* __restrict__ x, float* __restrict__ y, i
     v[i] = c < cols ? xr[c] : -INFINITY;
     if (c < cols) {
       const float m2 = fmaxf(m, v[i]);
-      s = s * __expf(m - m2) + __expf(v[i] - m2);
-      m = m2;
+      if (m2 != -INFINITY) {  // all -inf so far (masked): nothing to add yet, and e^(-inf - -inf) is NaN
+        s = s * __expf(m - m2) + __expf(v[i] - m2);
+        m = m2;
+      }
     }
   }
   // Combine the lanes' (max, sum) pairs.

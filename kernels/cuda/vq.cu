@@ -45,8 +45,8 @@ constexpr int kTR = 64, kTC = 64, kTD = 32;
 __global__ void __launch_bounds__(256) vq_v2(const float* __restrict__ z, const float* __restrict__ e,
                                              const float* __restrict__ e_sq, int64_t* __restrict__ idx, int64_t N,
                                              int64_t K, int64_t D) {
-  __shared__ __align__(16) float Zs[kTD][kTR];
-  __shared__ __align__(16) float Es[kTD][kTC];
+  __shared__ __align__(16) float Zs[kTD][kTR + 4];  // +4: the k-wise stores spread over banks
+  __shared__ __align__(16) float Es[kTD][kTC + 4];
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;  // rows 4ty.., codes 4tx..
   const int64_t n0 = blockIdx.x * int64_t(kTR);
   float best[4];
