@@ -113,17 +113,52 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
     }
     seeds.push_back({e, g});
   }
-  // Count, for every reachable node, how many edges point at it.
+  // mm::grad() runs only the nodes through which a requested input is reached (as
+  // torch.autograd.grad does): the gradient of a loss w.r.t. the last layer's weight
+  // then costs the backward of the last layer, not of the whole network. `useful` holds
+  // those nodes (found by a post-order walk); without a capture every reachable node runs.
+  std::unordered_set<Node*> useful;
+  if (capture) {
+    auto is_target = [&](Node* n) {
+      if (capture->nonleaves.count(n)) return true;
+      auto* acc = dynamic_cast<AccumulateGrad*>(n);
+      return acc != nullptr && capture->leaves.count(acc->leaf()) > 0;
+    };
+    std::unordered_set<Node*> done;
+    std::vector<std::pair<Node*, size_t>> walk;  // (node, next edge to visit)
+    for (auto& s : seeds) walk.push_back({s.first.node.get(), 0});
+    while (!walk.empty()) {
+      Node* n = walk.back().first;
+      const size_t i = walk.back().second;
+      if (i == 0 && done.count(n)) {
+        walk.pop_back();
+        continue;
+      }
+      if (i < n->next.size()) {
+        ++walk.back().second;
+        Node* m = n->next[i].node.get();
+        if (m && !done.count(m)) walk.push_back({m, 0});
+        continue;
+      }
+      bool u = is_target(n);
+      for (const Edge& e : n->next) u = u || (e.node && useful.count(e.node.get()));
+      if (u) useful.insert(n);
+      done.insert(n);
+      walk.pop_back();
+    }
+  }
+  auto runs = [&](Node* n) { return !capture || useful.count(n) > 0; };
+  // Count, for every node that runs, how many edges from running nodes point at it.
   std::unordered_map<Node*, int> deps;
   std::vector<Node*> stack;
   std::unordered_set<Node*> seen;
   for (auto& s : seeds)
-    if (seen.insert(s.first.node.get()).second) stack.push_back(s.first.node.get());
+    if (runs(s.first.node.get()) && seen.insert(s.first.node.get()).second) stack.push_back(s.first.node.get());
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
     for (const Edge& e : n->next) {
-      if (!e.node) continue;
+      if (!e.node || !runs(e.node.get())) continue;
       ++deps[e.node.get()];
       if (seen.insert(e.node.get()).second) stack.push_back(e.node.get());
     }
@@ -140,7 +175,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
   }
   for (auto& s : seeds) {
     Node* n = s.first.node.get();
-    if (deps[n] == 0 && std::find(ready.begin(), ready.end(), n) == ready.end()) ready.push_back(n);
+    if (runs(n) && deps[n] == 0 && std::find(ready.begin(), ready.end(), n) == ready.end()) ready.push_back(n);
     // A root reachable from another root waits for it: its deps count covers that.
   }
   std::vector<std::shared_ptr<Node>> visited;
@@ -165,19 +200,21 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
           if (it != capture->leaves.end()) accumulate((*capture->results)[it->second], grads[0]);
         }
       } else {
+        bool feeds_useful = !capture;  // a requested non-leaf with nothing useful below stops here
         if (capture) {
           auto it = capture->nonleaves.find(n);
           if (it != capture->nonleaves.end())
             for (auto& [nr, idx] : it->second) accumulate((*capture->results)[idx], grads[nr]);
+          for (const Edge& e : n->next) feeds_useful = feeds_useful || (e.node && useful.count(e.node.get()));
         }
-        in_grads = n->apply(grads);
+        if (feeds_useful) in_grads = n->apply(grads);
         MM_CHECK(in_grads.size() == n->next.size(), "[backward] node '", n->name(), "' returned ",
                  in_grads.size(), " gradients for ", n->next.size(), " inputs");
       }
     }
     for (size_t i = 0; i < n->next.size(); ++i) {
       const Edge& e = n->next[i];
-      if (!e.node) continue;
+      if (!e.node || !runs(e.node.get())) continue;
       Node* m = e.node.get();
       if (in_grads[i].defined()) {
         auto& buf = buffers[m];

@@ -101,6 +101,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
 
 // Gradients of `outputs` (with `grad_outputs`) w.r.t. `inputs`, returned instead of being
 // accumulated into .grad. Inputs that the outputs do not depend on get undefined tensors.
+// Only the part of the graph that leads to `inputs` runs.
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs = {}, bool retain_graph = false);
 

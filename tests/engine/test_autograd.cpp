@@ -79,6 +79,29 @@ TEST_CASE("mm::grad returns gradients without touching .grad") {
   CHECK(!x.grad().defined());
 }
 
+TEST_CASE("mm::grad runs only the nodes that lead to the requested inputs") {
+  // loss = sum(f(x) * w): the gradient w.r.t. w needs f's output, not f's backward.
+  Tensor x = Tensor::full({3}, 1.0).set_requires_grad(true);
+  Tensor w = Tensor::full({3}, 3.0).set_requires_grad(true);
+  int calls = 0;
+  Tensor y = Tensor::full({3}, 2.0);
+  record_op("counted", {x}, {y}, [&calls](const Grads& g) {
+    ++calls;
+    return Grads{g[0]};
+  });
+  Tensor loss = sum(y * w);
+  const Tensor gw = grad({loss}, {w}, {}, /*retain_graph=*/true)[0];
+  CHECK(calls == 0);
+  CHECK(gw.to_vector<float>() == std::vector<float>{2, 2, 2});
+  const std::vector<Tensor> both = grad({loss}, {x, w}, {}, /*retain_graph=*/true);
+  CHECK(calls == 1);
+  CHECK(both[0].to_vector<float>() == std::vector<float>{3, 3, 3});
+  CHECK(both[1].to_vector<float>() == std::vector<float>{2, 2, 2});
+  loss.backward();  // plain backward runs everything
+  CHECK(calls == 2);
+  CHECK(x.grad().to_vector<float>() == std::vector<float>{3, 3, 3});
+}
+
 TEST_CASE("custom backward: straight-through and clamp_with_grad") {
   SUBCASE("straight_through: value of the first, gradient to the second") {
     Tensor z = Tensor::from_vector(std::vector<float>{0.2f, 0.7f}, {2}).set_requires_grad(true);
