@@ -232,6 +232,7 @@ int run_classify(const Args& a) {
   for (const auto& l : labels) MM_CHECK(!l.empty(), "mmclip classify: empty label in --labels '", a.labels, "'");
   MM_CHECK(labels.size() >= 2, "mmclip classify: give at least two labels, got ", labels.size());
   ClipModel clip = apps::load_clip(a.model, a.model_config);
+  clip.prepack("visual.");  // images are encoded one batch after another
   ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
   // OpenAI's models were trained on web captions ("a photo of a {}." is the paper's template);
   // a model with its own vocabulary (mm-mini) was trained on bare labels.
@@ -281,6 +282,7 @@ int run_embed(const Args& a) {
   MM_CHECK(!a.images.empty() || !a.texts.empty(), "mmclip embed: nothing to embed: give --image F and/or --text T");
   MM_CHECK(!a.out.empty(), "mmclip embed: --out FILE.safetensors is required");
   ClipModel clip = apps::load_clip(a.model, a.model_config);
+  clip.prepack("visual.");  // images are encoded one batch after another
   std::vector<std::pair<std::string, Tensor>> tensors;
   if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch, a.alpha));
   if (!a.texts.empty()) {
@@ -339,6 +341,7 @@ int run_search(const Args& a) {
   MM_CHECK(!files.empty(), "mmclip search: no images (.png .jpg .jpeg .bmp .gif) under '", dir.string(), "'");
 
   ClipModel clip = apps::load_clip(a.model, a.model_config);
+  clip.prepack("visual.");  // images are encoded one batch after another
   const json model_id = {{"path", fs::absolute(a.model).lexically_normal().string()},
                          {"size", static_cast<int64_t>(fs::file_size(a.model))},
                          {"config", a.model_config.empty() ? "" : fs::absolute(a.model_config).lexically_normal().string()}};

@@ -141,6 +141,7 @@ int main(int argc, char** argv) {
     if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");
 
     ClipModel clip = apps::load_clip(a.clip, a.model_config);
+    clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip, clip.config().vocab_size);
     VQGAN vq = apps::load_vqgan(a.vqgan, a.vqgan_config);
     // Small models (mm-mini) get small defaults.

@@ -216,6 +216,7 @@ int bench_clip_image(const Args& args) {
   const std::string name = args.get("model-config", "ViT-B/32");
   const int64_t batch = args.get_int("batch", 1), repeat = args.get_int("repeat", 5);
   mm::ClipModel clip = random_clip(name);
+  if (args.get("prepack", "1") != "0") clip.prepack("visual.");  // as mmclip and mmgen do; --prepack 0: not
   const int64_t r = clip.config().image_resolution;
   mm::Generator gen(0);
   const mm::Tensor x = mm::Tensor::randn({batch, 3, r, r}, gen);
@@ -244,7 +245,8 @@ int bench_vqgan_clip_step(const Args& args) {
   const std::map<std::string, mm::Shape> vq_table = mm::vqgan_weight_table(vc);
   const std::vector<std::pair<std::string, mm::Shape>> table(vq_table.begin(), vq_table.end());
   const mm::VQGAN vq = mm::VQGAN::from_tensors(random_weights(table), vc);
-  const mm::ClipModel clip = random_clip(args.get("model-config", "ViT-B/32"));
+  mm::ClipModel clip = random_clip(args.get("model-config", "ViT-B/32"));
+  if (args.get("prepack", "1") != "0") clip.prepack("visual.");
   const mm::ClipTokenizer tok(std::vector<mm::ClipTokenizer::Merge>{{"a", "b"}});  // unused: noise prompt
   mm::VQGANCLIPOptions o;
   o.width = o.height = size;
@@ -282,10 +284,10 @@ const std::vector<Bench>& benches() {
       {"softmax", "softmax over the last dim of [rows, cols] float32; --rows --cols, reports GB/s",
        {"rows", "cols", "device", "threads", "repeat"}, bench_softmax},
 #ifndef MM_BENCH_ENGINE_ONLY
-      {"clip-image", "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N",
-       {"model-config", "batch", "device", "threads", "repeat"}, bench_clip_image},
+      {"clip-image", "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N [--prepack 0|1]",
+       {"model-config", "batch", "prepack", "device", "threads", "repeat"}, bench_clip_image},
       {"vqgan-clip-step", "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config]",
-       {"size", "cutn", "model-config", "device", "threads", "repeat"}, bench_vqgan_clip_step},
+       {"size", "cutn", "model-config", "prepack", "device", "threads", "repeat"}, bench_vqgan_clip_step},
 #endif
   };
   return table;

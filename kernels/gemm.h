@@ -13,6 +13,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,28 @@ void sgemm(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A, MatrixF32 
 using FillB = std::function<void(int64_t k0, int64_t kc, int64_t n0, int64_t nc, float* dst)>;
 void sgemm_implicit_b(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A,
                       const FillB& fill_b, float beta, float* C, int64_t ldc);
+
+// A B matrix packed once into the micro-kernel's layout, for a B that many calls share (a
+// frozen linear weight). Packing is not free: for a weight [N, K] used as B = W^T, the packed
+// [K, N] panel is larger than the caches, and at transformer sizes (M of a few hundred rows)
+// packing it costs a third of the multiply. sgemm_packed skips that work and gives bitwise the
+// same C as sgemm with the B it was packed from (same K blocks, same micro-kernel).
+// Layout: for each K block [k0, k0 + kc) (the blocks sgemm uses), the micro-panels of all N
+// columns in order, each [kc, NR] with zero padding: element (k, j) of block b at
+// data[k0 * n_padded + (j / NR) * kc * NR + (k - k0) * NR + j % NR].
+struct PackedB {
+  int64_t K = 0, N = 0;
+  int64_t kc = 0, nr = 0, n_padded = 0;  // the blocking it was packed for
+  const char* kernel = "";               // sgemm_kernel_name() at packing time
+  std::shared_ptr<float> data;           // K * n_padded floats, 64-byte aligned
+  // Whether sgemm_packed can use it: the micro-kernel and blocking are still the ones it was
+  // packed for (set_sgemm_kernel or MM_GEMM_* may change them).
+  bool usable() const;
+};
+PackedB pack_b(int64_t K, int64_t N, MatrixF32 B);
+// C = alpha * A @ B + beta * C with B packed by pack_b; throws if !B.usable() or the sizes differ.
+void sgemm_packed(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A, const PackedB& B, float beta,
+                  float* C, int64_t ldc);
 
 // Double precision (float64 gradient checks): correct, cache-blocked, modestly fast.
 void dgemm(int64_t M, int64_t N, int64_t K, double alpha, MatrixF64 A, MatrixF64 B, double beta,

@@ -4,6 +4,7 @@
 #include "models/clip.h"
 
 #include <cmath>
+#include <cstring>
 #include <optional>
 #include <set>
 
@@ -179,6 +180,27 @@ ClipModel ClipModel::to(DType dtype) const {
   m.training_ = training_;
   for (const auto& [key, t] : weights_) m.weights_[key] = t.detach().to(dtype);
   return m;
+}
+
+int64_t ClipModel::prepack(const std::string& prefix) {
+  // The weights that reach linear(): attention projections and MLPs (not embeddings, convs or
+  // the output projections, which go through matmul).
+  static const char* const kLinear[] = {"attn.in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.weight",
+                                        "q_proj.weight",       "k_proj.weight",   "v_proj.weight"};
+  auto ends_with = [](const std::string& s, const char* e) {
+    const size_t n = std::strlen(e);
+    return s.size() >= n && s.compare(s.size() - n, n, e) == 0;
+  };
+  int64_t n = 0;
+  for (const auto& [key, t] : weights_) {
+    if (key.rfind(prefix, 0) != 0) continue;
+    for (const char* e : kLinear)
+      if (ends_with(key, e)) {
+        n += prepack_linear_weight(t);
+        break;
+      }
+  }
+  return n;
 }
 
 const Tensor& ClipModel::weight(const std::string& key) const {

@@ -10,6 +10,8 @@
 #include "engine/ops/linalg.h"
 
 #include <algorithm>
+#include <memory>
+#include <type_traits>
 
 #include "engine/autograd.h"
 #include "engine/ops/reduce.h"
@@ -184,6 +186,38 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+namespace {
+
+// What prepack_linear_weight leaves in the weight's storage: the view it packed, and the pack.
+struct LinearPack {
+  int64_t offset, rs, cs;
+  kernels::PackedB b;
+};
+
+// The usable pack of this exact view of a weight, or null.
+const kernels::PackedB* pack_of(const Tensor& weight) {
+  const std::shared_ptr<const void>& any = weight.impl()->storage->gemm_pack;
+  if (!any || weight.dtype() != DType::f32 || weight.requires_grad()) return nullptr;
+  const auto* p = static_cast<const LinearPack*>(any.get());
+  const bool same_view = p->offset == weight.offset() && p->rs == weight.strides()[1] &&
+                         p->cs == weight.strides()[0] && p->b.K == weight.size(1) && p->b.N == weight.size(0);
+  return same_view && p->b.usable() ? &p->b : nullptr;
+}
+
+}  // namespace
+
+bool prepack_linear_weight(const Tensor& weight) {
+  if (!weight.defined() || weight.dim() != 2 || weight.dtype() != DType::f32 || weight.requires_grad() ||
+      weight.device() != Device::cpu || weight.numel() == 0)
+    return false;
+  // B = W^T [in, out]: element (k, j) = W[j, k].
+  auto pack = std::make_shared<LinearPack>(LinearPack{
+      weight.offset(), weight.strides()[1], weight.strides()[0],
+      kernels::pack_b(weight.size(1), weight.size(0), {weight.data<float>(), weight.strides()[1], weight.strides()[0]})});
+  weight.impl()->storage->gemm_pack = std::move(pack);
+  return true;
+}
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   check_float_pair("linear", "x", x, "weight", weight);
   MM_CHECK(weight.dim() == 2, "[linear] weight ", shape_str(weight.shape()), " must be 2-D [out, in]");
@@ -205,8 +239,17 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     using T = typename decltype(tag)::type;
     T* py = y.data<T>();
     // W^T [in, out] is weight [out, in] with its strides swapped.
-    detail::gemm<T>(R, out_f, in, T(1), x2.data<T>(), x2.strides()[0], x2.strides()[1], weight.data<T>(),
-                    weight.strides()[1], weight.strides()[0], T(0), py, out_f);
+    const kernels::PackedB* packed = nullptr;
+    // (Below sgemm's small-problem size the packed path would not be bitwise the plain one.)
+    if constexpr (std::is_same_v<T, float>)
+      if (R * out_f * in >= 32 * 32 * 32) packed = pack_of(weight);
+    if (packed) {
+      kernels::sgemm_packed(R, out_f, in, 1.f, {x2.data<float>(), x2.strides()[0], x2.strides()[1]}, *packed, 0.f,
+                            reinterpret_cast<float*>(py), out_f);
+    } else {
+      detail::gemm<T>(R, out_f, in, T(1), x2.data<T>(), x2.strides()[0], x2.strides()[1], weight.data<T>(),
+                      weight.strides()[1], weight.strides()[0], T(0), py, out_f);
+    }
     if (bias.defined()) {  // y[r, :] += bias, while the rows are still warm from the GEMM
       const T* pbias = bias.data<T>();
       const int64_t bs = bias.strides()[0];

@@ -28,6 +28,14 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 // x [..., in], weight [out, in], bias [out] or undefined -> y [..., out].
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
 
+// Packs a frozen float32 linear weight [out, in] for the GEMM once, so that later linear()
+// calls with this weight skip packing it on every call (at transformer sizes that costs a
+// third of the multiply; kernels/gemm.h, PackedB). Results are bitwise the same. Costs a second
+// copy of the weight. The weight must not change afterwards: copy_, fill_ and
+// set_requires_grad(true) drop the pack, writes through data<T>() do not. Returns false (and
+// does nothing) for weights that require grad or are not float32 2-D.
+bool prepack_linear_weight(const Tensor& weight);
+
 // ---- helpers for other ops' CPU kernels (attention, vq) ---------------------------------
 namespace detail {
 

@@ -240,7 +240,8 @@ void pack_a(const MatrixF32& A, int64_t M, int64_t i0, int64_t mc, int64_t k0, i
 // Where B comes from: a strided matrix, or conv2d's on-the-fly fill callback.
 struct BSource {
   MatrixF32 mat;
-  const FillB* fill;  // non-null: implicit B
+  const FillB* fill;             // non-null: implicit B
+  const PackedB* packed = nullptr;  // non-null: B packed ahead (pack_b)
 };
 
 // One B micro-panel: dst[k][j] = B(k0 + k, j0 + j) for j < cols, zero for cols <= j < NR.
@@ -338,7 +339,7 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
     return;
   }
   // Below ~32^3 multiply-adds packing and waking threads cost more than they save.
-  if (M * N * K < 32 * 32 * 32) {
+  if (M * N * K < 32 * 32 * 32 && !B.packed) {
     sgemm_small(M, N, K, alpha, A, B, beta, C, ldc);
     return;
   }
@@ -357,7 +358,7 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
   const int64_t by_work = std::max<int64_t>(1, M * N * K / (128 * 128 * 128));
   const int threads = static_cast<int>(std::min<int64_t>({num_threads(), by_work, tiles}));
 
-  float* packed_b = tls_pack_b.get(2 * b_panel_floats);
+  float* packed_b = B.packed ? nullptr : tls_pack_b.get(2 * b_panel_floats);
   Barrier barrier;
   std::atomic<bool> failed{false};
   std::exception_ptr error;
@@ -383,12 +384,17 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
       const int64_t panels = ceil_div(nc, NR);
       for (int64_t pc = 0; pc < K; pc += KC, ++iteration) {
         const int64_t kc = std::min(KC, K - pc);
-        float* bp = packed_b + (iteration & 1) * b_panel_floats;
+        const float* bp;
+        if (B.packed) {  // packed ahead: the panel is already in place, nothing to share
+          bp = B.packed->data.get() + pc * B.packed->n_padded + (jc / NR) * kc * NR;
+        } else {
+        float* bpw = packed_b + (iteration & 1) * b_panel_floats;
+        bp = bpw;
         // All threads pack a share of the B panel's micro-panels.
         try {
           for (int64_t p = panels * t / nt; p < panels * (t + 1) / nt; ++p)
             pack_b_panel(B, pc, kc, jc + p * NR, std::min(NR, nc - p * NR), NR,
-                         v, bp + p * kc * NR);
+                         v, bpw + p * kc * NR);
         } catch (...) {
           std::lock_guard<std::mutex> lock(error_mutex);
           if (!error) error = std::current_exception();
@@ -396,6 +402,7 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
         }
         barrier.wait(nt);
         if (failed) return;  // every thread sees it after the barrier and leaves together
+        }
 
         const float beta_k = pc == 0 ? beta : 1.f;
         const int64_t p0 = panels * tc / tn, p1 = panels * (tc + 1) / tn;
@@ -416,6 +423,9 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
   });
   if (error) std::rethrow_exception(error);
 }
+
+// K's blocks as sgemm_driver makes them: equal blocks of at most kc.
+int64_t k_block(int64_t K, int64_t kc) { return ceil_div(K, ceil_div(K, kc)); }
 
 void check_args(const char* op, int64_t M, int64_t N, int64_t K, const void* a, const void* c,
                 int64_t ldc) {
@@ -439,6 +449,45 @@ void sgemm_implicit_b(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A,
   check_args("sgemm_implicit_b", M, N, K, A.data, C, ldc);
   MM_CHECK(static_cast<bool>(fill_b), "[sgemm_implicit_b] fill_b is empty");
   sgemm_driver(M, N, K, alpha, A, BSource{MatrixF32{nullptr, 0, 0}, &fill_b}, beta, C, ldc);
+}
+
+bool PackedB::usable() const {
+  const Variant& v = variant();
+  return data && std::strcmp(kernel, v.name) == 0 && nr == v.nr && kc == k_block(K, v.kc);
+}
+
+PackedB pack_b(int64_t K, int64_t N, MatrixF32 B) {
+  MM_CHECK(K > 0 && N > 0, "[pack_b] K=", K, " and N=", N, " must be positive");
+  MM_CHECK(B.data != nullptr, "[pack_b] B is null");
+  const Variant& v = variant();
+  PackedB p;
+  p.K = K, p.N = N, p.kc = k_block(K, v.kc), p.nr = v.nr, p.kernel = v.name;
+  p.n_padded = ceil_div(N, v.nr) * v.nr;
+  const size_t bytes = (static_cast<size_t>(K * p.n_padded) * sizeof(float) + 63) / 64 * 64;
+  float* d = static_cast<float*>(std::aligned_alloc(64, bytes));
+  MM_CHECK(d != nullptr, "[pack_b] out of memory allocating ", bytes, " bytes for a packed [", K, ", ", N, "] matrix");
+  p.data = std::shared_ptr<float>(d, [](float* q) { std::free(q); });
+  const BSource src{B, nullptr};
+  const int64_t panels = p.n_padded / v.nr;
+  for (int64_t pc = 0; pc < K; pc += p.kc) {
+    const int64_t kc = std::min(p.kc, K - pc);
+    parallel_for(0, panels, 8, [&](int64_t p0, int64_t p1) {
+      for (int64_t q = p0; q < p1; ++q)
+        pack_b_panel(src, pc, kc, q * v.nr, std::min(v.nr, N - q * v.nr), v.nr, v,
+                     d + pc * p.n_padded + q * kc * v.nr);
+    });
+  }
+  return p;
+}
+
+void sgemm_packed(int64_t M, int64_t N, int64_t K, float alpha, MatrixF32 A, const PackedB& B, float beta,
+                  float* C, int64_t ldc) {
+  check_args("sgemm_packed", M, N, K, A.data, C, ldc);
+  MM_CHECK(B.K == K && B.N == N, "[sgemm_packed] B was packed as [", B.K, ", ", B.N, "] but the call has K=", K,
+           " N=", N);
+  MM_CHECK(B.usable(), "[sgemm_packed] B was packed for micro-kernel ", B.kernel, " (kc ", B.kc, ", nr ", B.nr,
+           ") but sgemm now runs ", variant().name, ": pack it again");
+  sgemm_driver(M, N, K, alpha, A, BSource{MatrixF32{nullptr, 0, 0}, nullptr, &B}, beta, C, ldc);
 }
 
 // DGEMM: rows of C split over threads (each row is one thread's, so results do not depend on

@@ -224,3 +224,32 @@ TEST_CASE("linear with and without bias, any leading dims, strided x and weight"
                          doctest::Contains("[linear] bias [4] and weight [5, 4]"), Error);
   }
 }
+
+TEST_CASE("prepack_linear_weight: bitwise the same linear, gradients to x, dropped when the weight changes") {
+  Tensor x = rand64({3, 50, 64}, 41).to(f32), w = rand64({96, 64}, 42).to(f32), b = rand64({96}, 43).to(f32);
+  const std::vector<float> plain = linear(x, w, b).to_vector<float>();
+  REQUIRE(prepack_linear_weight(w));
+  CHECK(w.impl()->storage->gemm_pack != nullptr);
+  CHECK(linear(x, w, b).to_vector<float>() == plain);
+  // A strided view of the same storage is not the packed view: it must not read the pack.
+  Tensor half = w.narrow(0, 0, 48);
+  check_close(linear(x, half, Tensor()), ref_linear(x.to(f64), half.to(f64), Tensor()), 1e-4, 1e-4, "other view");
+  // mmgen's case: the input requires grad, the packed weight does not.
+  Tensor xg = x.detach().set_requires_grad(true);
+  sum(linear(xg, w, b)).backward();
+  Tensor xr = x.detach().set_requires_grad(true);
+  Tensor w_copy = w.clone();  // unpacked twin
+  sum(linear(xr, w_copy, b)).backward();
+  CHECK(xg.grad().to_vector<float>() == xr.grad().to_vector<float>());
+  // An in-place change drops the pack, so linear sees the new values.
+  w.fill_(0.5);
+  CHECK(w.impl()->storage->gemm_pack == nullptr);
+  check_close(linear(x, w, b), ref_linear(x.to(f64), w.to(f64), b.to(f64)), 1e-4, 1e-4, "after fill_");
+  REQUIRE(prepack_linear_weight(w));
+  w.set_requires_grad(true);
+  CHECK(w.impl()->storage->gemm_pack == nullptr);
+  // Not packed: weights that require grad, float64, not 2-D.
+  CHECK_FALSE(prepack_linear_weight(w));
+  CHECK_FALSE(prepack_linear_weight(rand64({4, 4}, 44)));
+  CHECK_FALSE(prepack_linear_weight(b));
+}

@@ -245,6 +245,63 @@ TEST_CASE("sgemm_implicit_b equals sgemm on the same B") {
   }
 }
 
+TEST_CASE("sgemm_packed equals sgemm on the B it was packed from; a stale pack is refused") {
+  KernelGuard guard;
+  for (const std::string& kernel : available_kernels()) {
+    mm::kernels::set_sgemm_kernel(kernel);
+    struct Shape { int64_t M, N, K; };
+    // N across the NC panel and K across KC blocks; M of a transformer's rows; tiny sizes.
+    for (Shape s : {Shape{50, 4100, 1300}, Shape{400, 96, 768}, Shape{33, 65, 257}, Shape{5, 7, 3}, Shape{1, 1, 1}}) {
+      for (Trans tb : {Trans::yes, Trans::no}) {
+        SUBCASE((std::string(mm::kernels::sgemm_kernel_name()) + " packed M=" + std::to_string(s.M) + " N=" +
+                 std::to_string(s.N) + " K=" + std::to_string(s.K) + (tb == Trans::yes ? " B^T" : ""))
+                    .c_str()) {
+          std::mt19937 rng(5);
+          const Operand A = make_operand(s.M, s.K, Trans::no, rng);
+          const Operand B = make_operand(s.K, s.N, tb, rng);  // B^T: a linear weight [N, K]
+          const mm::kernels::PackedB packed = mm::kernels::pack_b(s.K, s.N, B.view);
+          CHECK(packed.usable());
+          for (float beta : {0.f, 0.5f}) {
+            std::vector<float> c_plain(s.M * s.N, 0.25f), c_packed(s.M * s.N, beta == 0.f ? NAN : 0.25f);
+            mm::kernels::sgemm(s.M, s.N, s.K, 0.5f, A.view, B.view, beta, c_plain.data(), s.N);
+            mm::kernels::sgemm_packed(s.M, s.N, s.K, 0.5f, A.view, packed, beta, c_packed.data(), s.N);
+            int64_t differing = 0;
+            for (int64_t i = 0; i < s.M * s.N; ++i) differing += !(c_plain[i] == c_packed[i]);
+            INFO(differing, " elements differ between sgemm and sgemm_packed, beta ", beta);
+            // Below sgemm's small-problem size sgemm skips packing and sums in another order.
+            if (s.M * s.N * s.K >= 32 * 32 * 32) {
+              CHECK(differing == 0);
+            } else {
+              std::vector<double> ref(s.M * s.N);
+              for (int64_t i = 0; i < s.M; ++i)
+                for (int64_t j = 0; j < s.N; ++j) {
+                  double acc = 0;
+                  for (int64_t k = 0; k < s.K; ++k) acc += double(A.at(i, k)) * B.at(k, j);
+                  ref[i * s.N + j] = 0.5 * acc + beta * 0.25;
+                }
+              check_close("packed small", s.M, s.N, c_packed.data(), s.N, ref, 1e-5, 1e-5);
+            }
+          }
+          std::vector<float> c(s.M * s.N);
+          CHECK_THROWS_WITH(mm::kernels::sgemm_packed(s.M, s.N + 1, s.K, 1.f, A.view, packed, 0.f, c.data(), s.N + 1),
+                            doctest::Contains("was packed as"));
+        }
+      }
+    }
+  }
+  // Packed for one micro-kernel, used under another: refused, not misread.
+  const std::vector<std::string> kernels = available_kernels();
+  if (kernels.size() >= 2) {
+    std::vector<float> a(64 * 64, 1.f), b(64 * 64, 1.f), c(64 * 64);
+    mm::kernels::set_sgemm_kernel(kernels[0]);
+    const mm::kernels::PackedB packed = mm::kernels::pack_b(64, 64, {b.data(), 64, 1});
+    mm::kernels::set_sgemm_kernel(kernels.back());
+    CHECK_FALSE(packed.usable());
+    CHECK_THROWS_WITH(mm::kernels::sgemm_packed(64, 64, 64, 1.f, {a.data(), 64, 1}, packed, 0.f, c.data(), 64),
+                      doctest::Contains("pack it again"));
+  }
+}
+
 TEST_CASE("sgemm_implicit_b rethrows an error from fill_b") {
   KernelGuard guard;
   std::vector<float> a(64 * 300, 1.f), c(64 * 512);
