@@ -6,7 +6,7 @@
 //                 [--resume runs/clip-vit/checkpoint.safetensors] [--limit N] [--stop-after N]
 //   mmtrain vqgan --data data/emoji/pairs.jsonl --out runs/vqgan [--steps N] [--batch B] ...
 //                 [--disc-start N] [--disc-weight X] [--disc-fixed] [--perceptual CLIP.safetensors]
-//   mmtrain eval-clip --data PAIRS --model M.safetensors [--vocab V] [--train]
+//   mmtrain eval-clip --data PAIRS --model M.safetensors [--vocab V] [--train [--misses OUT.tsv]]
 //   mmtrain eval-vqgan --data PAIRS --model M.safetensors [--grid OUT.png]
 //   mmtrain export --resume CKPT --out M.safetensors   (a checkpoint's model, fp16, as shipped)
 //   mmtrain plot --model LOG.csv --grid OUT.png         (the loss curve of a stopped run)
@@ -40,7 +40,7 @@ int usage(FILE* f) {
                "usage:\n"
                "  mmtrain clip  --data PAIRS.jsonl --vocab BPE --vision vit|resnet --out DIR [options]\n"
                "  mmtrain vqgan --data PAIRS.jsonl --out DIR [options]\n"
-               "  mmtrain eval-clip  --data PAIRS.jsonl --model M.safetensors [--vocab BPE] [--train]\n"
+               "  mmtrain eval-clip  --data PAIRS.jsonl --model M.safetensors [--vocab BPE] [--train [--misses OUT.tsv]]\n"
                "  mmtrain eval-vqgan --data PAIRS.jsonl --model M.safetensors [--grid OUT.png]\n"
                "  mmtrain export --resume CHECKPOINT --out MODEL.safetensors\n"
                "  mmtrain plot --model LOG.csv --grid OUT.png\n"
@@ -50,6 +50,8 @@ int usage(FILE* f) {
                "         --val-every N --ckpt-every N --resume CKPT --limit N --stop-after N --threads N\n"
                "         --final-lr-ratio X --max-shift N --quiet\n"
                "  clip:  --cluster-variants (an emoji's skin tones side by side in a batch)\n"
+               "         --hard-negatives K (batches of K-emoji clusters that the current model confuses)\n"
+               "         --init MODEL (start from an exported model's weights: fresh optimiser, step 0)\n"
                "  vqgan: --disc-start N --disc-weight X (times taming's adaptive weight; --disc-fixed: not) --codebook N --perceptual CLIP --perceptual-weight X\n"
                "PAIRS.jsonl comes from: bash data/fetch_emoji.sh && mmdata build --src data/emoji --out "
                "data/emoji/pairs.jsonl\n");
@@ -66,7 +68,7 @@ int main(int argc, char** argv) {
     const char* app = "mmtrain";
     train::ClipTrainOptions co;
     train::VQGANTrainOptions vo;
-    std::string vision, model, grid, clip_path, vqgan_path, judge_path;
+    std::string vision, model, grid, misses, clip_path, vqgan_path, judge_path;
     int64_t gen_steps = -1, gen_cutn = -1;
     double gen_lr = -1;
     int gen_init = -1;
@@ -84,8 +86,10 @@ int main(int argc, char** argv) {
       else if (k == "--vision") vision = value();
       else if (k == "--out") co.out_dir = vo.out_dir = value();
       else if (k == "--resume") co.resume = vo.resume = value();
+      else if (k == "--init") co.init = value();
       else if (k == "--model") model = value();
       else if (k == "--grid") grid = value();
+      else if (k == "--misses") misses = value();
       else if (k == "--clip") clip_path = value();
       else if (k == "--vqgan") vqgan_path = value();
       else if (k == "--judge") judge_path = value();
@@ -116,6 +120,7 @@ int main(int argc, char** argv) {
       else if (k == "--threads") set_num_threads(static_cast<int>(integer(1, 1024)));
       else if (k == "--quiet") co.quiet = vo.quiet = true;
       else if (k == "--cluster-variants") co.cluster_variants = true;
+      else if (k == "--hard-negatives") co.hard_negatives = integer(2, 4096);
       else throw Error(str_cat("mmtrain: unknown option '", k, "'"));
     }
     if (cmd == "export") {
@@ -165,6 +170,13 @@ int main(int argc, char** argv) {
       std::vector<data::EmojiPair> tr, va;
       for (const auto& p : data::read_pairs_jsonl(co.data)) (p.split == data::Split::train ? tr : va).push_back(p);
       train::ClipMetrics mt = train::evaluate_clip(m, tok, va, with_train ? &tr : nullptr);
+      if (!misses.empty()) {
+        MM_CHECK(with_train, "mmtrain eval-clip: --misses needs --train (it lists the training images that missed)");
+        std::ofstream f(misses);
+        MM_CHECK(f.good(), "mmtrain eval-clip: cannot write --misses '", misses, "'");
+        f << "style\ttruth\tpredicted\n";
+        for (const auto& x : mt.train_misses) f << x.style << '\t' << x.truth << '\t' << x.predicted << '\n';
+      }
       std::printf("%s\n", mt.json().c_str());
       return 0;
     }
@@ -183,6 +195,7 @@ int main(int argc, char** argv) {
       if (vqgan_path.empty()) vqgan_path = apps::default_model("vqgan");
       if (judge_path.empty()) judge_path = apps::default_model("clip_resnet");
       ClipModel clip = apps::load_clip(clip_path, "");
+      clip.prepack("visual.");  // as mmgen does
       ClipTokenizer tok = apps::load_tokenizer(co.vocab, clip_path, clip.config().vocab_size);
       ClipModel judge = apps::load_clip(judge_path, "");
       ClipTokenizer jtok = apps::load_tokenizer(co.vocab, judge_path, judge.config().vocab_size);

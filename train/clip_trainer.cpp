@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <numeric>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/autograd.h"
@@ -18,6 +19,7 @@
 #include "train/checkpoint.h"
 #include "train/common.h"
 #include "train/schedule.h"
+#include "weights_tools/safetensors.h"
 
 namespace mm::train {
 
@@ -67,6 +69,62 @@ int64_t rank_of(const float* row, int64_t n, int64_t target) {
   for (int64_t j = 0; j < n; ++j)
     if (j != target && row[j] >= row[target]) ++r;
   return r;
+}
+
+// The batch order of a hard-negative epoch (ClipTrainOptions::hard_negatives): clusters of k
+// training emoji, each one's seed followed by the emoji whose captions its image ranks highest.
+std::vector<int64_t> confusion_order(ClipModel& model, const ClipTokenizer& tok, const std::vector<data::EmojiPair>& pairs,
+                                     const std::vector<std::vector<int64_t>>& groups, int64_t k, int64_t epoch,
+                                     uint64_t seed) {
+  const int64_t G = static_cast<int64_t>(groups.size());
+  std::vector<data::EmojiPair> reps;
+  std::vector<std::string> caps;
+  for (const auto& grp : groups) {
+    reps.push_back(pairs[static_cast<size_t>(grp[static_cast<size_t>(epoch % static_cast<int64_t>(grp.size()))])]);
+    caps.push_back(reps.back().label);
+  }
+  std::vector<float> s;
+  {
+    NoGradGuard ng;
+    model.set_training(false);
+    Tensor img = normalize(embed_images(model, reps, 256), -1);
+    Tensor txt = normalize(embed_texts(model, tok, caps, 256), -1);
+    s = matmul(img, txt.t()).contiguous().to_vector<float>();  // [G, G]: image g against caption j
+  }
+  // Each emoji's strongest confusers (a few more than k, since some will be placed already).
+  const int64_t M = std::min<int64_t>(G - 1, 4 * k);
+  std::vector<std::vector<int64_t>> near(static_cast<size_t>(G));
+  std::vector<int64_t> cand(static_cast<size_t>(G));
+  for (int64_t g = 0; g < G; ++g) {
+    const float* row = &s[static_cast<size_t>(g * G)];
+    std::iota(cand.begin(), cand.end(), 0);
+    std::swap(cand[static_cast<size_t>(g)], cand.back());  // g itself is not a negative
+    std::partial_sort(cand.begin(), cand.begin() + M, cand.end() - 1,
+                      [&](int64_t a, int64_t b) { return row[a] > row[b] || (row[a] == row[b] && a < b); });
+    near[static_cast<size_t>(g)].assign(cand.begin(), cand.begin() + M);
+  }
+  std::vector<int64_t> order;
+  std::vector<char> placed(static_cast<size_t>(G), 0);
+  for (int64_t g : permutation(G, step_seed(seed, epoch, 5))) {
+    if (placed[static_cast<size_t>(g)]) continue;
+    placed[static_cast<size_t>(g)] = 1;
+    order.push_back(g);
+    int64_t n = 1;
+    for (int64_t j : near[static_cast<size_t>(g)]) {
+      if (n == k) break;
+      if (placed[static_cast<size_t>(j)]) continue;
+      placed[static_cast<size_t>(j)] = 1;
+      order.push_back(j);
+      ++n;
+    }
+  }
+  return order;
+}
+
+std::string join_ints(const std::vector<int64_t>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? "," : "") + std::to_string(v[i]);
+  return out;
 }
 
 }  // namespace
@@ -182,7 +240,14 @@ ClipMetrics evaluate_clip(const ClipModel& model, const ClipTokenizer& tok, cons
     for (int64_t i = 0; i < TN; ++i) {
       const std::string& style = (*train)[static_cast<size_t>(i)].style;
       ++m.train_images_by_style[style];
-      hits[style] += rank_of(&s[static_cast<size_t>(i * TC)], TC, tcap_of[static_cast<size_t>(i)]) == 0;
+      const float* row = &s[static_cast<size_t>(i * TC)];
+      const int64_t truth = tcap_of[static_cast<size_t>(i)];
+      if (rank_of(row, TC, truth) == 0) {
+        ++hits[style];
+      } else {
+        const int64_t best = std::max_element(row, row + TC) - row;
+        m.train_misses.push_back({style, tcaps[static_cast<size_t>(truth)], tcaps[static_cast<size_t>(best)]});
+      }
     }
     for (const auto& [style, n] : m.train_images_by_style)
       m.train_top1_by_style[style] = static_cast<double>(hits[style]) / static_cast<double>(n);
@@ -193,6 +258,8 @@ ClipMetrics evaluate_clip(const ClipModel& model, const ClipTokenizer& tok, cons
 ClipTrainResult train_clip(const ClipTrainOptions& o) {
   MM_CHECK(o.batch >= 2, "[mmtrain clip] --batch must be at least 2 (contrastive), got ", o.batch);
   MM_CHECK(o.steps >= 1, "[mmtrain clip] --steps must be positive, got ", o.steps);
+  MM_CHECK(o.hard_negatives == 0 || o.hard_negatives >= 2, "[mmtrain clip] --hard-negatives must be at least 2 (a cluster of one has no negative), got ",
+           o.hard_negatives);
   make_dir(o.out_dir);
   const ClipTokenizer tok = ClipTokenizer::from_bpe_file(o.vocab);
   const std::vector<data::EmojiPair> all = data::read_pairs_jsonl(o.data);
@@ -241,10 +308,20 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
   ClipModel model;
   int64_t start = 0;
   LoadedCheckpoint ck;
+  MM_CHECK(o.resume.empty() || o.init.empty(), "[mmtrain clip] --init and --resume exclude each other");
   if (!o.resume.empty()) {
     ck = load_checkpoint(o.resume);
     start = ck.step;
     model = ClipModel::load(ck.model, o.config);
+  } else if (!o.init.empty()) {
+    const TensorFile f = load_safetensors(o.init);
+    auto it = f.metadata.find("config");
+    MM_CHECK(it != f.metadata.end(), "[mmtrain clip] --init '", o.init,
+             "' has no 'config' metadata (expected a model written by mmtrain export)");
+    const std::string want = clip_config_to_json(o.config);
+    const std::string have = clip_config_to_json(clip_config_from_json(it->second, o.init, o.config));
+    MM_CHECK(have == want, "[mmtrain clip] --init '", o.init, "' has config ", have, " but this run's is ", want);
+    model = ClipModel::load(f, o.config);
   } else {
     model = ClipModel::init(o.config, o.seed);
   }
@@ -269,11 +346,25 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
   params.insert(params.end(), no_decay.begin(), no_decay.end());
   const LrSchedule sched{o.lr, o.warmup, o.steps, o.final_lr_ratio};
   const std::string config_json = clip_config_to_json(o.config);
+  std::vector<int64_t> perm;
+  int64_t perm_epoch = -1;
   auto save_ck = [&](int64_t step) {
+    std::map<std::string, std::string> meta = {{"kind", "mmtrain clip"}, {"config", config_json}, {"seed", std::to_string(o.seed)}};
+    if (o.hard_negatives > 0) {  // a hard-negative order depends on the weights at the epoch's start
+      meta["batch_order_epoch"] = std::to_string(perm_epoch);
+      meta["batch_order"] = join_ints(perm);
+    }
     save_checkpoint(o.out_dir + "/checkpoint.safetensors", model.named_tensors(),
-                    {{"opt_decay", &opt_decay}, {"opt_plain", &opt_plain}}, step,
-                    {{"kind", "mmtrain clip"}, {"config", config_json}, {"seed", std::to_string(o.seed)}});
+                    {{"opt_decay", &opt_decay}, {"opt_plain", &opt_plain}}, step, meta);
   };
+  if (o.hard_negatives > 0 && !o.resume.empty() && ck.metadata.count("batch_order")) {
+    perm_epoch = std::stoll(ck.meta("batch_order_epoch"));
+    perm.clear();
+    std::stringstream ss(ck.meta("batch_order"));
+    for (std::string x; std::getline(ss, x, ',');) perm.push_back(std::stoll(x));
+    MM_CHECK(static_cast<int64_t>(perm.size()) == G, "[mmtrain clip] '", o.resume, "': its batch order holds ", perm.size(),
+             " emoji, this run has ", G);
+  }
 
   ClipTrainResult res;
   prepare_log(o.out_dir + "/log.csv", "step,lr,loss,grad_norm,logit_scale,val_loss,t2i_recall5,zeroshot_top5", start);
@@ -292,13 +383,13 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
 
   const int64_t end = o.stop_after >= 0 ? std::min(o.steps, o.stop_after) : o.steps;
   StepReporter report(start, end, B, o.quiet);
-  std::vector<int64_t> perm;
-  int64_t perm_epoch = -1;
   for (int64_t step = start; step < end; ++step) {
     const int64_t epoch = step / per_epoch, slot = step % per_epoch;
     if (epoch != perm_epoch) {
       perm_epoch = epoch;
-      if (!o.cluster_variants) {
+      if (o.hard_negatives > 0) {
+        perm = confusion_order(model, tok, train_pairs, groups, o.hard_negatives, epoch, o.seed);
+      } else if (!o.cluster_variants) {
         perm = permutation(G, step_seed(o.seed, epoch, 1));
       } else {
         perm.clear();

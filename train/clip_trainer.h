@@ -37,6 +37,10 @@ struct ClipTrainOptions {
   std::string vocab;     // the caption BPE (mmdata bpe)
   std::string out_dir;   // created if missing
   std::string resume;    // a checkpoint.safetensors to continue from ("" = start fresh)
+  // A model file to start from (mmtrain export's output, e.g. a shipped mm-mini CLIP): its
+  // weights only, with fresh optimiser state and the schedule from step 0; its config must
+  // be `config`. For fine-tuning phases when the original checkpoint is gone.
+  std::string init;
   ClipConfig config;
   int64_t steps = 2000;  // total, counting the steps of a resumed run
   int64_t batch = 128;
@@ -54,6 +58,13 @@ struct ClipTrainOptions {
   // emoji's variants side by side, hard negatives that teach the tones apart; every emoji
   // still comes once per epoch.
   bool cluster_variants = false;
+  // Hard negatives (`--hard-negatives K`, K >= 2; replaces cluster_variants): at the start of
+  // each epoch the current model embeds one image of every training emoji (the styles take
+  // turns by epoch) and every caption; each emoji, in a seeded random order, is then followed
+  // by the K - 1 not yet placed emoji whose captions its image scores highest, the ones it is
+  // most likely to mistake it for. A batch holds batch / K such clusters. The order is kept in
+  // the checkpoint, so a run resumed mid-epoch continues bit for bit.
+  int64_t hard_negatives = 0;
   int64_t stop_after = -1;   // >= 0: stop after this many steps with a checkpoint (tests of resume)
   uint64_t seed = 0;
   bool final_eval = true;    // the per-style training-set accuracy at the end (an extra pass)
@@ -68,6 +79,12 @@ struct ClipMetrics {
   double zeroshot_top1 = 0, zeroshot_top5 = 0;  // per held-out image, among all held-out captions
   std::map<std::string, double> train_top1_by_style;  // per training image, among all training captions
   std::map<std::string, int64_t> train_images_by_style;
+  // The training images that missed top-1: style, true caption, the caption ranked first
+  // (`mmtrain eval-clip --train --misses FILE` writes them; not part of json()).
+  struct Miss {
+    std::string style, truth, predicted;
+  };
+  std::vector<Miss> train_misses;
   std::string json() const;
 };
 

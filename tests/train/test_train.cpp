@@ -239,6 +239,68 @@ TEST_CASE("mini-CLIP training on the emoji subset: loss goes down, resume is bit
   }
 }
 
+TEST_CASE("mini-CLIP training with hard-negative batches: loss goes down, resume mid-epoch is bit-identical") {
+  const ClipTokenizer tok = ClipTokenizer::from_bpe_file(kVocab);
+  train::ClipTrainOptions o;
+  o.data = kSubset;
+  o.vocab = kVocab;
+  o.config = tiny_clip(ClipVision::vit, tok.vocab_size());
+  o.steps = 6, o.batch = 6, o.warmup = 1, o.lr = 3e-3, o.val_every = 0, o.ckpt_every = 0;
+  o.final_eval = false, o.quiet = true, o.seed = 12;
+  o.hard_negatives = 3;
+  o.out_dir = tmp_dir("clip_hard_full");
+  const train::ClipTrainResult full = train::train_clip(o);
+  REQUIRE(full.train_loss.size() == 6);
+  CHECK((full.train_loss[4].second + full.train_loss[5].second) < (full.train_loss[0].second + full.train_loss[1].second));
+  // Each epoch is 2 steps: stopping after 3 leaves the run inside epoch 1, whose order the
+  // model of step 2 chose; the resumed run must take it from the checkpoint.
+  o.out_dir = tmp_dir("clip_hard_part");
+  o.stop_after = 3;
+  train::train_clip(o);
+  o.stop_after = -1;
+  o.resume = o.out_dir + "/checkpoint.safetensors";
+  const train::ClipTrainResult resumed = train::train_clip(o);
+  CHECK(same_bits(full.weights, resumed.weights));
+  // A different order (plain random batches) gives different weights: the option is live.
+  o.resume.clear();
+  o.hard_negatives = 0;
+  o.out_dir = tmp_dir("clip_hard_off");
+  const train::ClipTrainResult plain = train::train_clip(o);
+  CHECK_FALSE(same_bits(full.weights, plain.weights));
+}
+
+TEST_CASE("mini-CLIP training from an exported model (--init): its weights, a fresh optimiser, its config only") {
+  const ClipTokenizer tok = ClipTokenizer::from_bpe_file(kVocab);
+  train::ClipTrainOptions o;
+  o.data = kSubset;
+  o.vocab = kVocab;
+  o.config = tiny_clip(ClipVision::vit, tok.vocab_size());
+  o.steps = 2, o.batch = 6, o.warmup = 0, o.lr = 3e-3, o.val_every = 0, o.ckpt_every = 0;
+  o.final_eval = false, o.quiet = true, o.seed = 5;
+  o.out_dir = tmp_dir("clip_init_a");
+  const train::ClipTrainResult a = train::train_clip(o);
+  const std::string model = o.out_dir + "/model.safetensors";
+  train::save_model(model, a.weights, /*fp16=*/false,
+                    {{"kind", "mm-mini clip"}, {"config", clip_config_to_json(o.config)}});
+  // With a zero learning rate (AdamW's decay is scaled by it too) nothing moves: the run ends
+  // on the file's weights, which differ from a fresh init with the same seed.
+  o.init = model;
+  o.lr = 0;
+  o.out_dir = tmp_dir("clip_init_b");
+  const train::ClipTrainResult b = train::train_clip(o);
+  CHECK(same_bits(a.weights, b.weights));
+  o.init.clear();
+  const train::ClipTrainResult fresh = train::train_clip(o);
+  CHECK_FALSE(same_bits(a.weights, fresh.weights));
+  // A model of another shape is refused with both configs in the message.
+  o.init = model;
+  o.config.transformer_width = 64;
+  CHECK_THROWS_WITH(train::train_clip(o), doctest::Contains("has config"));
+  o.config.transformer_width = 32;
+  o.resume = model;
+  CHECK_THROWS_WITH(train::train_clip(o), doctest::Contains("exclude each other"));
+}
+
 TEST_CASE("mini-VQGAN training on the emoji subset: loss goes down, resume is bit-identical") {
   train::VQGANTrainOptions o;
   o.data = kSubset;
