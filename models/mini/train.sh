@@ -31,6 +31,18 @@ if [ "$what" = all ] || [ "$what" = vit ]; then
     --lr 1e-3 --warmup 100 --weight-decay 0.1 --val-every 400 --ckpt-every 200 --seed 1 --cluster-variants \
     --stop-after 4200 --resume runs/clip-vit-ft2/checkpoint.safetensors
   $B/mmtrain export --resume runs/clip-vit-ft2/checkpoint.safetensors --out runs/clip-vit-ft2/model.safetensors
+  # Phase 4 (fourth session; phase 3's checkpoint was gone, so it starts from the exported
+  # step-4200 weights with a fresh optimiser): a new 1600-step schedule at a fifth of the peak
+  # lr, shifts of at most 2 px, clustered batches for 400 steps. Phase 5 resumes it with
+  # hard-negative batches (clusters of 8 emoji that the model confuses; most training-set
+  # misses were between different emoji of one skin tone, not between tones).
+  $B/mmtrain clip --data $PAIRS --vocab $VOCAB --vision vit --out runs/clip-vit-ft4 --steps 1600 --batch 128 \
+    --lr 2e-4 --warmup 50 --weight-decay 0.1 --max-shift 2 --val-every 400 --ckpt-every 200 --seed 4 \
+    --cluster-variants --stop-after 400 --init runs/clip-vit-ft2/model.safetensors
+  rm -rf runs/clip-vit-ft5 && cp -r runs/clip-vit-ft4 runs/clip-vit-ft5
+  $B/mmtrain clip --data $PAIRS --vocab $VOCAB --vision vit --out runs/clip-vit-ft5 --steps 1600 --batch 128 \
+    --lr 2e-4 --warmup 50 --weight-decay 0.1 --max-shift 2 --val-every 400 --ckpt-every 200 --seed 4 \
+    --hard-negatives 8 --resume runs/clip-vit-ft5/checkpoint.safetensors
 fi
 if [ "$what" = all ] || [ "$what" = vqgan ]; then
   # Three phases, as it happened (a resumed run is bit-identical to an uninterrupted one, so
@@ -49,7 +61,7 @@ if [ "$what" = all ] || [ "$what" = resnet ]; then
 fi
 # The shipped files: the fp16 weights plus each CLIP's vocabulary under the model's name.
 if [ "$what" = all ]; then
-  cp runs/clip-vit-ft2/model.safetensors models/mini/clip_vit.safetensors
+  cp runs/clip-vit-ft5/model.safetensors models/mini/clip_vit.safetensors
   cp runs/clip-resnet/model.safetensors models/mini/clip_resnet.safetensors
   cp runs/vqgan/model.safetensors models/mini/vqgan.safetensors
   cp $VOCAB models/mini/clip_vit.bpe.txt.gz
