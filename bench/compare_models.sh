@@ -3,7 +3,8 @@
 # in one run with the same thread count: CLIP ViT-B/32 image encoding (batch 1 and 8) and one
 # VQGAN+CLIP step (256x256, --cutn 8 by default), random weights of the real shapes.
 #   bench/compare_models.sh [--threads 2] [--cutn 8] [--rounds 1]
-# Needs mmbench built in $BUILD_DIR (default build) and Debian's python3-torch (benchmarking only).
+# Needs mmbench built in $BUILD_DIR (default build), Debian's python3-torch and libopenblas0-pthread
+# (benchmarking only; apt-get install python3-torch libopenblas0-pthread).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
@@ -18,6 +19,13 @@ while [[ $# -gt 0 ]]; do
 done
 PY=/usr/bin/python3
 "$PY" -c "import torch" 2>/dev/null || { echo "compare_models.sh: needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
+# Debian's torch calls whatever libblas.so.3 the alternatives point at: without OpenBLAS that is
+# the reference BLAS, about 40x slower, and the comparison would be meaningless.
+if ! update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | grep -q '^Value: .*openblas'; then
+  echo "compare_models.sh: libblas.so.3 is not OpenBLAS, so torch would run on the reference BLAS;" \
+       "apt-get install libopenblas0-pthread" >&2
+  exit 1
+fi
 PEER_ENV=(env -u OPENBLAS_L2_SIZE OPENBLAS_CORETYPE=SkylakeX OPENBLAS_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" OMP_WAIT_POLICY=PASSIVE)
 field() { sed -E "s/.*\"$1\": ?([0-9.e+-]+).*/\1/"; }
 printf "%-28s %12s %12s %8s\n" "benchmark (threads $THREADS)" "mm ms" "torch ms" "speedup"
