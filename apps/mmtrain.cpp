@@ -169,9 +169,9 @@ int main(int argc, char** argv) {
       const ClipTokenizer tok = apps::load_tokenizer(co.vocab, model, m.config().vocab_size);
       std::vector<data::EmojiPair> tr, va;
       for (const auto& p : data::read_pairs_jsonl(co.data)) (p.split == data::Split::train ? tr : va).push_back(p);
+      MM_CHECK(misses.empty() || with_train, "mmtrain eval-clip: --misses needs --train (it lists the training images that missed)");
       train::ClipMetrics mt = train::evaluate_clip(m, tok, va, with_train ? &tr : nullptr);
       if (!misses.empty()) {
-        MM_CHECK(with_train, "mmtrain eval-clip: --misses needs --train (it lists the training images that missed)");
         std::ofstream f(misses);
         MM_CHECK(f.good(), "mmtrain eval-clip: cannot write --misses '", misses, "'");
         f << "style\ttruth\tpredicted\n";

@@ -245,7 +245,9 @@ ClipMetrics evaluate_clip(const ClipModel& model, const ClipTokenizer& tok, cons
       if (rank_of(row, TC, truth) == 0) {
         ++hits[style];
       } else {
-        const int64_t best = std::max_element(row, row + TC) - row;
+        int64_t best = truth == 0 ? 1 : 0;  // the caption ranked first among the others
+        for (int64_t j = 0; j < TC; ++j)
+          if (j != truth && row[j] > row[best]) best = j;
         m.train_misses.push_back({style, tcaps[static_cast<size_t>(truth)], tcaps[static_cast<size_t>(best)]});
       }
     }
@@ -253,6 +255,13 @@ ClipMetrics evaluate_clip(const ClipModel& model, const ClipTokenizer& tok, cons
       m.train_top1_by_style[style] = static_cast<double>(hits[style]) / static_cast<double>(n);
   }
   return m;
+}
+
+ClipModel load_exported_clip(const std::string& path, const std::string& who) {
+  const TensorFile f = load_safetensors(path);
+  auto it = f.metadata.find("config");
+  MM_CHECK(it != f.metadata.end(), who, " '", path, "' has no 'config' metadata (expected a model written by mmtrain)");
+  return ClipModel::load(f, clip_config_from_json(it->second, path, infer_clip_config(f)));
 }
 
 ClipTrainResult train_clip(const ClipTrainOptions& o) {
@@ -314,14 +323,9 @@ ClipTrainResult train_clip(const ClipTrainOptions& o) {
     start = ck.step;
     model = ClipModel::load(ck.model, o.config);
   } else if (!o.init.empty()) {
-    const TensorFile f = load_safetensors(o.init);
-    auto it = f.metadata.find("config");
-    MM_CHECK(it != f.metadata.end(), "[mmtrain clip] --init '", o.init,
-             "' has no 'config' metadata (expected a model written by mmtrain export)");
-    const std::string want = clip_config_to_json(o.config);
-    const std::string have = clip_config_to_json(clip_config_from_json(it->second, o.init, o.config));
+    model = load_exported_clip(o.init, "[mmtrain clip] --init");
+    const std::string want = clip_config_to_json(o.config), have = clip_config_to_json(model.config());
     MM_CHECK(have == want, "[mmtrain clip] --init '", o.init, "' has config ", have, " but this run's is ", want);
-    model = ClipModel::load(f, o.config);
   } else {
     model = ClipModel::init(o.config, o.seed);
   }

@@ -93,6 +93,10 @@ struct ClipMetrics {
 ClipMetrics evaluate_clip(const ClipModel& model, const ClipTokenizer& tokenizer, const std::vector<data::EmojiPair>& val,
                           const std::vector<data::EmojiPair>* train, int64_t batch = 256);
 
+// A CLIP written by `mmtrain export` (or `mmtrain clip` at its end): the config comes from the
+// file's metadata. `who` starts the error message ("[mmtrain vqgan] --perceptual").
+ClipModel load_exported_clip(const std::string& path, const std::string& who);
+
 struct ClipTrainResult {
   std::vector<std::pair<int64_t, double>> train_loss, val_loss;
   ClipMetrics final_metrics;

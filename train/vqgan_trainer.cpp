@@ -152,13 +152,7 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   }
   ClipModel judge;
   const bool perceptual = !o.perceptual_clip.empty();
-  if (perceptual) {
-    TensorFile f = load_safetensors(o.perceptual_clip);
-    auto it = f.metadata.find("config");
-    MM_CHECK(it != f.metadata.end(), "[mmtrain vqgan] --perceptual '", o.perceptual_clip,
-             "' has no 'config' metadata (expected an mmtrain CLIP)");
-    judge = ClipModel::load(f, clip_config_from_json(it->second, o.perceptual_clip, infer_clip_config(f)));
-  }
+  if (perceptual) judge = load_exported_clip(o.perceptual_clip, "[mmtrain vqgan] --perceptual");
   const LrSchedule sched{o.lr, o.warmup, o.steps, o.final_lr_ratio};
   const std::string config_json = vqgan_config_to_json(o.config);
   auto all_tensors = [&]() {

@@ -387,21 +387,19 @@ void sgemm_driver(int64_t M, int64_t N, int64_t K, float alpha, const MatrixF32&
         const float* bp;
         if (B.packed) {  // packed ahead: the panel is already in place, nothing to share
           bp = B.packed->data.get() + pc * B.packed->n_padded + (jc / NR) * kc * NR;
-        } else {
-        float* bpw = packed_b + (iteration & 1) * b_panel_floats;
-        bp = bpw;
-        // All threads pack a share of the B panel's micro-panels.
-        try {
-          for (int64_t p = panels * t / nt; p < panels * (t + 1) / nt; ++p)
-            pack_b_panel(B, pc, kc, jc + p * NR, std::min(NR, nc - p * NR), NR,
-                         v, bpw + p * kc * NR);
-        } catch (...) {
-          std::lock_guard<std::mutex> lock(error_mutex);
-          if (!error) error = std::current_exception();
-          failed = true;
-        }
-        barrier.wait(nt);
-        if (failed) return;  // every thread sees it after the barrier and leaves together
+        } else {  // all threads pack a share of the B panel's micro-panels
+          float* shared = packed_b + (iteration & 1) * b_panel_floats;
+          try {
+            for (int64_t p = panels * t / nt; p < panels * (t + 1) / nt; ++p)
+              pack_b_panel(B, pc, kc, jc + p * NR, std::min(NR, nc - p * NR), NR, v, shared + p * kc * NR);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            failed = true;
+          }
+          barrier.wait(nt);
+          if (failed) return;  // every thread sees it after the barrier and leaves together
+          bp = shared;
         }
 
         const float beta_k = pc == 0 ? beta : 1.f;

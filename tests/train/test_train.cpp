@@ -66,6 +66,18 @@ bool same_bits(const std::vector<std::pair<std::string, Tensor>>& a, const std::
   return true;
 }
 
+// A short quiet run on the committed subset: 6 steps of batch 6 (12 training emoji: 2 steps
+// per epoch), no validation or checkpoints along the way, no final training-set pass.
+train::ClipTrainOptions subset_clip_run(ClipVision vision, uint64_t seed) {
+  train::ClipTrainOptions o;
+  o.data = kSubset;
+  o.vocab = kVocab;
+  o.config = tiny_clip(vision, ClipTokenizer::from_bpe_file(kVocab).vocab_size());
+  o.steps = 6, o.batch = 6, o.warmup = 1, o.lr = 3e-3, o.val_every = 0, o.ckpt_every = 0;
+  o.final_eval = false, o.quiet = true, o.seed = seed;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("LrSchedule: linear warm-up, cosine to final_ratio") {
@@ -203,22 +215,9 @@ TEST_CASE("the loss plot is a PNG of the asked size") {
 }
 
 TEST_CASE("mini-CLIP training on the emoji subset: loss goes down, resume is bit-identical") {
-  const ClipTokenizer tok = ClipTokenizer::from_bpe_file(kVocab);
   for (ClipVision vision : {ClipVision::vit, ClipVision::resnet}) {
     CAPTURE(static_cast<int>(vision));
-    train::ClipTrainOptions o;
-    o.data = kSubset;
-    o.vocab = kVocab;
-    o.config = tiny_clip(vision, tok.vocab_size());
-    o.steps = 6;
-    o.batch = 6;
-    o.warmup = 1;
-    o.lr = 3e-3;
-    o.val_every = 0;
-    o.ckpt_every = 0;
-    o.final_eval = false;
-    o.quiet = true;
-    o.seed = 11;
+    train::ClipTrainOptions o = subset_clip_run(vision, 11);
     o.out_dir = tmp_dir("clip_full");
     const train::ClipTrainResult full = train::train_clip(o);
     REQUIRE(full.train_loss.size() == 6);
@@ -240,13 +239,7 @@ TEST_CASE("mini-CLIP training on the emoji subset: loss goes down, resume is bit
 }
 
 TEST_CASE("mini-CLIP training with hard-negative batches: loss goes down, resume mid-epoch is bit-identical") {
-  const ClipTokenizer tok = ClipTokenizer::from_bpe_file(kVocab);
-  train::ClipTrainOptions o;
-  o.data = kSubset;
-  o.vocab = kVocab;
-  o.config = tiny_clip(ClipVision::vit, tok.vocab_size());
-  o.steps = 6, o.batch = 6, o.warmup = 1, o.lr = 3e-3, o.val_every = 0, o.ckpt_every = 0;
-  o.final_eval = false, o.quiet = true, o.seed = 12;
+  train::ClipTrainOptions o = subset_clip_run(ClipVision::vit, 12);
   o.hard_negatives = 3;
   o.out_dir = tmp_dir("clip_hard_full");
   const train::ClipTrainResult full = train::train_clip(o);
@@ -270,13 +263,8 @@ TEST_CASE("mini-CLIP training with hard-negative batches: loss goes down, resume
 }
 
 TEST_CASE("mini-CLIP training from an exported model (--init): its weights, a fresh optimiser, its config only") {
-  const ClipTokenizer tok = ClipTokenizer::from_bpe_file(kVocab);
-  train::ClipTrainOptions o;
-  o.data = kSubset;
-  o.vocab = kVocab;
-  o.config = tiny_clip(ClipVision::vit, tok.vocab_size());
-  o.steps = 2, o.batch = 6, o.warmup = 0, o.lr = 3e-3, o.val_every = 0, o.ckpt_every = 0;
-  o.final_eval = false, o.quiet = true, o.seed = 5;
+  train::ClipTrainOptions o = subset_clip_run(ClipVision::vit, 5);
+  o.steps = 2, o.warmup = 0;
   o.out_dir = tmp_dir("clip_init_a");
   const train::ClipTrainResult a = train::train_clip(o);
   const std::string model = o.out_dir + "/model.safetensors";
