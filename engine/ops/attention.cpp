@@ -11,8 +11,10 @@
 // saved lse (as FlashAttention does), trading one GEMM for B*NH*Tq*Tk memory.
 #include "engine/ops/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -20,6 +22,7 @@
 #include "engine/ops/reduce.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/vec.h"
 
 namespace mm {
 
@@ -82,6 +85,17 @@ void scores(const SdpaShape& s, int64_t i, const T* q, const HeadView& qv, const
       for (int64_t c = r + 1; c < s.Tk; ++c) S[r * s.Tk + c] = neg_inf;
 }
 
+// row[c] = exp(row[c] - shift): float32 rows through the vector exp of kernels/vec.h.
+template <typename T>
+void exp_shifted(T* row, int64_t n, T shift) {
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t c = 0; c < n; ++c) row[c] -= shift;
+    kernels::vexp(row, row, n);
+  } else {
+    for (int64_t c = 0; c < n; ++c) row[c] = std::exp(row[c] - shift);
+  }
+}
+
 template <typename T>
 void sdpa_forward(const SdpaShape& s, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask,
                   const Tensor& out, const Tensor& lse) {
@@ -99,18 +113,21 @@ void sdpa_forward(const SdpaShape& s, const Tensor& q, const Tensor& k, const Te
       // P = softmax over each row of S, in place. lse_r = max_r + log(sum_c exp(S_rc - max_r)).
       for (int64_t r = 0; r < s.Tq; ++r) {
         T* row = S.data() + r * s.Tk;
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t c = 0; c < s.Tk; ++c) m = std::max(m, row[c]);
+        T m;
+        if constexpr (std::is_same_v<T, float>) {
+          m = kernels::vmax(row, s.Tk);
+        } else {
+          m = -std::numeric_limits<T>::infinity();
+          for (int64_t c = 0; c < s.Tk; ++c) m = std::max(m, row[c]);
+        }
         if (m == -std::numeric_limits<T>::infinity()) {  // every key masked: zeros
           for (int64_t c = 0; c < s.Tk; ++c) row[c] = 0;
           plse[i * s.Tq + r] = m;
           continue;
         }
+        exp_shifted(row, s.Tk, m);
         double sum = 0;
-        for (int64_t c = 0; c < s.Tk; ++c) {
-          row[c] = std::exp(row[c] - m);
-          sum += row[c];
-        }
+        for (int64_t c = 0; c < s.Tk; ++c) sum += row[c];
         const T inv = static_cast<T>(1.0 / sum);
         for (int64_t c = 0; c < s.Tk; ++c) row[c] *= inv;
         plse[i * s.Tq + r] = static_cast<T>(m + std::log(sum));
@@ -149,8 +166,10 @@ void sdpa_backward(const SdpaShape& s, const Tensor& q, const Tensor& k, const T
       for (int64_t r = 0; r < s.Tq; ++r) {
         const T l = plse[i * s.Tq + r];
         T* row = P.data() + r * s.Tk;
-        for (int64_t c = 0; c < s.Tk; ++c)
-          row[c] = l == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(row[c] - l);
+        if (l == -std::numeric_limits<T>::infinity())
+          std::fill(row, row + s.Tk, T(0));
+        else
+          exp_shifted(row, s.Tk, l);
       }
       const T* dO = pdo + ov.off[i];
       if (dv.defined())  // dV = P^T dO: P^T is P with strides swapped

@@ -7,6 +7,7 @@
 #include "engine/autograd.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/vec.h"
 
 namespace mm {
 
@@ -20,6 +21,32 @@ void check_binary(const char* op, const Tensor& a, const Tensor& b) {
   MM_CHECK(a.device() == b.device(), "[", op, "] tensors on different devices: ", device_name(a.device()),
            " ", a.str(), " and ", device_name(b.device()), " ", b.str());
   MM_CHECK(a.dtype() == b.dtype(), "[", op, "] dtype mismatch: ", a.str(), " and ", b.str());
+}
+
+// The vectorised float32 kernels of kernels/vec.h, for inputs that are contiguous float32 CPU
+// tensors of one shape: kernel(inputs..., out, n) over chunks split across threads. Returns an undefined
+// Tensor otherwise, and the caller takes its generic path (other dtypes, strided views).
+constexpr int64_t kVecGrain = 16384;
+template <typename K>
+Tensor vec_map(const Tensor& x, K kernel) {
+  if (x.device() != Device::cpu || x.dtype() != DType::f32 || !x.is_contiguous()) return Tensor();
+  Tensor out = Tensor::empty(x.shape(), DType::f32);
+  const float* px = x.data<float>();
+  float* po = out.data<float>();
+  parallel_for(0, x.numel(), kVecGrain, [&](int64_t i0, int64_t i1) { kernel(px + i0, po + i0, i1 - i0); });
+  return out;
+}
+template <typename K>
+Tensor vec_map2(const Tensor& a, const Tensor& b, K kernel) {
+  if (a.device() != Device::cpu || b.device() != Device::cpu || a.dtype() != DType::f32 ||
+      b.dtype() != DType::f32 || a.shape() != b.shape() || !a.is_contiguous() || !b.is_contiguous())
+    return Tensor();
+  Tensor out = Tensor::empty(a.shape(), DType::f32);
+  const float *pa = a.data<float>(), *pb = b.data<float>();
+  float* po = out.data<float>();
+  parallel_for(0, a.numel(), kVecGrain,
+               [&](int64_t i0, int64_t i1) { kernel(pa + i0, pb + i0, po + i0, i1 - i0); });
+  return out;
 }
 
 // out = f(x) elementwise; out is a new contiguous tensor of x's float dtype.
@@ -85,7 +112,8 @@ Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype
 // ---- arithmetic ---------------------------------------------------------------------------
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor out = vec_map2(a, b, kernels::vadd);  // same-shape float32: a residual sum
+  if (!out.defined()) out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
   if (needs_grad({a, b})) {
     const Shape sa = a.shape(), sb = b.shape();
     record_op("add", {a, b}, {out}, [sa, sb](const Grads& g) {
@@ -225,7 +253,8 @@ Tensor neg(const Tensor& x) {
 }
 
 Tensor exp(const Tensor& x) {  // dy/dx = y
-  Tensor out = unary_map("exp", x, [](auto v) { return std::exp(v); });
+  Tensor out = vec_map(x, kernels::vexp);
+  if (!out.defined()) out = unary_map("exp", x, [](auto v) { return std::exp(v); });
   if (needs_grad({x})) record_unary("exp", x, out, true, [](auto y) { return y; });
   return out;
 }
@@ -347,29 +376,36 @@ Tensor sigmoid(const Tensor& x) {  // dy/dx = y (1 - y)
   return out;
 }
 
-Tensor quick_gelu(const Tensor& x) {  // y = x s(1.702x); dy/dx = s + 1.702 x s (1 - s)
-  Tensor out = unary_map("quick_gelu", x, [](auto v) {
-    using T = decltype(v);
-    return v / (1 + std::exp(static_cast<T>(-1.702) * v));
-  });
-  if (needs_grad({x}))
-    record_unary("quick_gelu", x, out, false, [](auto v) {
+// y = x s(alpha x) with s the logistic sigmoid: quick_gelu (alpha 1.702, OpenAI CLIP's MLP) and
+// silu (alpha 1, taming's swish). dy/dx = s + alpha x s (1 - s).
+static Tensor sigmoid_gate(const char* name, const Tensor& x, double alpha) {
+  const float af = static_cast<float>(alpha);
+  Tensor out = vec_map(x, [af](const float* p, float* o, int64_t n) { kernels::vsigmoid_gate(p, o, n, af); });
+  if (!out.defined())
+    out = unary_map(name, x, [alpha](auto v) {
       using T = decltype(v);
-      const T s = 1 / (1 + std::exp(static_cast<T>(-1.702) * v));
-      return s + static_cast<T>(1.702) * v * s * (1 - s);
+      return v / (1 + std::exp(static_cast<T>(-alpha) * v));
     });
+  if (needs_grad({x})) {
+    Tensor saved = x.detach();
+    record_op(name, {x}, {out}, [saved, alpha, af, name](const Grads& g) {
+      Tensor dx = vec_map2(saved, g[0], [af](const float* v, const float* gv, float* o, int64_t n) {
+        kernels::vsigmoid_gate_backward(v, gv, o, n, af);
+      });
+      if (!dx.defined())
+        dx = binary_map(name, g[0], saved, [alpha](auto gv, auto v) {
+          using T = decltype(v);
+          const T a = static_cast<T>(alpha), s = 1 / (1 + std::exp(-a * v));
+          return gv * (s + a * v * s * (1 - s));
+        });
+      return Grads{dx};
+    });
+  }
   return out;
 }
 
-Tensor silu(const Tensor& x) {  // y = x s(x); dy/dx = s (1 + x (1 - s))
-  Tensor out = unary_map("silu", x, [](auto v) { return v / (1 + std::exp(-v)); });
-  if (needs_grad({x}))
-    record_unary("silu", x, out, false, [](auto v) {
-      const auto s = 1 / (1 + std::exp(-v));
-      return s * (1 + v * (1 - s));
-    });
-  return out;
-}
+Tensor quick_gelu(const Tensor& x) { return sigmoid_gate("quick_gelu", x, 1.702); }
+Tensor silu(const Tensor& x) { return sigmoid_gate("silu", x, 1.0); }
 
 // ---- selection and comparison ------------------------------------------------------------------
 

@@ -18,6 +18,7 @@
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/gemm.h"
+#include "kernels/vec.h"
 
 namespace mm {
 
@@ -254,8 +255,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       const T* pbias = bias.data<T>();
       const int64_t bs = bias.strides()[0];
       parallel_for(0, R, std::max<int64_t>(1, 16384 / std::max<int64_t>(out_f, 1)), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r)
+        for (int64_t r = r0; r < r1; ++r) {
+          if constexpr (std::is_same_v<T, float>) {
+            if (bs == 1) {
+              kernels::vadd(py + r * out_f, pbias, py + r * out_f, out_f);
+              continue;
+            }
+          }
           for (int64_t j = 0; j < out_f; ++j) py[r * out_f + j] += pbias[j * bs];
+        }
       });
     }
   });

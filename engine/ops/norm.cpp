@@ -4,12 +4,15 @@
 #include "engine/ops/norm.h"
 
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
+#include "kernels/cpu/norm_row.h"
+#include "kernels/vec.h"
 
 namespace mm {
 
@@ -20,7 +23,8 @@ namespace {
 // Per row r of x [R, N] (contiguous):
 //   mean_r = sum_i x_ri / N,  rstd_r = 1 / sqrt(sum_i (x_ri - mean_r)^2 / N + eps)
 //   y_ri = (x_ri - mean_r) * rstd_r * w_i + b_i
-// Sums accumulate in double; mean and rstd are saved for the backward.
+// float32 runs the vector kernel of kernels/vec.h (float lanes); other types accumulate in
+// double. mean and rstd are saved for the backward.
 template <typename T>
 void layer_norm_forward(const T* x, const T* w, const T* b, double eps, int64_t R, int64_t N, T* y, T* mean,
                         T* rstd) {
@@ -28,20 +32,10 @@ void layer_norm_forward(const T* x, const T* w, const T* b, double eps, int64_t 
     for (int64_t r = r0; r < r1; ++r) {
       const T* xr = x + r * N;
       T* yr = y + r * N;
-      double s = 0;
-      for (int64_t i = 0; i < N; ++i) s += xr[i];
-      const double m = s / static_cast<double>(N);
-      double ss = 0;
-      for (int64_t i = 0; i < N; ++i) ss += (xr[i] - m) * (xr[i] - m);
-      const double rs = 1.0 / std::sqrt(ss / static_cast<double>(N) + eps);
-      for (int64_t i = 0; i < N; ++i) {
-        double v = (xr[i] - m) * rs;
-        if (w) v *= w[i];
-        if (b) v += b[i];
-        yr[i] = static_cast<T>(v);
-      }
-      mean[r] = static_cast<T>(m);
-      rstd[r] = static_cast<T>(rs);
+      if constexpr (std::is_same_v<T, float>)  // kernels/vec.h: float lanes
+        kernels::vlayer_norm_row(xr, w, b, yr, N, static_cast<float>(eps), mean + r, rstd + r);
+      else
+        kernels::cpu::layer_norm_row_double(xr, w, b, yr, N, eps, mean + r, rstd + r);
     }
   });
 }
