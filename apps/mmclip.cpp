@@ -42,6 +42,7 @@ namespace {
 
 struct Args {
   std::string command, model, model_config, vocab, out, labels, labels_file, device = "cpu";
+  Device dev = Device::cpu;  // parsed from device
   std::vector<std::string> positional, templates, images, texts;
   int64_t top = 5, batch = 16, threads = 0, context_length = 77;
   bool json = false, truncate = false;
@@ -126,8 +127,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--threads") a.threads = apps::parse_int("mmclip", k, value(), 1, 1024);
     else if (k == "--device") a.device = value();
   }
-  MM_CHECK(a.device == "cpu" || a.device == "cuda", "mmclip: --device must be cpu or cuda, got '", a.device, "'");
-  MM_CHECK(a.device == "cpu", "mmclip: --device cuda: this mm was built without CUDA");
+  a.dev = apps::parse_device("mmclip", a.device);
   // The shipped models by name, and mm-mini's CLIP when no model is given (for tokenize only
   // when no vocabulary is given either: then its own vocabulary is the one meant).
   const bool vocab_given = !a.vocab.empty() || (std::getenv("MM_VOCAB") && *std::getenv("MM_VOCAB"));
@@ -139,6 +139,15 @@ Args parse(int argc, char** argv) {
 
 ClipTokenizer::Truncate truncate_of(const Args& a) {
   return a.truncate ? ClipTokenizer::Truncate::yes : ClipTokenizer::Truncate::no;
+}
+
+// The model of --model on --device: on the CPU with its image tower packed for the GEMM, since
+// images are encoded one batch after another.
+ClipModel load_model(const Args& a) {
+  ClipModel clip = apps::load_clip(a.model, a.model_config);
+  if (a.dev != Device::cpu) return clip.to(a.dev);
+  clip.prepack("visual.");
+  return clip;
 }
 
 // Image features [N, E] (encode_image, not normalised) in the order of `paths`, `batch` images
@@ -160,7 +169,8 @@ Tensor embed_images(const ClipModel& clip, const std::vector<std::string>& paths
       std::fprintf(stderr, "mmclip: skipping %s\n", e.what());
     }
     if (static_cast<int64_t>(pixels.size()) == batch || (i + 1 == n && !pixels.empty())) {
-      features.push_back(clip.encode_image(stack(pixels, 0)));  // [B, 3, R, R] -> [B, E]
+      // [B, 3, R, R] -> [B, E], back on the CPU
+      features.push_back(clip.encode_image(stack(pixels, 0).to(clip.device())).to(Device::cpu));
       pixels.clear();
     }
     if (show) progress.update(i + 1, "images");
@@ -195,7 +205,7 @@ Tensor embed_texts(const ClipModel& clip, const ClipTokenizer& tok, const std::v
       ids.insert(ids.end(), row.begin(), row.end());
     }
     const Tensor tokens = Tensor::from_vector(ids, {static_cast<int64_t>(end - i), ctx});
-    features.push_back(clip.encode_text(tokens));  // [B, T] -> [B, E]
+    features.push_back(clip.encode_text(tokens).to(Device::cpu));  // [B, T] -> [B, E]
   }
   return features.size() == 1 ? features[0] : cat(features, 0);
 }
@@ -231,8 +241,7 @@ int run_classify(const Args& a) {
            "mmclip classify: --labels \"cat,dog,...\" or --labels-file FILE is required");
   for (const auto& l : labels) MM_CHECK(!l.empty(), "mmclip classify: empty label in --labels '", a.labels, "'");
   MM_CHECK(labels.size() >= 2, "mmclip classify: give at least two labels, got ", labels.size());
-  ClipModel clip = apps::load_clip(a.model, a.model_config);
-  clip.prepack("visual.");  // images are encoded one batch after another
+  ClipModel clip = load_model(a);
   ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
   // OpenAI's models were trained on web captions ("a photo of a {}." is the paper's template);
   // a model with its own vocabulary (mm-mini) was trained on bare labels.
@@ -281,8 +290,7 @@ int run_embed(const Args& a) {
            "' (use --image F and --text T)");
   MM_CHECK(!a.images.empty() || !a.texts.empty(), "mmclip embed: nothing to embed: give --image F and/or --text T");
   MM_CHECK(!a.out.empty(), "mmclip embed: --out FILE.safetensors is required");
-  ClipModel clip = apps::load_clip(a.model, a.model_config);
-  clip.prepack("visual.");  // images are encoded one batch after another
+  ClipModel clip = load_model(a);
   std::vector<std::pair<std::string, Tensor>> tensors;
   if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch, a.alpha));
   if (!a.texts.empty()) {
@@ -340,8 +348,7 @@ int run_search(const Args& a) {
   std::sort(files.begin(), files.end(), [](const IndexEntry& x, const IndexEntry& y) { return x.path < y.path; });
   MM_CHECK(!files.empty(), "mmclip search: no images (.png .jpg .jpeg .bmp .gif) under '", dir.string(), "'");
 
-  ClipModel clip = apps::load_clip(a.model, a.model_config);
-  clip.prepack("visual.");  // images are encoded one batch after another
+  ClipModel clip = load_model(a);
   const json model_id = {{"path", fs::absolute(a.model).lexically_normal().string()},
                          {"size", static_cast<int64_t>(fs::file_size(a.model))},
                          {"config", a.model_config.empty() ? "" : fs::absolute(a.model_config).lexically_normal().string()}};

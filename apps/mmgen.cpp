@@ -104,8 +104,9 @@ Args parse(int argc, char** argv) {
   MM_CHECK(positional.size() == 1, "mmgen: expected one prompt argument (use '|' to combine prompts), got ",
            positional.size());
   a.prompt = positional[0];
-  MM_CHECK(a.device == "cpu" || a.device == "cuda", "mmgen: --device must be cpu or cuda, got '", a.device, "'");
-  MM_CHECK(a.device == "cpu", "mmgen: --device cuda: this mm was built without CUDA");
+  MM_CHECK(apps::parse_device("mmgen", a.device) == Device::cpu,
+           "mmgen: --device cuda: generation backpropagates through the decoder and CLIP, and mm's device ops are ",
+           "forward-only so far; run with --device cpu");
   MM_CHECK(a.precision == "fp32" || a.precision == "bf16" || a.precision == "fp16", "mmgen: --precision must be fp32, bf16 or fp16");
   MM_CHECK(a.precision == "fp32", "mmgen: --precision ", a.precision, " needs the CUDA backend; the CPU computes in fp32");
   return a;

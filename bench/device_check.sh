@@ -51,7 +51,7 @@ else
 fi
 
 step "CUDA tests"
-TESTS="$B/mm_tests --source-file=*test_cuda_kernels.cpp"
+TESTS="$B/mm_tests --source-file=*test_cuda_kernels.cpp,*test_cuda_engine.cpp"
 if timeout "$(cap 120)" $TESTS >"$L/tests.log" 2>&1; then
   note "tests: passed: $(grep -E 'test cases' "$L/tests.log" | tail -1)"
 else

@@ -5,6 +5,7 @@
 #include <map>
 #include <mutex>
 
+#include "engine/cuda_ops.h"
 #include "engine/tensor.h"
 
 namespace mm {
@@ -89,9 +90,15 @@ BlockCache& block_cache() {
 void release_cached_memory() { block_cache().trim(); }
 
 std::shared_ptr<Storage> Storage::allocate(size_t nbytes, Device device) {
-  MM_CHECK(device == Device::cpu, "cannot allocate on ", device_name(device),
-           ": mm was built without CUDA");
   auto s = std::make_shared<Storage>();
+  if (device == Device::cuda) {  // the CUDA caching allocator (kernels/cuda/runtime.h)
+    void* p = cuda_ops::allocate(std::max<size_t>(nbytes, 1));
+    s->data = p;
+    s->nbytes = nbytes;
+    s->device = device;
+    s->owner = std::shared_ptr<void>(p, [](void* q) { cuda_ops::deallocate(q); });
+    return s;
+  }
   const size_t cls = BlockCache::size_class(std::max<size_t>(nbytes, 1));
   void* p = block_cache().take(cls);
   MM_CHECK(p != nullptr, "out of memory allocating ", nbytes, " bytes");

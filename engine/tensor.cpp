@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/reduce.h"
 #include "engine/random.h"
 #include "kernels/cpu/loops.h"
@@ -157,11 +158,18 @@ template kernels::half_t* Tensor::data<kernels::half_t>() const;
 template kernels::bf16_t* Tensor::data<kernels::bf16_t>() const;
 
 void* Tensor::raw_data() const {
+  MM_CHECK(device() == Device::cpu, "raw_data() on a ", device_name(device()), " tensor ", str(),
+           "; copy it to the CPU first");
+  return device_ptr();
+}
+
+void* Tensor::device_ptr() const {
   return static_cast<char*>(ref().storage->data) + offset() * static_cast<int64_t>(dtype_size(dtype()));
 }
 
 double Tensor::item() const {
   MM_CHECK(numel() == 1, "item() needs a one-element tensor, got ", str());
+  if (device() != Device::cpu) return to(Device::cpu).item();
   return dispatch_all(dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     return kernels::to_double(*static_cast<const T*>(raw_data()));
@@ -171,6 +179,7 @@ double Tensor::item() const {
 template <typename T>
 T Tensor::at(std::initializer_list<int64_t> index) const {
   MM_CHECK(static_cast<int64_t>(index.size()) == dim(), "at(): ", index.size(), " indices for ", str());
+  if (device() != Device::cpu) return to(Device::cpu).at<T>(index);
   int64_t off = 0, d = 0;
   for (int64_t i : index) {
     MM_CHECK(i >= 0 && i < shape()[d], "at(): index ", i, " out of range for dim ", d, " of ", str());
@@ -187,7 +196,7 @@ template int64_t Tensor::at<int64_t>(std::initializer_list<int64_t>) const;
 
 template <typename T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor c = contiguous();
+  Tensor c = device() == Device::cpu ? contiguous() : to(Device::cpu);
   std::vector<T> out(static_cast<size_t>(numel()));
   dispatch_all(dtype(), [&](auto tag) {
     using S = typename decltype(tag)::type;
@@ -407,7 +416,23 @@ Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 // ---- copies -------------------------------------------------------------------------------
 
 // dst[i] = convert(src[i]) over dst's shape, src broadcast to it; any strides and dtypes.
+// With a device tensor on either side the copy runs there (engine/cuda_ops.h); a dtype
+// conversion is then done on the CPU side of the transfer.
 static void copy_kernel(const Tensor& dst, const Tensor& src) {
+  if (dst.device() != Device::cpu || src.device() != Device::cpu) {
+    if (dst.dtype() == src.dtype()) return cuda_ops::copy(dst, src);
+    if (dst.device() == Device::cpu) {  // download as it is, convert here
+      Tensor host = Tensor::empty(src.shape(), src.dtype());
+      cuda_ops::copy(host, src);
+      return copy_kernel(dst, host);
+    }
+    if (src.device() == Device::cpu) {  // convert here, then upload
+      Tensor host = Tensor::empty(dst.shape(), dst.dtype());
+      copy_kernel(host, src);
+      return cuda_ops::copy(dst, host);
+    }
+    cuda_ops::unsupported("to", str_cat("the conversion of ", src.str(), " to ", dtype_name(dst.dtype())));
+  }
   const Shape& shape = dst.shape();
   const Shape src_strides = kernels::broadcast_strides(src.shape(), src.strides(), shape);
   dispatch_all(dst.dtype(), [&](auto dtag) {
@@ -457,6 +482,17 @@ Tensor Tensor::to(DType t) const {
   return out;
 }
 
+Tensor Tensor::to(Device d) const {
+  if (d == device()) return *this;
+  Tensor out = empty(shape(), dtype(), d);
+  copy_kernel(out, *this);
+  if (needs_grad({*this})) {
+    const Device from = device();
+    record_op("to_device", {*this}, {out}, [from](const Grads& g) { return Grads{g[0].to(from)}; });
+  }
+  return out;
+}
+
 Tensor Tensor::detach() const {
   Tensor out = make_view(*this, shape(), strides(), offset());
   out.impl_->name = ref().name;
@@ -480,7 +516,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
   if (src.impl_ == impl_) return *this;
   // Overlapping views of one storage (other than the identical view) are copied through a temporary.
   if (src.impl()->storage == ref().storage && src.impl_ != impl_) {
-    Tensor tmp = empty(src.shape(), src.dtype());
+    Tensor tmp = empty(src.shape(), src.dtype(), src.device());
     copy_kernel(tmp, src);
     copy_kernel(*this, tmp);
   } else {
@@ -492,6 +528,10 @@ Tensor& Tensor::copy_(const Tensor& src) {
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
   ref().storage->gemm_pack.reset();
+  if (device() != Device::cpu) {  // one value, broadcast by the device copy
+    copy_kernel(*this, full({}, value, dtype()));
+    return *this;
+  }
   dispatch_all(dtype(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T v = kernels::from_double<T>(value);

@@ -94,7 +94,8 @@ class Tensor {
   // ---- data access ------------------------------------------------------------------
   // Pointer to the first element (storage + offset); checks the dtype matches T.
   template <typename T> T* data() const;
-  void* raw_data() const;
+  void* raw_data() const;    // CPU tensors only, like data<T>()
+  void* device_ptr() const;  // the first element's address on whichever device holds it
   double item() const;  // a one-element tensor's value as double
   template <typename T> T at(std::initializer_list<int64_t> index) const;
   // Values in logical (row-major) order, converted to T.
@@ -118,6 +119,7 @@ class Tensor {
   // ---- copies -------------------------------------------------------------------------
   Tensor clone() const;            // contiguous copy, differentiable
   Tensor to(DType dtype) const;    // conversion, differentiable between float types
+  Tensor to(Device device) const;  // a contiguous copy on `device` (itself if already there)
   Tensor detach() const;           // shares data, no grad history
   // In-place copy of src (broadcast to this shape, converting dtype). Not recorded by autograd:
   // allowed on tensors that do not require grad, or inside a NoGradGuard.

@@ -174,12 +174,20 @@ ClipModel ClipModel::load(const TensorFile& file, const ClipConfig& config) {
   return m;
 }
 
-ClipModel ClipModel::to(DType dtype) const {
+ClipModel ClipModel::map_weights(const std::function<Tensor(const Tensor&)>& f) const {
   ClipModel m;
   m.config_ = config_;
   m.training_ = training_;
-  for (const auto& [key, t] : weights_) m.weights_[key] = t.detach().to(dtype);
+  for (const auto& [key, t] : weights_) m.weights_[key] = f(t.detach());
   return m;
+}
+
+ClipModel ClipModel::to(DType dtype) const {
+  return map_weights([dtype](const Tensor& t) { return t.to(dtype); });
+}
+
+ClipModel ClipModel::to(Device device) const {
+  return map_weights([device](const Tensor& t) { return t.to(device); });
 }
 
 int64_t ClipModel::prepack(const std::string& prefix) {

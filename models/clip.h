@@ -16,6 +16,7 @@
 // require grad; encode_image records a graph when pixel_values requires grad (VQGAN+CLIP
 // backpropagates into the image) and otherwise runs under NoGradGuard.
 #pragma once
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -78,6 +79,10 @@ class ClipModel {
 
   // A copy whose weights are converted to dtype (f64 for finite-difference gradient checks).
   ClipModel to(DType dtype) const;
+  // A copy with its weights on `device` (inference: the device ops are forward-only so far;
+  // the ViT and text towers have device paths, the ResNet's batch norms and pooling do not).
+  ClipModel to(Device device) const;
+  Device device() const { return weight("logit_scale").device(); }
 
   // ---- training (models/clip_train.cpp; apps/mmtrain trains mm-mini's CLIPs) ----
   // Fresh weights drawn as OpenAI's CLIP.initialize_parameters does (normal with its std rules,
@@ -107,6 +112,8 @@ class ClipModel {
   const Tensor& weight(const std::string& key) const;
 
  private:
+  // A copy with f applied to every (detached) weight: to(DType), to(Device).
+  ClipModel map_weights(const std::function<Tensor(const Tensor&)>& f) const;
   // x [B, T, D] through transformer.resblocks.* (prefix "" or "visual."), NH heads.
   Tensor transformer(const std::string& prefix, Tensor x, int64_t layers, int64_t heads, Causal causal,
                      Tensor* block0_out) const;

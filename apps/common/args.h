@@ -1,4 +1,4 @@
-// apps/common/args.h: checked number parsing for the apps' command lines. The error names
+// apps/common/args.h: checked number and device parsing for the apps' command lines. The error names
 // the app, the option, the accepted range and what was given.
 #pragma once
 #include <cmath>
@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "engine/cuda_ops.h"
 #include "engine/error.h"
 
 namespace mm::apps {
@@ -16,6 +17,16 @@ inline int64_t parse_int(const char* app, const std::string& opt, const std::str
   MM_CHECK(end != v.c_str() && *end == '\0' && n >= lo && n <= hi, app, ": ", opt, " expects an integer in [", lo, ", ",
            hi, "], got '", v, "'");
   return n;
+}
+
+// --device cpu|cuda: "cuda" needs a CUDA build and a device, and the error says which is missing.
+inline Device parse_device(const char* app, const std::string& v) {
+  MM_CHECK(v == "cpu" || v == "cuda", app, ": --device must be cpu or cuda, got '", v, "'");
+  if (v == "cpu") return Device::cpu;
+  MM_CHECK(cuda_ops::built(), app, ": --device cuda: this mm was built without CUDA (configure with -DMM_CUDA=ON, ",
+           "which needs nvcc)");
+  MM_CHECK(cuda_ops::device_present(), app, ": --device cuda: no CUDA device is present (the driver reports none)");
+  return Device::cuda;
 }
 
 inline double parse_double(const char* app, const std::string& opt, const std::string& v) {

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/gemm.h"
 
@@ -354,6 +355,13 @@ void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* 
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
   const ConvGeom g = check_and_plan(x, weight, bias, options);
+  if (cuda_ops::on_device("conv2d", {&x, &weight, &bias})) {
+    const auto& o = options;
+    if (o.stride[0] != o.stride[1] || o.padding[0] != o.padding[1] || o.padding[0] != o.padding[2] ||
+        o.padding[0] != o.padding[3] || o.dilation[0] != 1 || o.dilation[1] != 1 || o.groups != 1)
+      cuda_ops::unsupported("conv2d", "uneven stride or padding, dilation or groups");
+    return cuda_ops::conv2d(x, weight, bias, o.stride[0], o.padding[0]);
+  }
   // Computation runs on contiguous detached copies; the graph records the caller's tensors.
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();

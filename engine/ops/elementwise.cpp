@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/vec.h"
@@ -112,6 +113,7 @@ Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype
 // ---- arithmetic ---------------------------------------------------------------------------
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("add", {&a, &b})) return cuda_ops::binary("add", cuda_ops::Binary::add, a, b);
   Tensor out = vec_map2(a, b, kernels::vadd);  // same-shape float32: a residual sum
   if (!out.defined()) out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
   if (needs_grad({a, b})) {
@@ -124,6 +126,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("sub", {&a, &b})) return cuda_ops::binary("sub", cuda_ops::Binary::sub, a, b);
   Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; });
   if (needs_grad({a, b})) {
     const Shape sa = a.shape(), sb = b.shape();
@@ -135,6 +138,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("mul", {&a, &b})) return cuda_ops::binary("mul", cuda_ops::Binary::mul, a, b);
   Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; });
   if (needs_grad({a, b})) {
     // d(a*b) = g*b da + g*a db; save the inputs only when the other needs a gradient.
@@ -150,6 +154,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("div", {&a, &b})) return cuda_ops::binary("div", cuda_ops::Binary::div, a, b);
   Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; });
   if (needs_grad({a, b})) {
     // d(a/b) = g/b da - g*a/b^2 db = g/b da - g*out/b db
@@ -165,12 +170,16 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, double b) {
+  if (cuda_ops::on_device("add", {&a}))
+    return cuda_ops::binary("add", cuda_ops::Binary::add, a, Tensor::scalar(b, a.dtype()).to(Device::cuda));
   Tensor out = binary_map("add", a, scalar_like(a, b), [](auto x, auto y) { return x + y; });
   if (needs_grad({a})) record_op("add_scalar", {a}, {out}, [](const Grads& g) { return Grads{g[0]}; });
   return out;
 }
 
 Tensor mul(const Tensor& a, double b) {
+  if (cuda_ops::on_device("mul", {&a}))
+    return cuda_ops::binary("mul", cuda_ops::Binary::mul, a, Tensor::scalar(b, a.dtype()).to(Device::cuda));
   Tensor out = binary_map("mul", a, scalar_like(a, b), [](auto x, auto y) { return x * y; });
   if (needs_grad({a})) record_op("mul_scalar", {a}, {out}, [b](const Grads& g) { return Grads{mul(g[0], b)}; });
   return out;
@@ -247,12 +256,14 @@ static void record_unary(const char* name, const Tensor& x, const Tensor& out, b
 }
 
 Tensor neg(const Tensor& x) {
+  if (cuda_ops::on_device("neg", {&x})) return cuda_ops::unary("neg", cuda_ops::Unary::neg, x);
   Tensor out = unary_map("neg", x, [](auto v) { return -v; });
   if (needs_grad({x})) record_op("neg", {x}, {out}, [](const Grads& g) { return Grads{neg(g[0])}; });
   return out;
 }
 
 Tensor exp(const Tensor& x) {  // dy/dx = y
+  if (cuda_ops::on_device("exp", {&x})) return cuda_ops::unary("exp", cuda_ops::Unary::exp, x);
   Tensor out = vec_map(x, kernels::vexp);
   if (!out.defined()) out = unary_map("exp", x, [](auto v) { return std::exp(v); });
   if (needs_grad({x})) record_unary("exp", x, out, true, [](auto y) { return y; });
@@ -331,6 +342,7 @@ Tensor clamp(const Tensor& x, double lo, double hi) {
 // ---- activations -----------------------------------------------------------------------------
 
 Tensor relu(const Tensor& x) {  // dy/dx = [x > 0]
+  if (cuda_ops::on_device("relu", {&x})) return cuda_ops::unary("relu", cuda_ops::Unary::relu, x);
   Tensor out = unary_map("relu", x, [](auto v) { return v > 0 ? v : static_cast<decltype(v)>(0); });
   if (needs_grad({x})) record_unary("relu", x, out, true, [](auto y) { return static_cast<decltype(y)>(y > 0); });
   return out;
@@ -379,6 +391,8 @@ Tensor sigmoid(const Tensor& x) {  // dy/dx = y (1 - y)
 // y = x s(alpha x) with s the logistic sigmoid: quick_gelu (alpha 1.702, OpenAI CLIP's MLP) and
 // silu (alpha 1, taming's swish). dy/dx = s + alpha x s (1 - s).
 static Tensor sigmoid_gate(const char* name, const Tensor& x, double alpha) {
+  if (cuda_ops::on_device(name, {&x}))
+    return cuda_ops::unary(name, alpha == 1.0 ? cuda_ops::Unary::silu : cuda_ops::Unary::quick_gelu, x);
   const float af = static_cast<float>(alpha);
   Tensor out = vec_map(x, [af](const float* p, float* o, int64_t n) { kernels::vsigmoid_gate(p, o, n, af); });
   if (!out.defined())

@@ -14,6 +14,7 @@
 #include <type_traits>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/reduce.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
@@ -180,6 +181,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   const int64_t ka = a.size(-1), kb = b.dim() == 1 ? b.size(0) : b.size(-2);
   MM_CHECK(ka == kb, "[matmul] a ", shape_str(a.shape()), " and b ", shape_str(b.shape()), ": inner dims ", ka,
            " and ", kb, " differ");
+  if (cuda_ops::on_device("matmul", {&a, &b})) return cuda_ops::matmul(a, b);
   // 1-D operands become a row [1, K] (a) or a column [K, 1] (b); the added dim is removed after.
   Tensor out = matmul_nd(a.dim() == 1 ? a.unsqueeze(0) : a, b.dim() == 1 ? b.unsqueeze(1) : b);
   if (b.dim() == 1) out = out.squeeze(-1);
@@ -230,6 +232,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     MM_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "[linear] bias ", shape_str(bias.shape()), " and weight ",
              shape_str(weight.shape()), ": bias must be [", out_f, "]");
   }
+  if (cuda_ops::on_device("linear", {&x, &weight, &bias})) return cuda_ops::linear(x, weight, bias);
   int64_t R = 1;  // rows: all leading dims of x
   for (int64_t d = 0; d + 1 < x.dim(); ++d) R *= x.shape()[d];
   Tensor x2 = x.detach().reshape({R, in});  // x2: [R, in], a view when x's rows allow it

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/elementwise.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
@@ -120,6 +121,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   check_affine("layer_norm", "weight", weight, normalized_shape, x);
   check_affine("layer_norm", "bias", bias, normalized_shape, x);
   const int64_t N = numel(normalized_shape);
+  if (cuda_ops::on_device("layer_norm", {&x, &weight, &bias})) return cuda_ops::layer_norm(x, N, weight, bias, eps);
   int64_t R = 1;
   for (int64_t d = 0; d < x.dim() - nd; ++d) R *= x.shape()[d];
   Tensor xc = x.detach().contiguous();  // xc: [R, N] in memory

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/elementwise.h"
 #include "kernels/cpu/loops.h"
 
@@ -308,6 +309,10 @@ static Tensor softmax_forward(const Tensor& x_in, int64_t dim, const char* op) {
 
 Tensor softmax(const Tensor& x, int64_t dim) {
   dim = wrap_dim(dim, x.dim(), "softmax");
+  if (cuda_ops::on_device("softmax", {&x})) {
+    if (dim != x.dim() - 1) cuda_ops::unsupported("softmax", "a dim other than the last");
+    return cuda_ops::softmax_last(x);
+  }
   Tensor out = softmax_forward<false>(x, dim, "softmax");
   if (needs_grad({x})) {
     Tensor y = out.detach();  // saved output: dx = y * (g - sum(g * y))

@@ -3,6 +3,7 @@
 #include "engine/ops/shape_ops.h"
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -17,14 +18,15 @@ Tensor cat(const std::vector<Tensor>& tensors, int64_t dim) {
   out_shape[dim] = 0;
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& t = tensors[i];
-    MM_CHECK(t.dim() == first.dim() && t.dtype() == first.dtype(), "[cat] tensor ", i, " ", t.str(),
-             " does not match tensor 0 ", first.str());
+    MM_CHECK(t.dim() == first.dim() && t.dtype() == first.dtype() && t.device() == first.device(), "[cat] tensor ",
+             i, " ", device_name(t.device()), " ", t.str(), " does not match tensor 0 ", device_name(first.device()), " ",
+             first.str());
     for (int64_t d = 0; d < t.dim(); ++d)
       MM_CHECK(d == dim || t.shape()[d] == first.shape()[d], "[cat] tensor ", i, " ", t.str(),
                " differs from tensor 0 ", first.str(), " in dim ", d, " (concatenating along ", dim, ")");
     out_shape[dim] += t.shape()[dim];
   }
-  Tensor out = Tensor::empty(out_shape, first.dtype());
+  Tensor out = Tensor::empty(out_shape, first.dtype(), first.device());
   {
     NoGradGuard ng;
     int64_t at = 0;
@@ -89,6 +91,10 @@ static void check_index(const char* op, const Tensor& index, int64_t limit, cons
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   dim = wrap_dim(dim, x.dim(), "index_select");
   MM_CHECK(index.dim() == 1, "[index_select] index must be 1-D, got ", index.str());
+  if (cuda_ops::on_device("index_select", {&x})) {
+    if (dim != 0 || x.dim() != 2) cuda_ops::unsupported("index_select", "a dim other than 0 of a 2-D tensor");
+    return cuda_ops::gather_rows("index_select", x, index);
+  }
   check_index("index_select", index, x.shape()[dim], str_cat("dim ", dim, " of ", x.str()));
   // View x as [outer, n, inner] and copy the picked rows of n.
   Tensor xc = x.detach().contiguous();

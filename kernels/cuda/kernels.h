@@ -29,6 +29,12 @@ void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_
 void copy(const float* x, float* y, int64_t n);  // device-to-device, the bandwidth ceiling
 void to_bf16(const float* x, __nv_bfloat16* y, int64_t n);
 
+// ---- copy.cu: dst[i] = src[i] over `shape` (ndim <= 8), each side with its own element
+// strides (0 where a dim is broadcast); elements of elem_size 1, 2, 4 or 8 bytes, copied as
+// bits. The engine's contiguous(), cat, copy_ and fill_ on device tensors.
+void strided_copy(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
+                  const int64_t* shape, int ndim, int elem_size);
+
 // ---- softmax.cu: over the last dimension of [rows, cols] --------------------------------------
 // v1: a block per row, three passes (max, sum, write). v2: a warp per row, one read with an
 // online max/sum in registers (rows up to 1024 wide stay in registers), then the write.

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "apps/common/clip_preprocess.h"
 #include "engine/mm.h"
 #include "tests/apps/run_command.h"
@@ -376,7 +377,7 @@ TEST_CASE("mmclip tokenize --json matches clip.tokenize") {
 TEST_CASE("mmclip bad input: clear errors") {
   MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
   const std::string img = " " + R + kImages[0];
-  const std::vector<std::pair<std::string, std::string>> cases = {
+  std::vector<std::pair<std::string, std::string>> cases = {
       {mmclip + " classify" + img + models, "--labels \"cat,dog,...\" or --labels-file FILE is required"},
       {mmclip + " classify /nonexistent.png" + models + " --labels cat,dog", "cannot read image '/nonexistent.png'"},
       {mmclip + " classify" + img + models + " --labels cat,dog --template 'a photo'", "has no {} for the label"},
@@ -386,10 +387,14 @@ TEST_CASE("mmclip bad input: clear errors") {
       {mmclip + " embed" + models + " --out /tmp/x.safetensors", "nothing to embed"},
       {mmclip + " embed" + models + " --image" + img, "--out FILE.safetensors is required"},
       {mmclip + " embed" + models + " --labels cat", "--labels does not apply"},
-      {mmclip + " tokenize x --device cuda", "built without CUDA"},
       {mmclip + " search /nonexistent_dir cat" + models, "is not a directory"},
       {mmclip + " classify" + img + models + " --labels cat,dog --top zero", "--top expects an integer"},
+      {mmclip + " tokenize x --device gpu", "--device must be cpu or cuda, got 'gpu'"},
   };
+  // Without a usable device, --device cuda says which of the two is missing.
+  if (!mm::cuda_ops::device_present())
+    cases.push_back({mmclip + " tokenize x --device cuda",
+                     mm::cuda_ops::built() ? "no CUDA device is present" : "built without CUDA"});
   for (const auto& [cmd, message] : cases) {
     CAPTURE(cmd);
     auto [rc, text] = testing::run_command(cmd);

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "tests/gradcheck.h"
 
@@ -165,4 +166,15 @@ TEST_CASE("view gradients: permute, slice, expand, reshape, select") {
                   {rand64({2, 3}, 3)});
   check_gradients([](const std::vector<Tensor>& in) { return in[0].to(f32).to(f64); }, {rand64({5}, 4)}, 1e-3,
                   1e-5, 1e-5);
+}
+
+TEST_CASE("device tensors without a usable device: a clear error, never a crash") {
+  if (cuda_ops::device_present()) return;  // tests/cuda/test_cuda_engine.cpp covers the device
+  const std::string why = cuda_ops::built() ? "no CUDA device is present" : "mm was built without CUDA";
+  CHECK_THROWS_WITH_AS(Tensor::empty({2, 3}, DType::f32, Device::cuda), doctest::Contains(why.c_str()), Error);
+  Generator g(1);
+  CHECK_THROWS_WITH_AS(Tensor::randn({4}, g).to(Device::cuda), doctest::Contains(why.c_str()), Error);
+  // a CPU tensor asked for its CPU device stays itself
+  const Tensor x = Tensor::ones({2});
+  CHECK(x.to(Device::cpu).impl() == x.impl());
 }

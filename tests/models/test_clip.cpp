@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/errors.h"
 #include "engine/mm.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
@@ -19,6 +20,8 @@
 #include "weights_tools/torch_file.h"
 
 using namespace mm;
+
+using mm::testing::error_of;
 
 namespace {
 
@@ -77,18 +80,6 @@ void check_against_refs(const ClipModel& model, const TensorFile& exp, const std
   }
   check_tensor(p + "text_block0_out", tr.text_block0_out, exp.get("text_block0_out"));
   check_tensor(p + "text_ln_final_out", tr.text_ln_final_out, exp.get("text_ln_final_out"));
-}
-
-// Runs f and returns the mm::Error message ("" and a failed check when nothing is thrown).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL_CHECK("expected an mm::Error");
-  return "";
 }
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }

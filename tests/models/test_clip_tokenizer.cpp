@@ -14,12 +14,15 @@
 #include <string>
 #include <vector>
 
+#include "tests/errors.h"
 #include "engine/mm.h"
 #include "models/clip_tokenizer.h"
 #include "models/text_cleanup.h"
 #include "tests/refs.h"
 
 using namespace mm;
+
+using mm::testing::error_of;
 
 namespace {
 
@@ -64,15 +67,6 @@ struct TempDir {
     return p;
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no mm::Error thrown)";
-}
 
 std::string unescape(const std::string& s) { return u32_to_utf8(html_unescape(utf8_to_u32(s, "test"))); }
 

@@ -1,0 +1,300 @@
+// engine/cuda_ops.cpp: see engine/cuda_ops.h. Compiled into the engine always; the device
+// paths exist when mm is built with CUDA (MM_CUDA), and otherwise every entry refuses.
+#include "engine/cuda_ops.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "engine/shape.h"
+#include "kernels/cpu/loops.h"
+#if MM_CUDA
+#include "kernels/cuda/kernels.h"
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace mm::cuda_ops {
+
+[[noreturn]] void unsupported(const char* op, const std::string& what) {
+  throw Error(str_cat("[", op, "] ", what, " on cuda is not implemented yet; run it on the CPU ",
+                              "(--device cpu, or .to(Device::cpu) first)"));
+}
+
+bool on_device(const char* op, std::initializer_list<const Tensor*> tensors) {
+  bool any_cuda = false, any_cpu = false;
+  const Tensor* first_cuda = nullptr;
+  const Tensor* first_cpu = nullptr;
+  for (const Tensor* t : tensors) {
+    if (!t || !t->defined()) continue;
+    if (t->device() == Device::cuda) {
+      any_cuda = true;
+      if (!first_cuda) first_cuda = t;
+    } else {
+      any_cpu = true;
+      if (!first_cpu) first_cpu = t;
+    }
+  }
+  MM_CHECK(!(any_cuda && any_cpu), "[", op, "] tensors on different devices: cuda ", first_cuda->str(), " and cpu ",
+           first_cpu->str(), "; move them to one device with .to()");
+  return any_cuda;
+}
+
+void forward_only(const char* op, std::initializer_list<const Tensor*> tensors) {
+  std::vector<Tensor> ts;
+  for (const Tensor* t : tensors)
+    if (t && t->defined()) ts.push_back(*t);
+  if (needs_grad(ts)) unsupported(op, "the backward pass (an input requires grad)");
+}
+
+#if !MM_CUDA
+
+bool built() { return false; }
+bool device_present() { return false; }
+void* allocate(size_t) { throw Error("cannot allocate on cuda: mm was built without CUDA"); }
+void deallocate(void*) {}
+void copy(const Tensor&, const Tensor&) { unsupported("copy", "mm was built without CUDA:"); }
+Tensor unary(const char* op, Unary, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
+Tensor binary(const char* op, Binary, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
+Tensor linear(const Tensor&, const Tensor&, const Tensor&) { unsupported("linear", "mm was built without CUDA:"); }
+Tensor matmul(const Tensor&, const Tensor&) { unsupported("matmul", "mm was built without CUDA:"); }
+Tensor layer_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, double) {
+  unsupported("layer_norm", "mm was built without CUDA:");
+}
+Tensor softmax_last(const Tensor&) { unsupported("softmax", "mm was built without CUDA:"); }
+Tensor attention(const Tensor&, const Tensor&, const Tensor&, bool, double) {
+  unsupported("scaled_dot_product_attention", "mm was built without CUDA:");
+}
+Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t) {
+  unsupported("conv2d", "mm was built without CUDA:");
+}
+Tensor gather_rows(const char* op, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
+
+#else
+
+namespace {
+
+float* fptr(const Tensor& t) { return static_cast<float*>(t.device_ptr()); }
+
+void check_f32(const char* op, const Tensor& t) {
+  if (t.defined() && t.dtype() != DType::f32) unsupported(op, str_cat("dtype ", t.str(), " (float32 only)"));
+}
+
+// A contiguous device tensor with t's values (t itself when it already is one).
+Tensor dense(const Tensor& t) {
+  if (t.is_contiguous()) return t;
+  Tensor out = Tensor::empty(t.shape(), t.dtype(), Device::cuda);
+  copy(out, t);
+  return out;
+}
+
+// t broadcast to `shape` and made dense on the device.
+Tensor dense_as(const Tensor& t, const Shape& shape) {
+  if (t.shape() == shape) return dense(t);
+  Tensor out = Tensor::empty(shape, t.dtype(), Device::cuda);
+  copy(out, t);
+  return out;
+}
+
+}  // namespace
+
+bool built() { return true; }
+bool device_present() { return cuda::available(); }
+
+void* allocate(size_t bytes) {
+  MM_CHECK(cuda::available(), "cannot allocate on cuda: no CUDA device is present (",
+           "mm was built with CUDA, but the driver reports no device)");
+  return cuda::allocate(bytes, "tensor");
+}
+void deallocate(void* p) { cuda::deallocate(p); }
+
+void copy(const Tensor& dst, const Tensor& src) {
+  MM_CHECK(dst.dtype() == src.dtype(), "[copy] ", src.str(), " into ", dst.str(),
+           ": a device copy keeps the dtype (convert on the CPU side)");
+  const Shape& shape = dst.shape();
+  const size_t esize = dtype_size(dst.dtype());
+  const int64_t n = dst.numel();
+  if (n == 0) return;
+  if (dst.device() == Device::cuda && src.device() == Device::cuda) {
+    const Shape ss = kernels::broadcast_strides(src.shape(), src.strides(), shape);
+    cuda::strided_copy(dst.device_ptr(), dst.strides().data(), src.device_ptr(), ss.data(), shape.data(),
+                       static_cast<int>(shape.size()), static_cast<int>(esize));
+    return;
+  }
+  if (dst.device() == Device::cuda) {  // upload: dense on the host, then into dst's layout
+    Tensor host = src;
+    if (src.shape() != shape || !src.is_contiguous()) {
+      host = Tensor::empty(shape, src.dtype());
+      host.copy_(src);
+    }
+    if (dst.is_contiguous()) {
+      cuda::copy_to_device(dst.device_ptr(), host.device_ptr(), n * esize, "copy");
+    } else {
+      Tensor staged = Tensor::empty(shape, dst.dtype(), Device::cuda);
+      cuda::copy_to_device(staged.device_ptr(), host.device_ptr(), n * esize, "copy");
+      copy(dst, staged);
+    }
+    return;
+  }
+  // download: dense on the device, then into dst's layout on the host
+  Tensor dev = dense_as(src, shape);
+  if (dst.is_contiguous()) {
+    cuda::copy_to_host(dst.device_ptr(), dev.device_ptr(), n * esize, "copy");
+  } else {
+    Tensor host = Tensor::empty(shape, dst.dtype());
+    cuda::copy_to_host(host.device_ptr(), dev.device_ptr(), n * esize, "copy");
+    Tensor(dst).copy_(host);  // (a handle to the same tensor: copy_ is not const)
+  }
+}
+
+Tensor unary(const char* op, Unary u, const Tensor& x) {
+  check_f32(op, x);
+  forward_only(op, {&x});
+  Tensor xd = dense(x);
+  Tensor out = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  cuda::Unary k = cuda::Unary::neg;
+  switch (u) {
+    case Unary::neg: k = cuda::Unary::neg; break;
+    case Unary::exp: k = cuda::Unary::exp; break;
+    case Unary::silu: k = cuda::Unary::silu; break;
+    case Unary::quick_gelu: k = cuda::Unary::quick_gelu; break;
+    case Unary::relu: k = cuda::Unary::relu; break;
+  }
+  cuda::unary(k, fptr(xd), fptr(out), x.numel());
+  return out;
+}
+
+Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
+  check_f32(op, x);
+  check_f32(op, y);
+  forward_only(op, {&x, &y});
+  const Shape shape = broadcast_shapes(x.shape(), y.shape(), op);
+  Tensor xd = dense_as(x, shape), yd = dense_as(y, shape);
+  Tensor out = Tensor::empty(shape, DType::f32, Device::cuda);
+  const cuda::Binary k = b == Binary::add   ? cuda::Binary::add
+                         : b == Binary::sub ? cuda::Binary::sub
+                         : b == Binary::mul ? cuda::Binary::mul
+                                            : cuda::Binary::div;
+  cuda::binary(k, fptr(xd), fptr(yd), fptr(out), out.numel());
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  for (const Tensor* t : {&x, &w, &b}) check_f32("linear", *t);
+  forward_only("linear", {&x, &w, &b});
+  const int64_t in = w.size(1), out_f = w.size(0), R = x.numel() / std::max<int64_t>(in, 1);
+  Tensor x2 = dense(x), wd = dense(w);
+  Shape out_shape = x.shape();
+  out_shape.back() = out_f;
+  Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  // y [R, out] = x [R, in] . w^T, with w [out, in] row-major read transposed
+  cuda::cublas_gemm(false, true, R, out_f, in, fptr(x2), fptr(wd), fptr(y), /*allow_tf32=*/false);
+  if (b.defined()) {
+    Tensor yb = Tensor::empty(out_shape, DType::f32, Device::cuda);
+    cuda::add_rows(fptr(y), fptr(dense(b)), fptr(yb), R, out_f);
+    return yb;
+  }
+  return y;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_f32("matmul", a);
+  check_f32("matmul", b);
+  forward_only("matmul", {&a, &b});
+  if (b.dim() == 2 && a.dim() >= 2) {  // [.., M, K] @ [K, N]: one GEMM over all rows
+    const int64_t K = b.size(0), N = b.size(1), R = a.numel() / std::max<int64_t>(K, 1);
+    MM_CHECK(a.size(-1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
+    Shape out_shape = a.shape();
+    out_shape.back() = N;
+    Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+    cuda::cublas_gemm(false, false, R, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y), false);
+    return y;
+  }
+  if (a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0)) {
+    const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+    MM_CHECK(b.size(1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
+    Tensor y = Tensor::empty({B, M, N}, DType::f32, Device::cuda);
+    cuda::cublas_gemm_batched(false, B, M, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y));
+    return y;
+  }
+  unsupported("matmul", str_cat("the shapes ", a.str(), " @ ", b.str(),
+                                        " (device paths: [.., M, K] @ [K, N] and [B, M, K] @ [B, K, N])"));
+}
+
+Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps) {
+  for (const Tensor* t : {&x, &w, &b}) check_f32("layer_norm", *t);
+  forward_only("layer_norm", {&x, &w, &b});
+  Tensor xd = dense(x);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  cuda::layer_norm(fptr(xd), w.defined() ? fptr(dense(w)) : nullptr, b.defined() ? fptr(dense(b)) : nullptr,
+                   fptr(y), nullptr, nullptr, x.numel() / std::max<int64_t>(N, 1), N, static_cast<float>(eps));
+  return y;
+}
+
+Tensor softmax_last(const Tensor& x) {
+  check_f32("softmax", x);
+  forward_only("softmax", {&x});
+  Tensor xd = dense(x);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  const int64_t cols = x.dim() == 0 ? 1 : x.size(-1);
+  cuda::softmax(fptr(xd), fptr(y), x.numel() / std::max<int64_t>(cols, 1), cols);
+  return y;
+}
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
+  const char* op = "scaled_dot_product_attention";
+  for (const Tensor* t : {&q, &k, &v}) check_f32(op, *t);
+  forward_only(op, {&q, &k, &v});
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
+    unsupported(op, str_cat("q ", q.str(), " (the device kernel takes [B, H, T, D])"));
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tk = k.size(2);
+  if (v.size(3) != D || D > 128)
+    unsupported(op, str_cat("head sizes q ", q.str(), ", v ", v.str(), " (the kernel takes D <= 128, v's = q's)"));
+  Tensor qd = dense(q), kd = dense(k), vd = dense(v);
+  Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
+  Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
+  cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
+                          static_cast<float>(scale), causal);
+  return o;
+}
+
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad) {
+  for (const Tensor* t : {&x, &w, &b}) check_f32("conv2d", *t);
+  forward_only("conv2d", {&x, &w, &b});
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t O = w.size(0), KH = w.size(2), KW = w.size(3);
+  const int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
+  Tensor xd = dense(x), wd = dense(w);
+  Tensor bd = b.defined() ? dense(b) : Tensor();
+  Tensor y = Tensor::empty({N, O, OH, OW}, DType::f32, Device::cuda);
+  const float* pb = bd.defined() ? fptr(bd) : nullptr;
+  if (cuda::have_cudnn())
+    cuda::cudnn_conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
+  else
+    cuda::conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
+  return y;
+}
+
+Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids) {
+  check_f32(op, table);
+  forward_only(op, {&table});
+  MM_CHECK(table.dim() == 2 && ids.dtype() == DType::i64, "[", op, "] table ", table.str(), " and ids ", ids.str(),
+           ": expects a 2-D table and int64 ids");
+  // The ids are checked on the host: the gather kernel reads table rows without bounds.
+  Tensor host_ids = ids.device() == Device::cuda ? ids.to(Device::cpu) : ids.contiguous();
+  const int64_t rows = table.size(0), D = table.size(1), n = ids.numel();
+  const int64_t* p = host_ids.data<int64_t>();
+  for (int64_t i = 0; i < n; ++i)
+    MM_CHECK(p[i] >= 0 && p[i] < rows, "[", op, "] id ", p[i], " at position ", i, " is out of range for ", rows,
+             " rows of ", table.str());
+  Tensor dev_ids = host_ids.to(Device::cuda);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  Tensor out = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  cuda::gather_rows(fptr(dense(table)), static_cast<const int64_t*>(dev_ids.device_ptr()), fptr(out), n, D);
+  return out;
+}
+
+#endif
+
+}  // namespace mm::cuda_ops

@@ -1,0 +1,57 @@
+// engine/cuda_ops.h: the CUDA paths of the engine's ops, for tensors on Device::cuda.
+// Reading order: after engine/ops/ and kernels/cuda/. Each op in engine/ops/ that has a device
+// path checks its inputs with on_device() first and, for device tensors, calls here; these
+// run mm's kernels (kernels/cuda/kernels.h) and cuBLAS/cuDNN on mm's one stream.
+//
+//   mm::Tensor x = mm::Tensor::randn({4, 8}, gen).to(mm::Device::cuda);
+//   mm::Tensor y = mm::quick_gelu(mm::linear(x, w_cuda, b_cuda));   // runs on the GPU
+//   std::vector<float> v = y.to_vector<float>();                    // copied back
+//
+// What exists so far is the forward pass of the ops CLIP's towers use (float32): copies and
+// views, broadcasting add/sub/mul/div, neg/exp/silu/quick_gelu/relu, linear, matmul,
+// layer_norm, softmax over the last dim, attention (causal or not, no mask), conv2d,
+// embedding/index_select of rows. Nothing falls back to the CPU silently: an op without a
+// device path, a dtype other than float32, or a backward through device tensors is refused
+// with an error that names the op (unsupported()).
+// Built without CUDA, no device tensor can exist (Storage::allocate refuses), and these throw.
+#pragma once
+#include <cstddef>
+#include <initializer_list>
+#include <string>
+
+#include "engine/tensor.h"
+
+namespace mm::cuda_ops {
+
+bool built();           // mm was built with CUDA
+bool device_present();  // built, and a device is there (never throws)
+
+void* allocate(size_t bytes);  // from the CUDA caching allocator
+void deallocate(void* p);
+
+// Whether any of the (defined) tensors lives on the device; then all of them must, or the
+// error names the op and both devices. Undefined tensors (an absent bias) are skipped.
+bool on_device(const char* op, std::initializer_list<const Tensor*> tensors);
+// Refuses a device op whose inputs need a gradient: the device backward is not written yet.
+void forward_only(const char* op, std::initializer_list<const Tensor*> tensors);
+[[noreturn]] void unsupported(const char* op, const std::string& what);
+
+// dst = src (src broadcast to dst's shape; same dtype), any strides, where at least one of
+// the two is on the device.
+void copy(const Tensor& dst, const Tensor& src);
+
+enum class Unary { neg, exp, silu, quick_gelu, relu };
+enum class Binary { add, sub, mul, div };
+Tensor unary(const char* op, Unary u, const Tensor& x);
+Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y);  // broadcasting
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);            // b may be undefined
+Tensor matmul(const Tensor& a, const Tensor& b);  // [M, K] @ [K, N]; [.., M, K] @ [K, N]; [B, M, K] @ [B, K, N]
+Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps);
+Tensor softmax_last(const Tensor& x);
+// q [B, H, Tq, D], k/v [B, H, Tk, D] (any strides) -> [B, H, Tq, D]
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad);
+// out[i] = table[ids[i]] for rows of a 2-D table; ids int64 on either device.
+Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids);
+
+}  // namespace mm::cuda_ops

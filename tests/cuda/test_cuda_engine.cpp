@@ -1,0 +1,179 @@
+// tests/cuda/test_cuda_engine.cpp: the engine's ops on device tensors (engine/cuda_ops.h)
+// against the same ops on the CPU: transfers and strided copies, every op with a device path,
+// a ViT block assembled from them, and the refusals (mixed devices, a backward, an op or a
+// dtype without a device path). Tolerance: relative error on the norm, 1e-5 (cuBLAS and our
+// kernels sum in other orders), 1e-4 where __expf enters.
+// Without a CUDA device each case prints "SKIPPED: ..." (ctest reports the file skipped).
+// Run: ./build/mm_tests --source-file=*test_cuda_engine.cpp
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "tests/errors.h"
+#include "engine/cuda_ops.h"
+#include "engine/mm.h"
+
+using namespace mm;
+
+#define MM_REQUIRE_DEVICE()                                                                   \
+  if (!cuda_ops::device_present()) {                                                          \
+    MESSAGE("SKIPPED: no CUDA device here (these run on the GPU machine: bench/device_check.sh)"); \
+    return;                                                                                   \
+  }
+
+using mm::testing::error_of;
+
+namespace {
+
+Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
+  Generator g(seed);
+  return Tensor::uniform(s, g, lo, hi);
+}
+Tensor dev(const Tensor& t) { return t.to(Device::cuda); }
+
+// ‖a − b‖ / ‖b‖ of a device (or CPU) result against a CPU one; infinity for a NaN in a.
+double rel_err(const Tensor& a, const Tensor& b) {
+  REQUIRE(a.shape() == b.shape());
+  const std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (!std::isfinite(x[i]) && std::isfinite(y[i])) return std::numeric_limits<double>::infinity();
+    num += (x[i] - y[i]) * (x[i] - y[i]);
+    den += y[i] * y[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+}  // namespace
+
+TEST_CASE("cuda engine: transfers, strided copies, fill, broadcast copy_, cat") {
+  MM_REQUIRE_DEVICE();
+  const Tensor x = rnd({3, 5, 7}, 1);
+  const Tensor d = dev(x);
+  CHECK(d.device() == Device::cuda);
+  CHECK(d.to(Device::cpu).to_vector<float>() == x.to_vector<float>());
+  CHECK(d.to_vector<float>() == x.to_vector<float>());
+  CHECK(d.at<float>({2, 4, 6}) == x.at<float>({2, 4, 6}));
+  // a permuted, narrowed view made dense on the device
+  const Tensor v = d.permute({2, 0, 1}).narrow(0, 1, 5).contiguous();
+  CHECK(v.device() == Device::cuda);
+  CHECK(v.to_vector<float>() == x.permute({2, 0, 1}).narrow(0, 1, 5).contiguous().to_vector<float>());
+  // uploading a strided CPU view; downloading into a strided CPU view
+  CHECK(dev(x.transpose(0, 2)).to_vector<float>() == x.transpose(0, 2).contiguous().to_vector<float>());
+  Tensor host = Tensor::zeros({7, 5, 3});
+  host.transpose(0, 2).copy_(d);
+  CHECK(host.to_vector<float>() == x.transpose(0, 2).contiguous().to_vector<float>());
+  // copy_ with broadcasting into a narrowed device view, and fill_
+  Tensor z = Tensor::empty({4, 6}, DType::f32, Device::cuda);
+  z.fill_(2.5);
+  z.narrow(1, 1, 3).copy_(dev(Tensor::from_vector(std::vector<float>{1, 2, 3}, {3})));
+  const std::vector<float> want = {2.5f, 1, 2, 3, 2.5f, 2.5f};
+  const std::vector<float> got = z.to_vector<float>();
+  for (int r = 0; r < 4; ++r)
+    for (int c = 0; c < 6; ++c) CHECK(got[r * 6 + c] == want[c]);
+  // dtype conversion on the CPU side of a transfer; int64 on the device
+  const Tensor x64 = Tensor::empty(x.shape(), DType::f64, Device::cuda);
+  Tensor(x64).copy_(x);  // float32 on the host into float64 on the device
+  CHECK(x64.to_vector<double>() == x.to(DType::f64).to_vector<double>());
+  CHECK(Tensor::empty({3}, DType::f32).copy_(x64.narrow(0, 0, 1).reshape({-1}).narrow(0, 0, 3)).to_vector<float>() ==
+        x.reshape({-1}).narrow(0, 0, 3).to_vector<float>());
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{4, 0, 2}, {3});
+  CHECK(ids.to(Device::cuda).to_vector<int64_t>() == ids.to_vector<int64_t>());
+  // cat of a view and a dense tensor on the device
+  const Tensor a = rnd({2, 1, 4}, 2), b = rnd({2, 3, 4}, 3);
+  CHECK(rel_err(cat({dev(a).expand({2, 1, 4}), dev(b)}, 1), cat({a, b}, 1)) == 0);
+}
+
+TEST_CASE("cuda engine: elementwise ops with broadcasting, activations") {
+  MM_REQUIRE_DEVICE();
+  const Tensor a = rnd({2, 3, 33}, 4), b = rnd({33}, 5, 0.5, 2), c = rnd({2, 1, 33}, 6);
+  CHECK(rel_err(dev(a) + dev(b), a + b) < 1e-6);
+  CHECK(rel_err(dev(a) - dev(c), a - c) < 1e-6);
+  CHECK(rel_err(mul(dev(a), dev(c)), mul(a, c)) < 1e-6);
+  CHECK(rel_err(div(dev(a), dev(b)), div(a, b)) < 1e-6);
+  CHECK(rel_err(mul(dev(a), 3.0), mul(a, 3.0)) < 1e-6);
+  CHECK(rel_err(add(dev(a), -0.5), add(a, -0.5)) < 1e-6);
+  CHECK(rel_err(neg(dev(a)), neg(a)) == 0);
+  CHECK(rel_err(relu(dev(a)), relu(a)) == 0);
+  const Tensor w = rnd({5, 1001}, 7, -6, 6);  // a length that is not a multiple of 4
+  CHECK(rel_err(exp(dev(w)), exp(w)) < 1e-5);
+  CHECK(rel_err(quick_gelu(dev(w)), quick_gelu(w)) < 1e-5);
+  CHECK(rel_err(silu(dev(w)), silu(w)) < 1e-5);
+}
+
+TEST_CASE("cuda engine: linear, matmul, layer_norm, softmax, attention, conv2d, embedding") {
+  MM_REQUIRE_DEVICE();
+  const Tensor x = rnd({2, 5, 7}, 8), w = rnd({9, 7}, 9), bias = rnd({9}, 10);
+  CHECK(rel_err(linear(dev(x), dev(w), dev(bias)), linear(x, w, bias)) < 1e-5);
+  CHECK(rel_err(linear(dev(x), dev(w), Tensor()), linear(x, w, Tensor())) < 1e-5);
+  const Tensor m = rnd({7, 11}, 11), bm = rnd({2, 7, 3}, 12);
+  CHECK(rel_err(matmul(dev(x), dev(m)), matmul(x, m)) < 1e-5);
+  CHECK(rel_err(matmul(dev(x), dev(bm)), matmul(x, bm)) < 1e-5);
+  CHECK(rel_err(matmul(dev(x.select(1, 0)), dev(m)), matmul(x.select(1, 0), m)) < 1e-5);
+  const Tensor ln_w = rnd({7}, 13), ln_b = rnd({7}, 14);
+  CHECK(rel_err(layer_norm(dev(x), {7}, dev(ln_w), dev(ln_b)), layer_norm(x, {7}, ln_w, ln_b)) < 1e-5);
+  const Tensor big = rnd({3, 768}, 15, -3, 5);
+  CHECK(rel_err(layer_norm(dev(big), {768}, Tensor(), Tensor()), layer_norm(big, {768}, Tensor(), Tensor())) < 1e-5);
+  CHECK(rel_err(softmax(dev(big), -1), softmax(big, -1)) < 1e-5);
+  for (int64_t D : {32, 64}) {
+    for (Causal causal : {Causal::no, Causal::yes}) {
+      CAPTURE(D);
+      const Tensor q = rnd({2, 3, 17, D}, 16), k = rnd({2, 3, 17, D}, 17), v = rnd({2, 3, 17, D}, 18);
+      CHECK(rel_err(scaled_dot_product_attention(dev(q), dev(k), dev(v), Tensor(), causal),
+                    scaled_dot_product_attention(q, k, v, Tensor(), causal)) < 1e-5);
+    }
+  }
+  const Tensor img = rnd({2, 3, 17, 19}, 19), cw = rnd({4, 3, 3, 3}, 20), cb = rnd({4}, 21);
+  CHECK(rel_err(conv2d(dev(img), dev(cw), dev(cb), conv2d_options(2, 1)), conv2d(img, cw, cb, conv2d_options(2, 1))) <
+        1e-5);
+  const Tensor patch = rnd({8, 3, 8, 8}, 22);
+  CHECK(rel_err(conv2d(dev(img.narrow(2, 0, 16).narrow(3, 0, 16)), dev(patch), Tensor(), conv2d_options(8)),
+                conv2d(img.narrow(2, 0, 16).narrow(3, 0, 16), patch, Tensor(), conv2d_options(8))) < 1e-5);
+  const Tensor table = rnd({10, 6}, 23);
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 0, 9, 3}, {2, 2});
+  CHECK(rel_err(embedding(ids, dev(table)), embedding(ids, table)) == 0);
+  CHECK(rel_err(index_select(dev(table), 0, dev(ids.reshape({-1}))), index_select(table, 0, ids.reshape({-1}))) == 0);
+}
+
+TEST_CASE("cuda engine: a ViT block (patch conv, class token, positions, attention, MLP) matches the CPU") {
+  MM_REQUIRE_DEVICE();
+  const int64_t B = 2, W = 64, P = 8, heads = 2, T = 5;  // 16x16 images: 4 patches + the class token
+  const Tensor img = rnd({B, 3, 16, 16}, 30), conv_w = rnd({W, 3, P, P}, 31, -0.1, 0.1);
+  const Tensor cls = rnd({W}, 32), pos = rnd({T, W}, 33), ln_w = rnd({W}, 34), ln_b = rnd({W}, 35);
+  const Tensor in_w = rnd({3 * W, W}, 36, -0.2, 0.2), in_b = rnd({3 * W}, 37), out_w = rnd({W, W}, 38, -0.2, 0.2),
+               out_b = rnd({W}, 39), fc_w = rnd({4 * W, W}, 40, -0.2, 0.2), fc_b = rnd({4 * W}, 41),
+               proj_w = rnd({W, 4 * W}, 42, -0.1, 0.1), proj_b = rnd({W}, 43);
+  auto block = [&](auto to) {
+    Tensor x = conv2d(to(img), to(conv_w), Tensor(), conv2d_options(P));
+    x = x.reshape({B, W, T - 1}).transpose(1, 2);
+    x = cat({to(cls).reshape({1, 1, W}).expand({B, 1, W}), x}, 1) + to(pos);
+    Tensor h = layer_norm(x, {W}, to(ln_w), to(ln_b));
+    x = x + multi_head_attention(h, h, to(in_w), to(in_b), to(out_w), to(out_b), heads);
+    h = quick_gelu(linear(layer_norm(x, {W}, to(ln_w), to(ln_b)), to(fc_w), to(fc_b)));
+    return x + linear(h, to(proj_w), to(proj_b));
+  };
+  const Tensor on_gpu = block([](const Tensor& t) { return dev(t); });
+  const Tensor on_cpu = block([](const Tensor& t) { return t; });
+  CHECK(on_gpu.device() == Device::cuda);
+  CHECK(rel_err(on_gpu, on_cpu) < 1e-4);
+}
+
+TEST_CASE("cuda engine: refusals name the op") {
+  MM_REQUIRE_DEVICE();
+  const Tensor a = rnd({2, 3}, 50);
+  CHECK(error_of([&] { (void)add(dev(a), a); }).find("different devices") != std::string::npos);
+  Tensor leaf = dev(a);
+  leaf.set_requires_grad(true);
+  CHECK(error_of([&] { (void)quick_gelu(leaf); }).find("[quick_gelu] the backward pass") != std::string::npos);
+  CHECK(error_of([&] { (void)quick_gelu(a.to(DType::f64).to(Device::cuda)); }).find("float32 only") !=
+        std::string::npos);
+  CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
+  CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
+  CHECK(error_of([&] { (void)sum(dev(a)); }).find("cuda") != std::string::npos);  // no device path: no crash
+  const Tensor table = rnd({4, 3}, 51);
+  const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
+  CHECK(error_of([&] { (void)index_select(dev(table), 0, bad); }).find("out of range") != std::string::npos);
+}
