@@ -121,17 +121,13 @@ void copy(const Tensor& dst, const Tensor& src) {
                        static_cast<int>(shape.size()), static_cast<int>(esize));
     return;
   }
-  if (dst.device() == Device::cuda) {  // upload: dense on the host, then into dst's layout
-    Tensor host = src;
-    if (src.shape() != shape || !src.is_contiguous()) {
-      host = Tensor::empty(shape, src.dtype());
-      host.copy_(src);
-    }
-    if (dst.is_contiguous()) {
+  if (dst.device() == Device::cuda) {  // upload src dense in its own shape; broadcast on the device
+    const Tensor host = src.contiguous();
+    if (dst.is_contiguous() && src.shape() == shape) {
       cuda::copy_to_device(dst.device_ptr(), host.device_ptr(), n * esize, "copy");
     } else {
-      Tensor staged = Tensor::empty(shape, dst.dtype(), Device::cuda);
-      cuda::copy_to_device(staged.device_ptr(), host.device_ptr(), n * esize, "copy");
+      Tensor staged = Tensor::empty(src.shape(), src.dtype(), Device::cuda);
+      cuda::copy_to_device(staged.device_ptr(), host.device_ptr(), src.numel() * esize, "copy");
       copy(dst, staged);
     }
     return;
@@ -182,11 +178,13 @@ Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("linear", *t);
   forward_only("linear", {&x, &w, &b});
-  const int64_t in = w.size(1), out_f = w.size(0), R = x.numel() / std::max<int64_t>(in, 1);
+  const int64_t in = w.size(1), out_f = w.size(0);
   Tensor x2 = dense(x), wd = dense(w);
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
+  const int64_t R = numel(Shape(out_shape.begin(), out_shape.end() - 1));  // rows, also when in == 0
   Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  if (in == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));  // an empty sum
   // y [R, out] = x [R, in] . w^T, with w [out, in] row-major read transposed
   cuda::cublas_gemm(false, true, R, out_f, in, fptr(x2), fptr(wd), fptr(y), /*allow_tf32=*/false);
   if (b.defined()) {
@@ -202,11 +200,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   check_f32("matmul", b);
   forward_only("matmul", {&a, &b});
   if (b.dim() == 2 && a.dim() >= 2) {  // [.., M, K] @ [K, N]: one GEMM over all rows
-    const int64_t K = b.size(0), N = b.size(1), R = a.numel() / std::max<int64_t>(K, 1);
+    const int64_t K = b.size(0), N = b.size(1);
     MM_CHECK(a.size(-1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
     Shape out_shape = a.shape();
     out_shape.back() = N;
+    const int64_t R = numel(Shape(out_shape.begin(), out_shape.end() - 1));
     Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+    if (K == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));
     cuda::cublas_gemm(false, false, R, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y), false);
     return y;
   }
@@ -214,6 +214,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
     MM_CHECK(b.size(1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
     Tensor y = Tensor::empty({B, M, N}, DType::f32, Device::cuda);
+    if (K == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));
     cuda::cublas_gemm_batched(false, B, M, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y));
     return y;
   }

@@ -64,7 +64,6 @@ ConvGeom check_and_plan(const Tensor& x, const Tensor& weight, const Tensor& bia
   MM_CHECK(x.dim() == 4, "[conv2d] expects input [B, C, H, W], got ", x.str());
   MM_CHECK(weight.dim() == 4, "[conv2d] expects weight [O, C/groups, KH, KW], got ", weight.str());
   MM_CHECK(x.dtype() == weight.dtype(), "[conv2d] dtype mismatch: input ", x.str(), ", weight ", weight.str());
-  MM_CHECK(x.device() == Device::cpu && weight.device() == Device::cpu, "[conv2d] CPU tensors only here");
   MM_CHECK(o.groups >= 1, "[conv2d] groups must be >= 1, got ", o.groups);
   MM_CHECK(o.stride[0] >= 1 && o.stride[1] >= 1, "[conv2d] stride must be >= 1, got {", o.stride[0], ", ",
            o.stride[1], "}");

@@ -172,9 +172,10 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     }
     return off;
   };
+  if (cuda_ops::on_device("gather", {&x, &index})) cuda_ops::unsupported("gather", "gather");
   dispatch_float(x.dtype(), "gather", [&](auto tag) {
     using T = typename decltype(tag)::type;
-    const T* base = static_cast<const T*>(x.impl()->storage->data);
+    const T* base = static_cast<const T*>(x.raw_data()) - x.offset();  // source_offset adds the offset
     T* o = out.data<T>();
     for (int64_t i = 0; i < total; ++i) o[i] = base[source_offset(i)];
   });

@@ -192,6 +192,9 @@ int ld(int64_t v) { return int(std::max<int64_t>(1, v)); }  // cuBLAS wants lead
 void check_gemm_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
   MM_CHECK(M >= 0 && N >= 0 && K >= 0 && M < (int64_t(1) << 31) && N < (int64_t(1) << 31) && K < (int64_t(1) << 31),
            "[cuda] ", op, ": sizes M=", M, " N=", N, " K=", K, " out of range");
+}
+// Our own kernels put M's tiles on the grid's y dimension (cuBLAS has no such limit).
+void check_grid_rows(const char* op, int64_t M) {
   MM_CHECK(M <= int64_t(65535) * 16, "[cuda] ", op, ": M=", M, " rows exceed the grid (at most ", 65535 * 16,
            "); split the product");
 }
@@ -201,6 +204,7 @@ void check_gemm_sizes(const char* op, int64_t M, int64_t N, int64_t K) {
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C,
           int version) {
   check_gemm_sizes("gemm", M, N, K);
+  check_grid_rows("gemm", M);
   if (M == 0 || N == 0) return;
   version = resolve_version("gemm", version);
   const Operand a{A, M, K, trans_a}, b{B, K, N, trans_b};
@@ -217,6 +221,7 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C,
                int version) {
   check_gemm_sizes("gemm_bf16", M, N, K);
+  check_grid_rows("gemm_bf16", M);
   if (M == 0 || N == 0) return;
   resolve_version("gemm_bf16", version);
   gemm_bf16_v1<<<dim3(ceil_div(N, kWN), ceil_div(M, kWM)), 128, 0, stream()>>>(A, B, C, M, N, K);

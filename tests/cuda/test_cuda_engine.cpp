@@ -69,8 +69,9 @@ TEST_CASE("cuda engine: transfers, strided copies, fill, broadcast copy_, cat") 
   // copy_ with broadcasting into a narrowed device view, and fill_
   Tensor z = Tensor::empty({4, 6}, DType::f32, Device::cuda);
   z.fill_(2.5);
-  z.narrow(1, 1, 3).copy_(dev(Tensor::from_vector(std::vector<float>{1, 2, 3}, {3})));
-  const std::vector<float> want = {2.5f, 1, 2, 3, 2.5f, 2.5f};
+  z.narrow(1, 4, 2).copy_(Tensor::from_vector(std::vector<float>{7, 8}, {2}));  // a host row, broadcast up
+  z.narrow(1, 1, 3).copy_(dev(Tensor::from_vector(std::vector<float>{1, 2, 3}, {3})));  // a device row
+  const std::vector<float> want = {2.5f, 1, 2, 3, 7, 8};
   const std::vector<float> got = z.to_vector<float>();
   for (int r = 0; r < 4; ++r)
     for (int c = 0; c < 6; ++c) CHECK(got[r * 6 + c] == want[c]);
@@ -109,6 +110,8 @@ TEST_CASE("cuda engine: linear, matmul, layer_norm, softmax, attention, conv2d, 
   const Tensor x = rnd({2, 5, 7}, 8), w = rnd({9, 7}, 9), bias = rnd({9}, 10);
   CHECK(rel_err(linear(dev(x), dev(w), dev(bias)), linear(x, w, bias)) < 1e-5);
   CHECK(rel_err(linear(dev(x), dev(w), Tensor()), linear(x, w, Tensor())) < 1e-5);
+  const Tensor x0 = Tensor::zeros({3, 0}), w0 = Tensor::zeros({4, 0}), b0 = rnd({4}, 24);
+  CHECK(rel_err(linear(dev(x0), dev(w0), dev(b0)), linear(x0, w0, b0)) == 0);  // an empty sum: the bias
   const Tensor m = rnd({7, 11}, 11), bm = rnd({2, 7, 3}, 12);
   CHECK(rel_err(matmul(dev(x), dev(m)), matmul(x, m)) < 1e-5);
   CHECK(rel_err(matmul(dev(x), dev(bm)), matmul(x, bm)) < 1e-5);
@@ -173,6 +176,8 @@ TEST_CASE("cuda engine: refusals name the op") {
   CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
   CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
   CHECK(error_of([&] { (void)sum(dev(a)); }).find("cuda") != std::string::npos);  // no device path: no crash
+  const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
+  CHECK(error_of([&] { (void)gather(dev(a), 0, gi); }).find("different devices") != std::string::npos);
   const Tensor table = rnd({4, 3}, 51);
   const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
   CHECK(error_of([&] { (void)index_select(dev(table), 0, bad); }).find("out of range") != std::string::npos);
