@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/mm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 
@@ -317,6 +318,46 @@ void bench_conv2d(const Opts& o) {
   bench_conv_one(8, 256, 64, 512, 1);
 }
 
+// vit: CLIP ViT-B/32's image tower (224², patch 32, width 768, 12 layers of 12 heads, output
+// 512) as the engine runs it on device tensors (engine/cuda_ops.h), random weights, float32.
+// Issue 4's device target: throughput at batch 256 at least PyTorch eager fp16's
+// (bench/peers/torch_cuda.py vit, same run). This is the whole engine path, not one kernel:
+// the rate is the model's multiply-adds x 2 over the time.
+void bench_vit(const Opts& o) {
+  const int64_t B = o.i("batch", 256), W = 768, L = 12, H = 12, P = 32, R = 224, E = 512, T = (R / P) * (R / P) + 1;
+  Generator g(7);
+  auto w = [&](const Shape& s, double scale) { return mul(Tensor::randn(s, g), scale).to(Device::cuda); };
+  auto ones = [&](int64_t n) { return Tensor::ones({n}).to(Device::cuda); };
+  auto zeros = [&](int64_t n) { return Tensor::zeros({n}).to(Device::cuda); };
+  struct Layer {
+    Tensor in_w, in_b, out_w, out_b, fc_w, fc_b, proj_w, proj_b;
+  };
+  std::vector<Layer> layers;
+  for (int64_t l = 0; l < L; ++l)
+    layers.push_back({w({3 * W, W}, 0.02), zeros(3 * W), w({W, W}, 0.02), zeros(W), w({4 * W, W}, 0.02), zeros(4 * W),
+                      w({W, 4 * W}, 0.02), zeros(W)});
+  const Tensor conv_w = w({W, 3, P, P}, 0.02), cls = w({W}, 0.02), pos = w({T, W}, 0.02), proj = w({W, E}, 0.02);
+  const Tensor ln_w = ones(W), ln_b = zeros(W);
+  const Tensor x = Tensor::randn({B, 3, R, R}, g).to(Device::cuda);
+  auto forward = [&] {
+    Tensor h = conv2d(x, conv_w, Tensor(), conv2d_options(P)).reshape({B, W, T - 1}).transpose(1, 2);
+    h = layer_norm(cat({cls.reshape({1, 1, W}).expand({B, 1, W}), h}, 1) + pos, {W}, ln_w, ln_b);
+    for (const Layer& y : layers) {
+      const Tensor a = layer_norm(h, {W}, ln_w, ln_b);
+      h = h + multi_head_attention(a, a, y.in_w, y.in_b, y.out_w, y.out_b, H);
+      h = h + linear(quick_gelu(linear(layer_norm(h, {W}, ln_w, ln_b), y.fc_w, y.fc_b)), y.proj_w, y.proj_b);
+    }
+    return matmul(layer_norm(h.select(1, 0), {W}, ln_w, ln_b), proj);
+  };
+  const double macs_per_image = double(T - 1) * 3 * P * P * W + double(L) * (double(T) * W * 12 * W + 2.0 * T * T * W) +
+                                double(W) * E;
+  const double ms = time_it([&] { forward(); });
+  Row r = flop_row("vit", "ViT-B/32 encode B" + std::to_string(B) + " fp32", "mm engine", ms, 2 * macs_per_image * B);
+  r.target = "images/s >= torch eager fp16";
+  add(r);
+  std::printf("vit: %.0f images/s (batch %lld)\n", B / (ms / 1e3), static_cast<long long>(B));
+}
+
 void summary() {
   std::printf("\n== summary (device: %s) ==\n", cuda::device_description().c_str());
   std::printf("| kernel | config | impl | ms | rate | of ceiling | peer/ours | target |\n|---|---|---|---|---|---|---|---|\n");
@@ -354,11 +395,12 @@ int cuda_main(int argc, char** argv) {
   const std::map<std::string, std::function<void(const Opts&)>> table = {
       {"elementwise", bench_elementwise}, {"softmax", bench_softmax}, {"layernorm", bench_layernorm},
       {"groupnorm", bench_groupnorm},     {"gemm", bench_gemm},       {"attention", bench_attention},
-      {"vq", bench_vq},                   {"conv2d", bench_conv2d},
+      {"vq", bench_vq},                   {"conv2d", bench_conv2d},       {"vit", bench_vit},
   };
   bench_ceilings(o);
   if (kernel == "all") {
-    for (const char* k : {"elementwise", "softmax", "layernorm", "groupnorm", "gemm", "attention", "vq", "conv2d"}) {
+    for (const char* k :
+         {"elementwise", "softmax", "layernorm", "groupnorm", "gemm", "attention", "vq", "conv2d", "vit"}) {
       try {
         table.at(k)(o);
       } catch (const std::exception& e) {  // one failing kernel must not hide the others' numbers
@@ -368,7 +410,7 @@ int cuda_main(int argc, char** argv) {
   } else if (kernel != "ceilings") {
     auto it = table.find(kernel);
     MM_CHECK(it != table.end(), "mmbench --device cuda: unknown kernel '", kernel,
-             "' (elementwise softmax layernorm groupnorm gemm attention vq conv2d all ceilings)");
+             "' (elementwise softmax layernorm groupnorm gemm attention vq conv2d vit all ceilings)");
     it->second(o);
   }
   summary();

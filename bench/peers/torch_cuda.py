@@ -74,11 +74,30 @@ def conv():
             "TFLOP/s")
 
 
+def vit(batch=256):
+    """ViT-B/32's image tower (bench/peers/torch_models.py), eager, fp32 and fp16: issue 4's
+    device peer for `mmbench vit --device cuda` (same multiply-add count)."""
+    import os, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from torch_models import ViT
+    T, W, L, P, E = 50, 768, 12, 32, 512
+    macs = (T - 1) * 3 * P * P * W + L * (T * W * 12 * W + 2 * T * T * W) + W * E
+    torch.manual_seed(0)
+    for dtype, name in ((torch.float32, "fp32"), (torch.float16, "fp16")):
+        model = ViT().to(dev, dtype).eval()
+        x = torch.randn(batch, 3, 224, 224, device=dev, dtype=dtype)
+        with torch.no_grad():
+            ms = median_ms(lambda: model(x), repeat=10)
+        row("vit", f"ViT-B/32 encode B{batch}", f"torch eager {name}", ms, 2.0 * macs * batch / ms / 1e9, "TFLOP/s")
+        print(f"vit torch {name}: {batch / (ms / 1e3):.0f} images/s", flush=True)
+
+
 if __name__ == "__main__":
     print("torch", torch.__version__, torch.cuda.get_device_name())
     memory_bound()
     attention()
     conv()
+    vit()
     print("\n== torch peers ==")
     print("| kernel | config | impl | ms | rate |\n|---|---|---|---|---|")
     for k, c, i, ms, r, u in rows:

@@ -51,7 +51,7 @@ class ViT(nn.Module):  # ViT-B/32 image tower
 
     def forward(s, x):
         x = s.conv1(x).flatten(2).permute(0, 2, 1)
-        x = torch.cat([s.cls + torch.zeros(x.shape[0], 1, x.shape[-1]), x], 1) + s.pos
+        x = torch.cat([s.cls + x.new_zeros(x.shape[0], 1, x.shape[-1]), x], 1) + s.pos
         x = s.blocks(s.ln_pre(x).permute(1, 0, 2)).permute(1, 0, 2)
         return s.ln_post(x[:, 0]) @ s.proj
 
