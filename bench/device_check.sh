@@ -79,7 +79,7 @@ rc=$?
 note "bench: rc $rc ($(grep -c FAILED "$L/bench.log") kernel families failed)"
 if [ $rc != 0 ]; then
   # The run died (a sticky CUDA error or a timeout ends every later family): one family per process.
-  for k in elementwise softmax layernorm groupnorm gemm attention vq conv2d; do
+  for k in elementwise softmax layernorm groupnorm gemm attention vq conv2d vit; do
     timeout "$(cap 40)" $B/mmbench $k --device cuda --repeat 10 >"$L/bench-$k.log" 2>&1
     r=$?
     note "  bench $k: rc $r"
