@@ -461,9 +461,18 @@ PackedB pack_b(int64_t K, int64_t N, MatrixF32 B) {
   PackedB p;
   p.K = K, p.N = N, p.kc = k_block(K, v.kc), p.nr = v.nr, p.kernel = v.name;
   p.n_padded = ceil_div(N, v.nr) * v.nr;
-  const size_t bytes = (static_cast<size_t>(K * p.n_padded) * sizeof(float) + 63) / 64 * 64;
-  float* d = static_cast<float*>(std::aligned_alloc(64, bytes));
+  // Packs of 1 MiB and more sit on 2 MiB boundaries and ask for transparent huge pages, as
+  // the packing buffers do: the micro-kernels stream them, and 4 KiB pages stop the
+  // hardware prefetchers at every page boundary.
+  constexpr size_t kHuge = size_t(2) << 20;
+  size_t bytes = (static_cast<size_t>(K * p.n_padded) * sizeof(float) + 63) / 64 * 64;
+  const bool huge = bytes >= kHuge / 2;
+  if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+  float* d = static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes));
   MM_CHECK(d != nullptr, "[pack_b] out of memory allocating ", bytes, " bytes for a packed [", K, ", ", N, "] matrix");
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) madvise(d, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
+#endif
   p.data = std::shared_ptr<float>(d, [](float* q) { std::free(q); });
   const BSource src{B, nullptr};
   const int64_t panels = p.n_padded / v.nr;
