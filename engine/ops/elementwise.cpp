@@ -53,6 +53,7 @@ Tensor vec_map2(const Tensor& a, const Tensor& b, K kernel) {
 // out = f(x) elementwise; out is a new contiguous tensor of x's float dtype.
 template <typename F>
 Tensor unary_map(const char* op, const Tensor& x, F f) {
+  if (x.device() != Device::cpu) cuda_ops::unsupported(op, "this op");  // these loops are the CPU's
   Tensor out = Tensor::empty(x.shape(), x.dtype());
   dispatch_float(x.dtype(), op, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -75,6 +76,7 @@ Tensor unary_map(const char* op, const Tensor& x, F f) {
 template <typename R_is_bool = std::false_type, typename F>
 Tensor binary_map(const char* op, const Tensor& a, const Tensor& b, F f) {
   check_binary(op, a, b);
+  if (a.device() != Device::cpu) cuda_ops::unsupported(op, "this op");
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
   Tensor out = Tensor::empty(shape, R_is_bool::value ? DType::boolean : a.dtype());
   auto run = [&](auto tag) {

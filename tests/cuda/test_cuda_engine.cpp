@@ -175,7 +175,11 @@ TEST_CASE("cuda engine: refusals name the op") {
         std::string::npos);
   CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
   CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
-  CHECK(error_of([&] { (void)sum(dev(a)); }).find("cuda") != std::string::npos);  // no device path: no crash
+  // ops with no device path say so by name: no crash, no silent copy to the CPU
+  CHECK(error_of([&] { (void)sum(dev(a)); }).find("[sum] a reduction on cuda is not implemented yet") !=
+        std::string::npos);
+  CHECK(error_of([&] { (void)log(dev(a)); }).find("[log] this op on cuda") != std::string::npos);
+  CHECK(error_of([&] { (void)maximum(dev(a), dev(a)); }).find("[maximum] this op on cuda") != std::string::npos);
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
   CHECK(error_of([&] { (void)gather(dev(a), 0, gi); }).find("different devices") != std::string::npos);
   const Tensor table = rnd({4, 3}, 51);
