@@ -150,6 +150,7 @@ Tensor embedding(const Tensor& ids, const Tensor& weight) {
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  if (cuda_ops::on_device("gather", {&x, &index})) cuda_ops::unsupported("gather", "this op");
   dim = wrap_dim(dim, x.dim(), "gather");
   MM_CHECK(index.dim() == x.dim(), "[gather] index ", index.str(), " must have the rank of input ", x.str());
   for (int64_t d = 0; d < x.dim(); ++d)
@@ -172,7 +173,6 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
     }
     return off;
   };
-  if (cuda_ops::on_device("gather", {&x, &index})) cuda_ops::unsupported("gather", "gather");
   dispatch_float(x.dtype(), "gather", [&](auto tag) {
     using T = typename decltype(tag)::type;
     const T* base = static_cast<const T*>(x.raw_data()) - x.offset();  // source_offset adds the offset

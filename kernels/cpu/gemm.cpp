@@ -34,6 +34,7 @@
 
 #include "engine/error.h"
 #include "engine/parallel.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm_microkernels.h"
 #include "kernels/gemm.h"
 
@@ -99,11 +100,9 @@ const Variant kVariants[] = {
 bool cpu_supports(SgemmKernel isa) {
   switch (isa) {
     case SgemmKernel::avx512:
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("fma");
+      return cpu::cpu_has_avx512();
     case SgemmKernel::avx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return cpu::cpu_has_avx2();
     case SgemmKernel::automatic:
     case SgemmKernel::portable:
       return true;
@@ -166,21 +165,29 @@ const Variant& variant() {
 // Grow-only 64-byte aligned scratch, one per thread, so packing never mallocs per call.
 // Buffers of 1 MiB and more sit on 2 MiB boundaries and ask for transparent huge pages: the
 // micro-kernels sweep MiB-sized packed panels, and 4 KiB pages would cost TLB misses.
+// Memory for `floats` packed floats (free with std::free): 64-byte aligned, and from 1 MiB on
+// on 2 MiB boundaries with a transparent-huge-page hint, since the micro-kernels stream packed
+// panels and 4 KiB pages cost TLB misses and stop the hardware prefetchers at each boundary.
+float* alloc_packed(int64_t floats, const char* what) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+  const bool huge = bytes >= kHuge / 2;
+  if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
+  float* p = static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes));
+  MM_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes for ", what);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  if (huge) madvise(p, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
+#endif
+  return p;
+}
+
 class AlignedBuffer {
  public:
   ~AlignedBuffer() { std::free(data_); }
   float* get(int64_t floats) {
     if (floats > size_) {
       std::free(data_);
-      constexpr size_t kHuge = size_t(2) << 20;
-      size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-      const bool huge = bytes >= kHuge / 2;
-      if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
-      data_ = static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes));
-      MM_CHECK(data_ != nullptr, "[sgemm] out of memory allocating ", bytes, " bytes of packing buffer");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-      if (huge) madvise(data_, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
-#endif
+      data_ = alloc_packed(floats, "an sgemm packing buffer");
       size_ = floats;
     }
     return data_;
@@ -461,18 +468,7 @@ PackedB pack_b(int64_t K, int64_t N, MatrixF32 B) {
   PackedB p;
   p.K = K, p.N = N, p.kc = k_block(K, v.kc), p.nr = v.nr, p.kernel = v.name;
   p.n_padded = ceil_div(N, v.nr) * v.nr;
-  // Packs of 1 MiB and more sit on 2 MiB boundaries and ask for transparent huge pages, as
-  // the packing buffers do: the micro-kernels stream them, and 4 KiB pages stop the
-  // hardware prefetchers at every page boundary.
-  constexpr size_t kHuge = size_t(2) << 20;
-  size_t bytes = (static_cast<size_t>(K * p.n_padded) * sizeof(float) + 63) / 64 * 64;
-  const bool huge = bytes >= kHuge / 2;
-  if (huge) bytes = (bytes + kHuge - 1) / kHuge * kHuge;
-  float* d = static_cast<float*>(std::aligned_alloc(huge ? kHuge : 64, bytes));
-  MM_CHECK(d != nullptr, "[pack_b] out of memory allocating ", bytes, " bytes for a packed [", K, ", ", N, "] matrix");
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  if (huge) madvise(d, bytes, MADV_HUGEPAGE);  // a hint: failure is harmless
-#endif
+  float* d = alloc_packed(K * p.n_padded, "a packed B matrix (pack_b)");
   p.data = std::shared_ptr<float>(d, [](float* q) { std::free(q); });
   const BSource src{B, nullptr};
   const int64_t panels = p.n_padded / v.nr;

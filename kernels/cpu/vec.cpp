@@ -8,6 +8,7 @@
 #include <string>
 
 #include "engine/error.h"
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/norm_row.h"
 #include "kernels/cpu/vec_math.h"
 #include "kernels/vec.h"
@@ -47,10 +48,8 @@ struct Chosen {
   cpu::VecFns fns;
 };
 
-bool has_avx512() {
-  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("fma");
-}
-bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+using cpu::cpu_has_avx2;
+using cpu::cpu_has_avx512;
 
 // `want`: "" for the CPU's best, else a name; `who` names the source of the request in errors.
 Chosen choose(const std::string& want, const char* who) {
@@ -59,12 +58,12 @@ Chosen choose(const std::string& want, const char* who) {
   MM_CHECK(want.empty() || want == "avx512" || want == "avx2" || want == "scalar",
            "[vec] ", who, " must be avx512, avx2 or scalar, got '", want, "'");
   if (want == "scalar") return {"scalar", scalar};
-  if (want == "avx512" || (want.empty() && has_avx512())) {
-    MM_CHECK(has_avx512(), "[vec] ", who, " asks for avx512, but this CPU does not report avx512f/avx512dq/fma");
+  if (want == "avx512" || (want.empty() && cpu_has_avx512())) {
+    MM_CHECK(cpu_has_avx512(), "[vec] ", who, " asks for avx512, but this CPU does not report all of avx512f/bw/vl/dq, avx2 and fma");
     return {"avx512", cpu::vec_fns_avx512()};
   }
-  if (want == "avx2" || (want.empty() && has_avx2())) {
-    MM_CHECK(has_avx2(), "[vec] ", who, " asks for avx2, but this CPU does not report avx2/fma");
+  if (want == "avx2" || (want.empty() && cpu_has_avx2())) {
+    MM_CHECK(cpu_has_avx2(), "[vec] ", who, " asks for avx2, but this CPU does not report avx2/fma");
     return {"avx2", cpu::vec_fns_avx2()};
   }
   return {"scalar", scalar};
@@ -100,7 +99,7 @@ const char* vec_isa_name() { return chosen().name; }
 
 bool vec_isa_available(const char* name) {
   const std::string n = name;
-  return n == "scalar" || (n == "avx2" && has_avx2()) || (n == "avx512" && has_avx512());
+  return n == "scalar" || (n == "avx2" && cpu_has_avx2()) || (n == "avx512" && cpu_has_avx512());
 }
 
 void set_vec_isa(const char* name) {

@@ -15,6 +15,7 @@
 #include "tests/errors.h"
 #include "engine/cuda_ops.h"
 #include "engine/mm.h"
+#include "tests/cuda/rel_err.h"
 
 using namespace mm;
 
@@ -34,17 +35,10 @@ Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
 }
 Tensor dev(const Tensor& t) { return t.to(Device::cuda); }
 
-// ‖a − b‖ / ‖b‖ of a device (or CPU) result against a CPU one; infinity for a NaN in a.
+// tests/cuda/rel_err.h's measure of a float32 device (or CPU) result against a CPU one.
 double rel_err(const Tensor& a, const Tensor& b) {
   REQUIRE(a.shape() == b.shape());
-  const std::vector<double> x = a.to_vector<double>(), y = b.to_vector<double>();
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    if (!std::isfinite(x[i]) && std::isfinite(y[i])) return std::numeric_limits<double>::infinity();
-    num += (x[i] - y[i]) * (x[i] - y[i]);
-    den += y[i] * y[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+  return testing::rel_err(a.to_vector<float>(), b.to_vector<double>());
 }
 
 }  // namespace

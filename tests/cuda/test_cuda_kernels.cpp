@@ -19,6 +19,7 @@
 #include "engine/mm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
+#include "tests/cuda/rel_err.h"
 
 using namespace mm;
 using cuda::DeviceArray;
@@ -39,17 +40,7 @@ Tensor t64(const std::vector<float>& v, const Shape& s) {
   std::vector<double> d(v.begin(), v.end());
   return Tensor::from_vector(d, s);
 }
-// ‖a − b‖ / ‖b‖; infinity if a holds a NaN (an unwritten, poisoned element).
-double rel_err(const std::vector<float>& a, const std::vector<double>& b) {
-  REQUIRE(a.size() == b.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i]) && std::isfinite(b[i])) return std::numeric_limits<double>::infinity();
-    num += (a[i] - b[i]) * (a[i] - b[i]);
-    den += b[i] * b[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using mm::testing::rel_err;
 double rel_err(const std::vector<float>& a, const Tensor& ref) { return rel_err(a, ref.to_vector<double>()); }
 
 DeviceArray<float> out_buffer(size_t n) {

@@ -78,6 +78,19 @@ train::ClipTrainOptions subset_clip_run(ClipVision vision, uint64_t seed) {
   return o;
 }
 
+// Runs o in two pieces: `first` steps into the fresh folder `dir` (left in o.out_dir), stopping
+// with a checkpoint, then resumed from it to the end (o.resume stays set). Returns the resumed
+// run's result, which must match one run straight through.
+template <typename Options, typename Train>
+auto stopped_and_resumed(Options& o, const std::string& dir, int64_t first, Train train) {
+  o.out_dir = tmp_dir(dir);
+  o.stop_after = first;
+  train(o);
+  o.stop_after = -1;
+  o.resume = o.out_dir + "/checkpoint.safetensors";
+  return train(o);
+}
+
 }  // namespace
 
 TEST_CASE("LrSchedule: linear warm-up, cosine to final_ratio") {
@@ -226,12 +239,7 @@ TEST_CASE("mini-CLIP training on the emoji subset: loss goes down, resume is bit
     const double last = (full.train_loss[4].second + full.train_loss[5].second) / 2;
     CHECK(last < first);
     // Stop after 3 steps, resume, finish: the same weights, bit for bit.
-    o.out_dir = tmp_dir("clip_part");
-    o.stop_after = 3;
-    train::train_clip(o);
-    o.stop_after = -1;
-    o.resume = o.out_dir + "/checkpoint.safetensors";
-    const train::ClipTrainResult resumed = train::train_clip(o);
+    const train::ClipTrainResult resumed = stopped_and_resumed(o, "clip_part", 3, train::train_clip);
     CHECK(same_bits(full.weights, resumed.weights));
     std::ifstream png(o.out_dir + "/loss.png");
     CHECK(png.good());
@@ -247,12 +255,7 @@ TEST_CASE("mini-CLIP training with hard-negative batches: loss goes down, resume
   CHECK((full.train_loss[4].second + full.train_loss[5].second) < (full.train_loss[0].second + full.train_loss[1].second));
   // Each epoch is 2 steps: stopping after 3 leaves the run inside epoch 1, whose order the
   // model of step 2 chose; the resumed run must take it from the checkpoint.
-  o.out_dir = tmp_dir("clip_hard_part");
-  o.stop_after = 3;
-  train::train_clip(o);
-  o.stop_after = -1;
-  o.resume = o.out_dir + "/checkpoint.safetensors";
-  const train::ClipTrainResult resumed = train::train_clip(o);
+  const train::ClipTrainResult resumed = stopped_and_resumed(o, "clip_hard_part", 3, train::train_clip);
   CHECK(same_bits(full.weights, resumed.weights));
   // A different order (plain random batches) gives different weights: the option is live.
   o.resume.clear();
@@ -336,12 +339,7 @@ TEST_CASE("mini-VQGAN training on the emoji subset: loss goes down, resume is bi
     }
     CHECK(adversarial_rows == 4);
   }
-  o.out_dir = tmp_dir("vq_part");
-  o.stop_after = 4;
-  train::train_vqgan(o);
-  o.stop_after = -1;
-  o.resume = o.out_dir + "/checkpoint.safetensors";
-  const train::VQGANTrainResult resumed = train::train_vqgan(o);
+  const train::VQGANTrainResult resumed = stopped_and_resumed(o, "vq_part", 4, train::train_vqgan);
   CHECK(same_bits(full.weights, resumed.weights));
   std::ifstream grid(o.out_dir + "/reconstructions.png");
   CHECK(grid.good());
