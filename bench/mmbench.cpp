@@ -20,7 +20,7 @@
 
 #include "engine/mm.h"
 #include "kernels/gemm.h"
-#if MM_CUDA
+#if MM_BENCH_CUDA  // a real CUDA build (not the CPU emulator: it has nothing to time)
 #include "bench/bench_cuda.h"
 #endif
 #ifndef MM_BENCH_ENGINE_ONLY  // the device machine builds the engine and kernels alone
@@ -307,12 +307,15 @@ int run(int argc, char** argv) {
   const std::string name = argv[1];
   for (int i = 2; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--device" && std::string(argv[i + 1]) == "cuda") {
-#if MM_CUDA
+#if MM_BENCH_CUDA
       // `mmbench KERNEL --device cuda` (or `mmbench all --device cuda`): bench/bench_cuda.cpp.
       std::vector<char*> rest;
       for (int j = 0; j < argc; ++j)
         if (j != i && j != i + 1) rest.push_back(argv[j]);
       return mm::bench::cuda_main(static_cast<int>(rest.size()), rest.data());
+#elif MM_CUDA_EMULATED
+      throw mm::Error("mmbench: this mm runs CUDA kernels on the CPU emulator (MM_CUDA_EMULATE): nothing to time "
+                      "(configure with -DMM_CUDA=ON on a machine with a GPU)");
 #else
       throw mm::Error("mmbench: mm was built without CUDA (--device cuda; configure with -DMM_CUDA=ON)");
 #endif

@@ -179,6 +179,8 @@ TEST_CASE("cuda layer_norm: every version, with and without affine, forward and 
       Tensor xt = t64(xv, {rows, cols}).set_requires_grad(true);
       Tensor wt = t64(wv, {cols}).set_requires_grad(true), bt = t64(bv, {cols}).set_requires_grad(true);
       const Tensor ref = affine ? layer_norm(xt, {cols}, wt, bt, 1e-5) : layer_norm(xt, {cols}, Tensor(), Tensor(), 1e-5);
+      const std::vector<Tensor> gr =
+          affine ? grad({ref}, {xt, wt, bt}, {t64(gv, {rows, cols})}) : grad({ref}, {xt}, {t64(gv, {rows, cols})});
       for (int v = 1; v <= cuda::version_count("layer_norm"); ++v) {
         CAPTURE(v);
         DeviceArray<float> y = out_buffer(rows * cols), mean = out_buffer(rows), rstd = out_buffer(rows);
@@ -189,8 +191,6 @@ TEST_CASE("cuda layer_norm: every version, with and without affine, forward and 
           DeviceArray<float> dx = out_buffer(rows * cols), dw = out_buffer(cols), db = out_buffer(cols);
           cuda::layer_norm_backward(x.data(), affine ? w.data() : nullptr, mean.data(), rstd.data(), g.data(), dx.data(),
                                     dw.data(), db.data(), rows, cols);
-          const std::vector<Tensor> gr =
-              affine ? grad({ref}, {xt, wt, bt}, {t64(gv, {rows, cols})}) : grad({ref}, {xt}, {t64(gv, {rows, cols})});
           if (cols > 1) CHECK(rel_err(dx.download(), gr[0]) < 1e-4);
           if (affine) {
             CHECK(rel_err(dw.download(), gr[1]) < 1e-5);
@@ -222,7 +222,9 @@ TEST_CASE("cuda group_norm: with and without the fused SiLU, forward and backwar
       cuda::group_norm_backward(x.data(), w.data(), b.data(), mean.data(), rstd.data(), g.data(), dx.data(), dw.data(),
                                 db.data(), c.N, c.C, HW, c.G, fuse);
       const std::vector<Tensor> gr = grad({ref}, {xt, wt, bt}, {t64(gv, {c.N, c.C, c.H, c.W})});
-      CHECK(rel_err(dx.download(), gr[0]) < 1e-4);
+      // A group of two values normalises to exactly -1 and +1 whatever they are: dx is zero
+      // up to eps, and its relative error is rounding noise (as layer_norm's cols == 1).
+      if (c.C / c.G * HW > 2) CHECK(rel_err(dx.download(), gr[0]) < 1e-4);
       CHECK(rel_err(dw.download(), gr[1]) < 1e-5);
       CHECK(rel_err(db.download(), gr[2]) < 1e-5);
     }

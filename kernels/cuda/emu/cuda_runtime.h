@@ -1,0 +1,299 @@
+// kernels/cuda/emu/cuda_runtime.h: the CUDA emulator's stand-in for <cuda_runtime.h>.
+//
+// Why it exists: the machines mm is written on have no GPU, and a device is lent to few
+// sessions. Built with -DMM_CUDA_EMULATE=ON, mm compiles its CUDA kernels (kernels/cuda/*.cu)
+// as ordinary C++ against this header instead of the CUDA toolkit, and runs them on the CPU
+// with CUDA's execution model: a grid of blocks, each block's threads as fibers that meet at
+// __syncthreads, warps that exchange values at __shfl_*_sync. So the kernels' index
+// arithmetic, bounds, tails, launch configurations, shared-memory use, barriers and the
+// cuBLAS argument conventions are checked by the same tests (tests/cuda/) that run on a real
+// device, on every CI run, under AddressSanitizer (scripts/test.sh builds the sanitized
+// configuration this way): an out-of-bounds read in a kernel is an ASan report here.
+//
+// What it checks beyond running the code (each an mm::Error naming the kernel):
+//   - launch configurations CUDA refuses (empty grids, > 1024 threads, grid.y > 65535, more
+//     dynamic shared memory than an H200 block can have) -> cudaGetLastError, as on a device;
+//   - pointer arguments of a kernel that are not device memory (a host pointer passed to a
+//     kernel works here but faults on a GPU);
+//   - barriers that not every thread reaches (a __syncthreads inside a divergent branch, a
+//     warp shuffle whose mask names lanes that exited or are elsewhere): "deadlock";
+//   - a shuffle reading a lane that is not taking part.
+// Threads run one at a time, each until its next barrier; the order alternates between
+// ascending and descending thread index at every barrier, so a missing barrier between a
+// shared-memory write and another thread's read shows up as a wrong result one way or the
+// other. Dynamic shared memory is poisoned (NaN) at every block start; device allocations are
+// poisoned too.
+//
+// What it cannot check: speed (nothing here says anything about performance), the memory
+// model between blocks (blocks run one after another), the hardware's approximate intrinsics
+// (__expf is expf here), tensor-core fragment layouts (a WMMA fragment holds its whole tile in
+// every lane here), cuDNN (absent: mm's own convolution is used), and anything timing-related.
+//
+// Reading order: this file, then emu.cpp (the fiber scheduler, the runtime, cuBLAS's GEMMs).
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#define MM_CUDA_EMULATED 1
+
+// ---- the kernel language ------------------------------------------------------------------
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __noinline__
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+// A block's threads run one after another on one host thread, and blocks one after another,
+// so a function-local static is exactly what __shared__ memory is: one per block at a time.
+#define __shared__ static
+
+struct uint3 {
+  unsigned x, y, z;
+};
+struct dim3 {
+  unsigned x = 1, y = 1, z = 1;
+  constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(16) float4 {
+  float x, y, z, w;
+};
+struct alignas(16) int4 {
+  int x, y, z, w;
+};
+inline float2 make_float2(float x, float y) { return {x, y}; }
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
+
+// Device math: CUDA's global overloads, and its fast intrinsics as the exact functions.
+template <typename A, typename B>
+inline std::common_type_t<A, B> min(A a, B b) {
+  return b < a ? b : a;
+}
+template <typename A, typename B>
+inline std::common_type_t<A, B> max(A a, B b) {
+  return a < b ? b : a;
+}
+inline float __expf(float x) { return std::exp(x); }
+inline float __logf(float x) { return std::log(x); }
+inline float __fdividef(float a, float b) { return a / b; }
+inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
+template <typename T>
+inline T __ldg(const T* p) {
+  return *p;
+}
+// One host thread runs every CUDA thread and switches only at barriers: a read-modify-write
+// is atomic by construction.
+template <typename T>
+inline T atomicAdd(T* p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+template <typename T>
+inline T atomicMax(T* p, T v) {
+  const T old = *p;
+  if (old < v) *p = v;
+  return old;
+}
+
+// ---- the runtime API subset mm uses ----------------------------------------------------------
+enum cudaError_t {
+  cudaSuccess = 0,
+  cudaErrorInvalidValue = 1,
+  cudaErrorMemoryAllocation = 2,
+  cudaErrorInvalidConfiguration = 9,
+  cudaErrorInvalidDevicePointer = 17,
+  cudaErrorInvalidMemcpyDirection = 21,
+  cudaErrorNoDevice = 100,
+  cudaErrorLaunchFailure = 719,
+};
+using cudaError = cudaError_t;
+enum cudaMemcpyKind {
+  cudaMemcpyHostToHost = 0,
+  cudaMemcpyHostToDevice = 1,
+  cudaMemcpyDeviceToHost = 2,
+  cudaMemcpyDeviceToDevice = 3,
+  cudaMemcpyDefault = 4,
+};
+enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+typedef struct CUstream_st* cudaStream_t;
+typedef struct CUevent_st* cudaEvent_t;
+constexpr unsigned cudaStreamNonBlocking = 1;
+
+struct cudaDeviceProp {
+  char name[256];
+  int major, minor;
+  int multiProcessorCount;
+  size_t totalGlobalMem;
+  int l2CacheSize;
+  size_t sharedMemPerBlock, sharedMemPerBlockOptin;
+  int maxThreadsPerBlock, warpSize;
+  int clockRate, memoryClockRate, memoryBusWidth;
+};
+
+const char* cudaGetErrorString(cudaError_t e);
+cudaError_t cudaGetLastError();
+cudaError_t cudaPeekAtLastError();
+cudaError_t cudaGetDeviceCount(int* n);
+cudaError_t cudaGetDevice(int* d);
+cudaError_t cudaSetDevice(int d);
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d);
+cudaError_t cudaDeviceSynchronize();
+cudaError_t cudaMalloc(void** p, size_t bytes);
+template <typename T>
+inline cudaError_t cudaMalloc(T** p, size_t bytes) {
+  return cudaMalloc(reinterpret_cast<void**>(p), bytes);
+}
+cudaError_t cudaFree(void* p);
+cudaError_t cudaMallocHost(void** p, size_t bytes);
+template <typename T>
+inline cudaError_t cudaMallocHost(T** p, size_t bytes) {
+  return cudaMallocHost(reinterpret_cast<void**>(p), bytes);
+}
+cudaError_t cudaFreeHost(void* p);
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind);
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t s = nullptr);
+cudaError_t cudaMemset(void* dst, int value, size_t bytes);
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t s = nullptr);
+cudaError_t cudaStreamCreate(cudaStream_t* s);
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
+cudaError_t cudaStreamDestroy(cudaStream_t s);
+cudaError_t cudaStreamSynchronize(cudaStream_t s);
+cudaError_t cudaEventCreate(cudaEvent_t* e);
+cudaError_t cudaEventDestroy(cudaEvent_t e);
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t e);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b);
+template <typename F>
+inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int value) {
+  return value < 0 ? cudaErrorInvalidValue : cudaSuccess;
+}
+
+// ---- the emulator's own interface -------------------------------------------------------------
+namespace mm::emu {
+
+// The calling CUDA thread's coordinates (valid only inside a kernel).
+struct ThreadCoords {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+};
+extern const ThreadCoords* current;
+
+void syncthreads();
+void syncwarp(unsigned mask);
+enum class Shuffle { idx, up, down, bfly };
+uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width);
+void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes)
+
+// Is [p, p + 1) inside (or one past the end of) a live device allocation? Kernel pointer
+// arguments are checked with it.
+bool is_device_pointer(const void* p);
+
+// Runs body once per CUDA thread of the grid, returning when every block is done. Throws
+// mm::Error on a deadlock; returns an error code for a launch configuration CUDA refuses.
+struct Body {
+  void (*call)(void*);
+  void* state;
+};
+cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body);
+void record_launch_error(cudaError_t e, const char* kernel, const char* why);
+bool check_pointer_argument(const char* kernel, int index, const void* p);
+
+// kernel<<<grid, block, smem, stream>>>(args...) is rewritten at build time (translate.sh) to
+//   ::mm::emu::launch("kernel", __FILE__, __LINE__, [](auto... a) { kernel(a...); }, grid,
+//                     block, smem, stream)(args...)
+// The arguments are copied once, as CUDA copies them into the kernel's parameter space, and
+// every thread receives its own copy of them.
+template <typename F>
+struct Launch {
+  const char* kernel;
+  const char* file;
+  int line;
+  F f;
+  dim3 grid, block;
+  size_t smem;
+
+  template <typename... A>
+  void operator()(A&&... a) const {
+    int index = 0;
+    bool pointers_ok = true;
+    (
+        [&](const auto& arg) {
+          using T = std::decay_t<decltype(arg)>;
+          if constexpr (std::is_pointer_v<T>) pointers_ok = pointers_ok && check_pointer_argument(kernel, index, arg);
+          ++index;
+        }(a),
+        ...);
+    if (!pointers_ok) return;
+    struct State {
+      const F* f;
+      std::tuple<std::decay_t<A>...> args;
+    } state{&f, std::tuple<std::decay_t<A>...>(std::forward<A>(a)...)};
+    char where[512];
+    std::snprintf(where, sizeof(where), "%s:%d", file, line);
+    run_grid(kernel, where, grid, block, smem,
+             Body{[](void* s) {
+                    State& st = *static_cast<State*>(s);
+                    auto copy = st.args;  // a thread may modify its parameters
+                    std::apply(*st.f, copy);
+                  },
+                  &state});
+  }
+};
+template <typename F>
+Launch<F> launch(const char* kernel, const char* file, int line, F f, dim3 grid, dim3 block, size_t smem = 0,
+                 cudaStream_t = nullptr) {
+  return Launch<F>{kernel, file, line, f, grid, block, smem};
+}
+
+}  // namespace mm::emu
+
+#define threadIdx (::mm::emu::current->thread_idx)
+#define blockIdx (::mm::emu::current->block_idx)
+#define blockDim (::mm::emu::current->block_dim)
+#define gridDim (::mm::emu::current->grid_dim)
+constexpr int warpSize = 32;
+
+inline void __syncthreads() { ::mm::emu::syncthreads(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { ::mm::emu::syncwarp(mask); }
+
+namespace mm::emu {
+template <typename T>
+inline T shuffle_as(unsigned mask, T v, Shuffle kind, int arg, int width) {
+  static_assert(sizeof(T) <= 8 && std::is_trivially_copyable_v<T>, "warp shuffles move up to 8 bytes");
+  uint64_t bits = 0;
+  std::memcpy(&bits, &v, sizeof(T));
+  bits = shuffle(mask, bits, kind, arg, width);
+  T out;
+  std::memcpy(&out, &bits, sizeof(T));
+  return out;
+}
+}  // namespace mm::emu
+template <typename T>
+inline T __shfl_sync(unsigned mask, T v, int src_lane, int width = 32) {
+  return ::mm::emu::shuffle_as(mask, v, ::mm::emu::Shuffle::idx, src_lane, width);
+}
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::mm::emu::shuffle_as(mask, v, ::mm::emu::Shuffle::up, int(delta), width);
+}
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  return ::mm::emu::shuffle_as(mask, v, ::mm::emu::Shuffle::down, int(delta), width);
+}
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  return ::mm::emu::shuffle_as(mask, v, ::mm::emu::Shuffle::bfly, lane_mask, width);
+}

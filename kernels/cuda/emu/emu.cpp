@@ -1,0 +1,713 @@
+// kernels/cuda/emu/emu.cpp: the CUDA emulator (see cuda_runtime.h here): the scheduler that
+// runs a block's threads as fibers, the runtime API over host memory, and cuBLAS's GEMMs.
+//
+// A block: every thread gets a fiber (ucontext) with its own stack; the scheduler resumes each
+// ready fiber in turn, and a fiber runs until it finishes or reaches a barrier. When no fiber
+// is ready, the scheduler releases what can be released: a warp whose lanes all wait at the
+// same warp operation (a shuffle computes its results then), else __syncthreads once every
+// live thread waits there. If neither is possible, the block is deadlocked: an error that
+// says where the threads are. Blocks of a grid run one after another.
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cublas_v2.h"
+#include "cuda_runtime.h"
+#include "engine/error.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define MM_EMU_ASAN 1
+#else
+#define MM_EMU_ASAN 0
+#endif
+
+namespace mm::emu {
+
+const ThreadCoords* current = nullptr;
+
+namespace {
+
+// ---- errors, as the runtime reports them -----------------------------------------------------
+cudaError_t g_last_error = cudaSuccess;
+std::string g_last_detail;
+
+void set_error(cudaError_t e, std::string detail) {
+  g_last_error = e;
+  g_last_detail = std::move(detail);
+}
+
+// ---- device memory: host allocations, remembered so pointers can be checked ------------------
+std::mutex g_mem_mu;
+std::map<uintptr_t, size_t>& allocations() {
+  static auto* m = new std::map<uintptr_t, size_t>;
+  return *m;
+}
+// The allocation holding [p, p + bytes), or null.
+bool device_range(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_mem_mu);
+  auto& m = allocations();
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  auto it = m.upper_bound(a);
+  if (it == m.begin()) return false;
+  --it;
+  return a >= it->first && a + bytes <= it->first + it->second;
+}
+
+// ---- fibers ----------------------------------------------------------------------------------
+// A context switch. On x86-64 a few instructions that save the callee-saved registers and the
+// floating-point control words on the old stack and load them from the new one (glibc's
+// swapcontext also saves the signal mask, a system call per switch, which made the
+// emulator's runs mostly kernel time); elsewhere ucontext.
+#if defined(__x86_64__)
+extern "C" void mm_emu_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .globl mm_emu_switch
+  .type mm_emu_switch, @function
+mm_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size mm_emu_switch, .-mm_emu_switch
+  .section .note.GNU-stack,"",@progbits
+  .text
+)");
+struct Context {
+  void* sp = nullptr;
+};
+void fiber_main();
+[[noreturn]] void fiber_trampoline() {
+  fiber_main();
+  __builtin_unreachable();
+}
+// A fresh context that starts in fiber_main on [stack, stack + size): the frame mm_emu_switch
+// pops (control words, six registers, the return address).
+void make_context(Context& c, char* stack, size_t size, Context*) {
+  auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
+  auto* p = reinterpret_cast<uint64_t*>(top - 16);  // after `ret`, rsp = top - 8, as after a call
+  p[0] = reinterpret_cast<uint64_t>(&fiber_trampoline);
+  p[1] = 0;
+  for (int r = 1; r <= 6; ++r) p[-r] = 0;  // rbp rbx r12 r13 r14 r15
+  p[-7] = 0x1F80u | (uint64_t(0x037Fu) << 32);  // MXCSR and the x87 control word at their defaults
+  c.sp = p - 7;
+}
+inline void switch_context(Context& from, Context& to) { mm_emu_switch(&from.sp, to.sp); }
+#else
+struct Context {
+  ucontext_t uc;
+};
+void fiber_main();
+void make_context(Context& c, char* stack, size_t size, Context* link) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = size;
+  c.uc.uc_link = &link->uc;
+  makecontext(&c.uc, fiber_main, 0);
+}
+inline void switch_context(Context& from, Context& to) { swapcontext(&from.uc, &to.uc); }
+#endif
+
+enum class State { ready, at_block_barrier, at_warp, done };
+
+struct Fiber {
+  Context ctx;
+  ThreadCoords coords;
+  State state = State::ready;
+  int linear = 0;
+  // the warp operation this fiber waits at
+  bool shuffle = false;
+  unsigned mask = 0;
+  Shuffle kind = Shuffle::idx;
+  int arg = 0, width = 32;
+  uint64_t value = 0, result = 0;
+  void* fake_stack = nullptr;  // AddressSanitizer's bookkeeping across switches
+};
+
+#if MM_EMU_ASAN
+constexpr size_t kStack = size_t(512) << 10;  // ASan's redzones make frames larger
+#else
+constexpr size_t kStack = size_t(128) << 10;
+#endif
+
+struct Scheduler {
+  Context main;
+  std::vector<Fiber> fibers;
+  char* stacks = nullptr;
+  size_t stack_slots = 0, page = 4096;
+  std::unique_ptr<unsigned char[]> smem;
+  Fiber* running = nullptr;
+  Body body{};
+  const void* main_bottom = nullptr;
+  size_t main_size = 0;
+
+  char* stack(size_t i) const { return stacks + i * (kStack + page) + page; }  // a guard page below each
+  void ensure_stacks(size_t n) {
+    if (n <= stack_slots) return;
+    if (stacks) munmap(stacks, stack_slots * (kStack + page));
+    const size_t bytes = n * (kStack + page);
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    MM_CHECK(p != MAP_FAILED, "[cuda-emu] cannot map ", bytes, " bytes of fiber stacks");
+    stacks = static_cast<char*>(p);
+    stack_slots = n;
+    for (size_t i = 0; i < n; ++i) mprotect(stack(i) - page, page, PROT_NONE);  // overflow faults
+  }
+};
+Scheduler& sched() {
+  static Scheduler* s = [] {
+    auto* p = new Scheduler;
+    p->page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    return p;
+  }();
+  return *s;
+}
+
+void asan_start(void** save, const void* bottom, size_t size) {
+#if MM_EMU_ASAN
+  __sanitizer_start_switch_fiber(save, bottom, size);
+#else
+  (void)save, (void)bottom, (void)size;
+#endif
+}
+void asan_finish(void* save, const void** bottom, size_t* size) {
+#if MM_EMU_ASAN
+  __sanitizer_finish_switch_fiber(save, bottom, size);
+#else
+  (void)save, (void)bottom, (void)size;
+#endif
+}
+
+void fiber_main() {
+  Scheduler& S = sched();
+  asan_finish(nullptr, &S.main_bottom, &S.main_size);
+  Fiber* f = S.running;
+  S.body.call(S.body.state);
+  f->state = State::done;
+  asan_start(nullptr, S.main_bottom, S.main_size);  // this fiber's fake stack dies with it
+  switch_context(f->ctx, S.main);                   // never resumed
+}
+
+void resume(Scheduler& S, Fiber& f) {
+  S.running = &f;
+  current = &f.coords;
+  void* save = nullptr;
+  asan_start(&save, S.stack(f.linear), kStack);
+  switch_context(S.main, f.ctx);
+  asan_finish(save, nullptr, nullptr);
+  S.running = nullptr;
+  current = nullptr;
+}
+
+// Called on a fiber: wait (state already set) until the scheduler resumes us.
+void wait_here() {
+  Scheduler& S = sched();
+  Fiber* f = S.running;
+  MM_CHECK(f, "[cuda-emu] a barrier or warp operation was called outside a kernel");
+  asan_start(&f->fake_stack, S.main_bottom, S.main_size);
+  switch_context(f->ctx, S.main);
+  asan_finish(f->fake_stack, nullptr, nullptr);
+}
+
+const char* state_name(State s) {
+  switch (s) {
+    case State::ready: return "running";
+    case State::at_block_barrier: return "__syncthreads";
+    case State::at_warp: return "a warp operation";
+    case State::done: return "exited";
+  }
+  return "?";
+}
+
+struct BlockContext {
+  const char* kernel;
+  const char* where;
+  uint3 block;
+};
+
+[[noreturn]] void block_error(const BlockContext& b, const std::string& what) {
+  throw Error(str_cat("[cuda-emu] kernel ", b.kernel, " (launched at ", b.where, "), block (", b.block.x, ",",
+                      b.block.y, ",", b.block.z, "): ", what));
+}
+
+// Releases the warps whose lanes all wait at a warp operation; true if any was released.
+bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
+  bool released = false;
+  for (size_t w0 = 0; w0 < n; w0 += 32) {
+    const int lanes = static_cast<int>(std::min<size_t>(32, n - w0));
+    Fiber* lane = &S.fibers[w0];
+    unsigned waiting = 0, mask = 0;
+    for (int l = 0; l < lanes; ++l)
+      if (lane[l].state == State::at_warp) waiting |= 1u << l, mask |= lane[l].mask;
+    if (!waiting) continue;
+    bool ready = true;
+    for (int l = 0; l < 32; ++l) {
+      if (!(mask >> l & 1)) continue;
+      if (l >= lanes)
+        block_error(b, str_cat("a warp operation's mask 0x", std::hex, mask, std::dec, " names lane ", l, " of warp ",
+                               w0 / 32, ", which has only ", lanes, " threads"));
+      if (lane[l].state == State::done)
+        block_error(b, str_cat("a warp operation's mask 0x", std::hex, mask, std::dec, " names thread ", w0 + l,
+                               ", which has exited"));
+      if (lane[l].state != State::at_warp) ready = false;
+    }
+    if (!ready) continue;  // a lane of the mask is at __syncthreads: the deadlock check decides
+    for (int l = 0; l < lanes; ++l) {
+      if (!(waiting >> l & 1)) continue;
+      if (!(lane[l].mask >> l & 1))
+        block_error(b, str_cat("thread ", w0 + l, " calls a warp operation whose mask 0x", std::hex, lane[l].mask,
+                               std::dec, " does not include itself"));
+      if (lane[l].shuffle != lane[static_cast<int>(__builtin_ctz(waiting))].shuffle)
+        block_error(b, str_cat("the lanes of warp ", w0 / 32, " wait at different warp operations (a shuffle and a ",
+                               "__syncwarp)"));
+    }
+    for (int l = 0; l < lanes; ++l) {
+      Fiber& f = lane[l];
+      if (!(waiting >> l & 1)) continue;
+      if (f.shuffle) {
+        const int width = f.width;
+        MM_CHECK(width > 0 && width <= 32 && (width & (width - 1)) == 0, "[cuda-emu] kernel ", b.kernel,
+                 ": shuffle width ", width, " is not a power of two up to 32");
+        const int base = l & ~(width - 1);
+        int src = l;
+        switch (f.kind) {
+          case Shuffle::idx: src = base + (f.arg & (width - 1)); break;
+          case Shuffle::up: src = l - f.arg >= base ? l - f.arg : l; break;
+          case Shuffle::down: src = l + f.arg < base + width ? l + f.arg : l; break;
+          case Shuffle::bfly: src = (l ^ f.arg) < base + width ? (l ^ f.arg) : l; break;
+        }
+        if (src >= lanes || !(waiting >> src & 1))
+          block_error(b, str_cat("thread ", w0 + l, " shuffles from lane ", src, ", which is not taking part"));
+        f.result = lane[src].value;
+      }
+      f.state = State::ready;
+    }
+    released = true;
+  }
+  return released;
+}
+
+void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block, const dim3& grid, size_t smem) {
+  S.ensure_stacks(n);
+  S.fibers.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    Fiber& f = S.fibers[i];
+    f.state = State::ready;
+    f.linear = static_cast<int>(i);
+    f.coords.thread_idx = {unsigned(i % block.x), unsigned(i / block.x % block.y), unsigned(i / (block.x * block.y))};
+    f.coords.block_idx = b.block;
+    f.coords.block_dim = block;
+    f.coords.grid_dim = grid;
+    f.fake_stack = nullptr;
+    make_context(f.ctx, S.stack(i), kStack, &S.main);
+  }
+  if (smem) std::memset(S.smem.get(), 0xFF, smem);  // NaN: a read before any write shows
+  bool ascending = true;
+  for (;;) {
+    for (size_t k = 0; k < n; ++k) {
+      Fiber& f = S.fibers[ascending ? k : n - 1 - k];
+      if (f.state == State::ready) resume(S, f);
+    }
+    size_t done = 0, at_barrier = 0;
+    for (const Fiber& f : S.fibers) done += f.state == State::done, at_barrier += f.state == State::at_block_barrier;
+    if (done == n) return;
+    if (release_warps(S, n, b)) continue;
+    if (at_barrier + done == n) {
+      for (Fiber& f : S.fibers)
+        if (f.state == State::at_block_barrier) f.state = State::ready;
+      ascending = !ascending;
+      continue;
+    }
+    std::string where;
+    size_t shown = 0;
+    for (const Fiber& f : S.fibers) {
+      if (f.state == State::done || shown == 8) continue;
+      where += str_cat(shown++ ? ", " : "", "thread ", f.linear, " at ", state_name(f.state));
+    }
+    block_error(b, str_cat("deadlock: ", at_barrier, " threads wait at __syncthreads, ", n - done - at_barrier,
+                           " at a warp operation, ", done, " have exited (", where,
+                           "): a barrier inside a branch that not every thread takes?"));
+  }
+}
+
+}  // namespace
+
+void syncthreads() {
+  Scheduler& S = sched();
+  MM_CHECK(S.running, "[cuda-emu] __syncthreads outside a kernel");
+  S.running->state = State::at_block_barrier;
+  wait_here();
+}
+
+void syncwarp(unsigned mask) {
+  Scheduler& S = sched();
+  MM_CHECK(S.running, "[cuda-emu] __syncwarp outside a kernel");
+  Fiber* f = S.running;
+  f->state = State::at_warp;
+  f->shuffle = false;
+  f->mask = mask;
+  wait_here();
+}
+
+uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width) {
+  Scheduler& S = sched();
+  MM_CHECK(S.running, "[cuda-emu] warp shuffle outside a kernel");
+  Fiber* f = S.running;
+  f->state = State::at_warp;
+  f->shuffle = true;
+  f->mask = mask;
+  f->kind = kind;
+  f->arg = arg;
+  f->width = width;
+  f->value = value;
+  wait_here();
+  return f->result;
+}
+
+void* dynamic_shared() { return sched().smem.get(); }
+
+bool is_device_pointer(const void* p) { return device_range(p, 0); }
+
+void record_launch_error(cudaError_t e, const char* kernel, const char* why) {
+  set_error(e, str_cat("kernel ", kernel, ": ", why));
+}
+
+bool check_pointer_argument(const char* kernel, int index, const void* p) {
+  if (!p || is_device_pointer(p)) return true;
+  set_error(cudaErrorLaunchFailure,
+            str_cat("kernel ", kernel, ": argument ", index, " is a pointer outside device memory (", p,
+                    "): a host pointer passed to a kernel faults on a GPU"));
+  return false;
+}
+
+cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body) {
+  const uint64_t threads = uint64_t(block.x) * block.y * block.z;
+  std::string bad;
+  if (!grid.x || !grid.y || !grid.z || !block.x || !block.y || !block.z)
+    bad = str_cat("an empty grid or block (grid ", grid.x, "x", grid.y, "x", grid.z, ", block ", block.x, "x", block.y,
+                  "x", block.z, ")");
+  else if (threads > 1024 || block.z > 64)
+    bad = str_cat("a block of ", block.x, "x", block.y, "x", block.z, " threads (at most 1024, z at most 64)");
+  else if (grid.x > 0x7fffffffu || grid.y > 65535 || grid.z > 65535)
+    bad = str_cat("grid ", grid.x, "x", grid.y, "x", grid.z, " (y and z at most 65535)");
+  if (!bad.empty()) {
+    set_error(cudaErrorInvalidConfiguration, str_cat("kernel ", kernel, " at ", where, ": ", bad));
+    return cudaErrorInvalidConfiguration;
+  }
+  if (smem > 232448) {  // an H100/H200 block's opt-in maximum, 227 KiB
+    set_error(cudaErrorInvalidValue,
+              str_cat("kernel ", kernel, " at ", where, ": ", smem, " bytes of dynamic shared memory (at most 232448)"));
+    return cudaErrorInvalidValue;
+  }
+  Scheduler& S = sched();
+  MM_CHECK(!S.running, "[cuda-emu] kernel ", kernel, " launched from inside a kernel");
+  S.body = body;
+  S.smem.reset(new unsigned char[smem]);
+  for (unsigned z = 0; z < grid.z; ++z)
+    for (unsigned y = 0; y < grid.y; ++y)
+      for (unsigned x = 0; x < grid.x; ++x)
+        run_block(S, static_cast<size_t>(threads), BlockContext{kernel, where, uint3{x, y, z}}, block, grid, smem);
+  return cudaSuccess;
+}
+
+}  // namespace mm::emu
+
+// ---- the runtime API ---------------------------------------------------------------------------
+using mm::emu::device_range;
+using mm::emu::set_error;
+
+struct CUstream_st {
+  int unused;
+};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point t;
+};
+
+namespace {
+cudaError_t fail(cudaError_t e, std::string detail) {
+  set_error(e, std::move(detail));
+  return e;
+}
+}  // namespace
+
+const char* cudaGetErrorString(cudaError_t e) {
+  const char* name = "unknown error";
+  switch (e) {
+    case cudaSuccess: name = "no error"; break;
+    case cudaErrorInvalidValue: name = "invalid argument"; break;
+    case cudaErrorMemoryAllocation: name = "out of memory"; break;
+    case cudaErrorInvalidConfiguration: name = "invalid configuration argument"; break;
+    case cudaErrorInvalidDevicePointer: name = "invalid device pointer"; break;
+    case cudaErrorInvalidMemcpyDirection: name = "invalid copy direction for memcpy"; break;
+    case cudaErrorNoDevice: name = "no CUDA-capable device is detected"; break;
+    case cudaErrorLaunchFailure: name = "unspecified launch failure"; break;
+  }
+  if (e == mm::emu::g_last_error && !mm::emu::g_last_detail.empty()) {
+    static thread_local std::string s;
+    s = mm::str_cat(name, " [emulator: ", mm::emu::g_last_detail, "]");
+    return s.c_str();
+  }
+  return name;
+}
+cudaError_t cudaGetLastError() {
+  const cudaError_t e = mm::emu::g_last_error;
+  mm::emu::g_last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError() { return mm::emu::g_last_error; }
+
+namespace {
+int emulated_devices() {
+  static const int n = [] {
+    const char* s = std::getenv("MM_CUDA_EMULATE_DEVICES");  // 0: behave as a machine without a GPU
+    return s && *s ? std::atoi(s) : 1;
+  }();
+  return n;
+}
+}  // namespace
+
+cudaError_t cudaGetDeviceCount(int* n) {
+  *n = emulated_devices();
+  return *n ? cudaSuccess : fail(cudaErrorNoDevice, "MM_CUDA_EMULATE_DEVICES=0");
+}
+cudaError_t cudaGetDevice(int* d) {
+  *d = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidValue, "one device"); }
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
+  if (d != 0) return fail(cudaErrorInvalidValue, "one emulated device");
+  *p = cudaDeviceProp{};
+  std::snprintf(p->name, sizeof(p->name), "mm CUDA emulator on the CPU");
+  p->major = 9, p->minor = 0;
+  p->multiProcessorCount = 2;  // small, so that grid-stride loops go round more than once
+  p->totalGlobalMem = size_t(16) << 30;
+  p->sharedMemPerBlock = 48 << 10, p->sharedMemPerBlockOptin = 232448;
+  p->maxThreadsPerBlock = 1024, p->warpSize = 32;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+
+cudaError_t cudaMalloc(void** p, size_t bytes) {
+  void* q = nullptr;
+  // exact size, so that AddressSanitizer sees a one-byte overrun; 256-byte aligned as cudaMalloc
+  if (posix_memalign(&q, 256, bytes ? bytes : 1) != 0) return fail(cudaErrorMemoryAllocation, "posix_memalign");
+  std::memset(q, 0xFF, bytes);  // device memory starts as garbage: NaN here
+  {
+    std::lock_guard<std::mutex> lock(mm::emu::g_mem_mu);
+    mm::emu::allocations()[reinterpret_cast<uintptr_t>(q)] = bytes;
+  }
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void* p) {
+  if (!p) return cudaSuccess;
+  {
+    std::lock_guard<std::mutex> lock(mm::emu::g_mem_mu);
+    auto& m = mm::emu::allocations();
+    auto it = m.find(reinterpret_cast<uintptr_t>(p));
+    if (it == m.end()) return fail(cudaErrorInvalidValue, "cudaFree of a pointer cudaMalloc did not return");
+    m.erase(it);
+  }
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMallocHost(void** p, size_t bytes) {
+  *p = std::malloc(bytes ? bytes : 1);
+  return *p ? cudaSuccess : fail(cudaErrorMemoryAllocation, "malloc");
+}
+cudaError_t cudaFreeHost(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  if (!bytes) return cudaSuccess;
+  const bool dst_dev = device_range(dst, bytes), src_dev = device_range(src, bytes);
+  const bool want_dst = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool want_src = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind != cudaMemcpyDefault && (dst_dev != want_dst || src_dev != want_src))
+    return fail(cudaErrorInvalidValue,
+                mm::str_cat("cudaMemcpy kind ", int(kind), " but the destination is ", dst_dev ? "" : "not ",
+                            "device memory and the source is ", src_dev ? "" : "not ", "device memory (", bytes,
+                            " bytes)"));
+  std::memmove(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+  return cudaMemcpy(dst, src, bytes, kind);
+}
+cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
+  if (!bytes) return cudaSuccess;
+  if (!device_range(dst, bytes))
+    return fail(cudaErrorInvalidValue, mm::str_cat("cudaMemset of ", bytes, " bytes outside device memory"));
+  std::memset(dst, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) { return cudaMemset(dst, value, bytes); }
+cudaError_t cudaStreamCreate(cudaStream_t* s) {
+  *s = new CUstream_st{};
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) {
+  delete s;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaEventCreate(cudaEvent_t* e) {
+  *e = new CUevent_st{};
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+  e->t = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  *ms = std::chrono::duration<float, std::milli>(b->t - a->t).count();
+  return cudaSuccess;
+}
+
+// ---- cuBLAS: column-major GEMMs with cuBLAS's argument checks ---------------------------------
+struct cublasContext {
+  cudaStream_t stream;
+};
+
+cublasStatus_t cublasCreate(cublasHandle_t* h) {
+  *h = new cublasContext{nullptr};
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasDestroy(cublasHandle_t h) {
+  delete h;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  h->stream = s;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+namespace {
+
+float to_tf32(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0xfffu + ((u >> 13) & 1u)) & ~0x1fffu;
+  std::memcpy(&x, &u, 4);
+  return x;
+}
+
+template <typename T>
+float load(const T* p, bool tf32) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __bfloat162float(*p);
+  else
+    return tf32 ? to_tf32(*p) : *p;
+}
+
+// C = alpha·op(A)·op(B) + beta·C, column-major, one matrix; false if an operand's span is not
+// device memory.
+template <typename T>
+bool gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha, const T* A, int lda,
+              const T* B, int ldb, float beta, float* C, int ldc, bool tf32) {
+  const size_t a_cols = ta == CUBLAS_OP_N ? k : m, b_cols = tb == CUBLAS_OP_N ? n : k;
+  auto span = [](size_t cols, int ld) { return cols ? (cols - 1) * size_t(ld) : 0; };
+  const size_t a_rows = ta == CUBLAS_OP_N ? m : k, b_rows = tb == CUBLAS_OP_N ? k : n;
+  if (k > 0 && (!device_range(A, (span(a_cols, lda) + a_rows) * sizeof(T)) ||
+                !device_range(B, (span(b_cols, ldb) + b_rows) * sizeof(T))))
+    return false;
+  if (!device_range(C, (span(n, ldc) + m) * sizeof(float))) return false;
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < m; ++i) {
+      double s = 0;
+      for (int l = 0; l < k; ++l) {
+        const T* a = ta == CUBLAS_OP_N ? A + i + size_t(l) * lda : A + l + size_t(i) * lda;
+        const T* b = tb == CUBLAS_OP_N ? B + l + size_t(j) * ldb : B + j + size_t(l) * ldb;
+        s += double(load(a, tf32)) * double(load(b, tf32));
+      }
+      float& c = C[i + size_t(j) * ldc];
+      c = beta == 0.0f ? float(alpha * s) : float(alpha * s + double(beta) * c);  // beta 0: C is not read
+    }
+  return true;
+}
+
+bool bad_dims(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb, int ldc) {
+  const int need_a = ta == CUBLAS_OP_N ? m : k, need_b = tb == CUBLAS_OP_N ? k : n;
+  return m < 0 || n < 0 || k < 0 || lda < std::max(1, need_a) || ldb < std::max(1, need_b) || ldc < std::max(1, m) ||
+         (ta != CUBLAS_OP_N && ta != CUBLAS_OP_T) || (tb != CUBLAS_OP_N && tb != CUBLAS_OP_T);
+}
+
+}  // namespace
+
+cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                           const float* alpha, const float* A, int lda, const float* B, int ldb, const float* beta,
+                           float* C, int ldc) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+  return gemm_one(ta, tb, m, n, k, *alpha, A, lda, B, ldb, *beta, C, ldc, false) ? CUBLAS_STATUS_SUCCESS
+                                                                                  : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                         int k, const float* alpha, const float* A, int lda, long long strideA,
+                                         const float* B, int ldb, long long strideB, const float* beta, float* C,
+                                         int ldc, long long strideC, int batch) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+  for (int b = 0; b < batch; ++b)
+    if (!gemm_one(ta, tb, m, n, k, *alpha, A + b * strideA, lda, B + b * strideB, ldb, *beta, C + b * strideC, ldc,
+                  false))
+      return CUBLAS_STATUS_EXECUTION_FAILED;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                            const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                            cublasComputeType_t compute, cublasGemmAlgo_t) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
+  if (Atype != Btype || Ctype != CUDA_R_32F || (Atype != CUDA_R_32F && Atype != CUDA_R_16BF) ||
+      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const bool ok =
+      Atype == CUDA_R_32F
+          ? gemm_one(ta, tb, m, n, k, al, static_cast<const float*>(A), lda, static_cast<const float*>(B), ldb, be,
+                     static_cast<float*>(C), ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32)
+          : gemm_one(ta, tb, m, n, k, al, static_cast<const __nv_bfloat16*>(A), lda,
+                     static_cast<const __nv_bfloat16*>(B), ldb, be, static_cast<float*>(C), ldc, false);
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}

@@ -1,0 +1,82 @@
+// kernels/cuda/emu/mma.h: the CUDA emulator's stand-in for <mma.h> (WMMA; see cuda_runtime.h
+// here). A fragment holds its whole tile in every lane (the hardware spreads it over the warp
+// in a layout CUDA does not specify), so load, mma and store compute the exact tile product;
+// kernels that index fragment elements by lane (x[i]) are not emulated faithfully. Each
+// *_sync call is a warp barrier, as on the device: every lane of the warp must reach it.
+#pragma once
+#include "cuda_bf16.h"
+#include "cuda_runtime.h"
+
+namespace nvcuda::wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K>
+struct tile_shape;
+template <int M, int N, int K>
+struct tile_shape<matrix_a, M, N, K> {
+  static constexpr int rows = M, cols = K;
+};
+template <int M, int N, int K>
+struct tile_shape<matrix_b, M, N, K> {
+  static constexpr int rows = K, cols = N;
+};
+template <int M, int N, int K>
+struct tile_shape<accumulator, M, N, K> {
+  static constexpr int rows = M, cols = N;
+};
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static constexpr int rows = tile_shape<Use, M, N, K>::rows, cols = tile_shape<Use, M, N, K>::cols;
+  static constexpr int num_elements = rows * cols;
+  T x[num_elements];  // row-major tile
+};
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, T v) {
+  for (T& e : f.x) e = v;
+}
+
+template <typename Use, int M, int N, int K, typename T, typename L>
+inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
+  __syncwarp();
+  using F = fragment<Use, M, N, K, T, L>;
+  constexpr bool col = std::is_same_v<L, col_major>;
+  for (int r = 0; r < F::rows; ++r)
+    for (int c = 0; c < F::cols; ++c) f.x[r * F::cols + c] = col ? p[c * size_t(ldm) + r] : p[r * size_t(ldm) + c];
+}
+template <int M, int N, int K, typename T>
+inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t layout) {
+  __syncwarp();
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      f.x[r * N + c] = layout == mem_col_major ? p[c * size_t(ldm) + r] : p[r * size_t(ldm) + c];
+}
+template <int M, int N, int K, typename T>
+inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  __syncwarp();
+  for (int r = 0; r < M; ++r)
+    for (int c = 0; c < N; ++c)
+      (layout == mem_col_major ? p[c * size_t(ldm) + r] : p[r * size_t(ldm) + c]) = f.x[r * N + c];
+}
+template <int M, int N, int K, typename TA, typename LA, typename TB, typename LB, typename TC>
+inline void mma_sync(fragment<accumulator, M, N, K, TC>& d, const fragment<matrix_a, M, N, K, TA, LA>& a,
+                     const fragment<matrix_b, M, N, K, TB, LB>& b, const fragment<accumulator, M, N, K, TC>& c) {
+  __syncwarp();
+  TC out[M * N];
+  for (int i = 0; i < M; ++i)
+    for (int j = 0; j < N; ++j) {
+      float s = static_cast<float>(c.x[i * N + j]);
+      for (int k = 0; k < K; ++k) s += static_cast<float>(a.x[i * K + k]) * static_cast<float>(b.x[k * N + j]);
+      out[i * N + j] = s;
+    }
+  for (int e = 0; e < M * N; ++e) d.x[e] = out[e];
+}
+
+}  // namespace nvcuda::wmma

@@ -1,0 +1,18 @@
+#!/bin/sh
+# kernels/cuda/emu/translate.sh IN.cu OUT.cpp: rewrites the two pieces of CUDA syntax that are
+# not C++ so that the CUDA emulator (cuda_runtime.h here) can compile a kernel file:
+#   kernel<<<grid, block, smem, stream>>>(args)  ->  ::mm::emu::launch("kernel", __FILE__,
+#       __LINE__, [](auto... a) { kernel(a...); }, grid, block, smem, stream)(args)
+#   extern __shared__ T name[];  ->  T* name = static_cast<T*>(::mm::emu::dynamic_shared());
+# Lines stay where they were (#line names the original file), so errors point at the .cu.
+set -eu
+in=$1
+out=$2
+{
+  printf '#line 1 "%s"\n' "$in"
+  sed -E \
+    -e 's/extern __shared__ ([A-Za-z0-9_:]+) ([A-Za-z0-9_]+)\[\];/\1* \2 = static_cast<\1*>(::mm::emu::dynamic_shared());/' \
+    -e 's/([A-Za-z_][A-Za-z0-9_]*(<[^<>;()]*>)?)<<<(([^>]|>[^>]|>>[^>])*)>>>\(/::mm::emu::launch("\1", __FILE__, __LINE__, [](auto... mm_emu_a) { \1(mm_emu_a...); }, \3)(/g' \
+    "$in"
+} > "$out.tmp"
+mv "$out.tmp" "$out"
