@@ -114,6 +114,7 @@ Pool& pool() {
 
 // MM_CUDA_NO_POOL=1: exact sizes straight from cudaMalloc/cudaFree, so that compute-sanitizer's
 // memcheck sees an overrun of even one byte (the pool's rounding would hide it).
+namespace {
 bool no_pool() {
   static const bool v = [] {
     const char* s = std::getenv("MM_CUDA_NO_POOL");
@@ -121,6 +122,8 @@ bool no_pool() {
   }();
   return v;
 }
+}  // namespace
+bool pool_enabled() { return !no_pool(); }
 
 void* allocate(size_t bytes, const char* op) {
   const size_t size = no_pool() ? std::max<size_t>(bytes, 1) : round_size(bytes);

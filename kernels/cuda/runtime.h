@@ -54,6 +54,8 @@ MemoryStats memory_stats();
 void reset_peak();
 void empty_cache();  // returns the pooled blocks to the driver
 
+// False under MM_CUDA_NO_POOL=1: every allocate is a cudaMalloc of the exact size.
+bool pool_enabled();
 void* allocate(size_t bytes, const char* op = "allocate");
 void deallocate(void* p);
 

@@ -133,7 +133,7 @@ TEST_CASE("errors name the op and the shapes") {
   CHECK_THROWS_WITH_AS(x.size(5), doctest::Contains("dim 5 out of range"), Error);
   CHECK_THROWS_WITH_AS(x.at<float>({2, 0}), doctest::Contains("index 2 out of range"), Error);
   CHECK_THROWS_WITH_AS(x.data<double>(), doctest::Contains("data<float64>() called on a float32[2, 3]"), Error);
-  CHECK_THROWS_AS(Tensor::empty({2}, f32, Device::cuda), Error);
+  if (!cuda_ops::device_present()) CHECK_THROWS_AS(Tensor::empty({2}, f32, Device::cuda), Error);
   Tensor undefined;
   CHECK_THROWS_WITH_AS(undefined.shape(), doctest::Contains("undefined tensor"), Error);
 }

@@ -15,8 +15,9 @@
 //     dynamic shared memory than an H200 block can have) -> cudaGetLastError, as on a device;
 //   - pointer arguments of a kernel that are not device memory (a host pointer passed to a
 //     kernel works here but faults on a GPU);
-//   - barriers that not every thread reaches (a __syncthreads inside a divergent branch, a
-//     warp shuffle whose mask names lanes that exited or are elsewhere): "deadlock";
+//   - barriers that cannot complete: a warp shuffle whose mask names lanes that exited or wait
+//     at __syncthreads ("deadlock"). Threads that have exited do not hold up a __syncthreads
+//     (as on the hardware), so an early `return` before a barrier is accepted;
 //   - a shuffle reading a lane that is not taking part.
 // Threads run one at a time, each until its next barrier; the order alternates between
 // ascending and descending thread index at every barrier, so a missing barrier between a

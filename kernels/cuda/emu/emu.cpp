@@ -38,10 +38,11 @@ namespace {
 
 // ---- errors, as the runtime reports them -----------------------------------------------------
 cudaError_t g_last_error = cudaSuccess;
+cudaError_t g_detail_error = cudaSuccess;  // the error g_last_detail explains (kept after cudaGetLastError)
 std::string g_last_detail;
 
 void set_error(cudaError_t e, std::string detail) {
-  g_last_error = e;
+  g_last_error = g_detail_error = e;
   g_last_detail = std::move(detail);
 }
 
@@ -467,7 +468,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorNoDevice: name = "no CUDA-capable device is detected"; break;
     case cudaErrorLaunchFailure: name = "unspecified launch failure"; break;
   }
-  if (e == mm::emu::g_last_error && !mm::emu::g_last_detail.empty()) {
+  if (e == mm::emu::g_detail_error && !mm::emu::g_last_detail.empty()) {
     static thread_local std::string s;
     s = mm::str_cat(name, " [emulator: ", mm::emu::g_last_detail, "]");
     return s.c_str();

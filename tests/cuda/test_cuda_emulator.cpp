@@ -1,0 +1,120 @@
+// tests/cuda/test_cuda_emulator.cpp: the CUDA emulator (kernels/cuda/emu/) catches what it
+// promises to catch, and its warp shuffles and cuBLAS GEMMs mean what CUDA's mean. Built only
+// with -DMM_CUDA_EMULATE=ON (scripts/test.sh's sanitized build).
+// Run: ./build-asan/mm_tests --source-file=*test_cuda_emulator.cpp
+#include <doctest/doctest.h>
+
+#include <cublas_v2.h>
+
+#include <string>
+#include <vector>
+
+#include "kernels/cuda/runtime.h"
+#include "tests/cuda/emu_kernels.h"
+
+using namespace mm;
+using cuda::DeviceArray;
+
+namespace {
+std::string launch_error() {
+  const cudaError_t e = cudaGetLastError();
+  return e == cudaSuccess ? "" : cudaGetErrorString(e);
+}
+}  // namespace
+
+TEST_CASE("cuda emulator: a barrier or a shuffle that not every thread reaches is an error, not a hang") {
+  DeviceArray<float> out(32);
+  CHECK_THROWS_WITH_AS(emu_test::launch_divergent_barrier(out.data()),
+                       doctest::Contains("divergent_barrier (launched at "), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_divergent_barrier(out.data()),
+                       doctest::Contains("deadlock: 16 threads wait at __syncthreads, 16 at a warp operation, 0 have "
+                                         "exited"),
+                       Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_shuffle_after_exit(out.data()),
+                       doctest::Contains("names thread 5, which has exited"), Error);
+}
+
+TEST_CASE("cuda emulator: a missing __syncthreads shows as a wrong result") {
+  for (int n : {32, 64}) {
+    DeviceArray<int> out(n);
+    std::vector<int> want(n);
+    for (int seed : {1000, 2000}) {  // a launch finds the previous one's values in shared memory
+      for (int i = 0; i < n; ++i) want[i] = seed + (i + 1) % n;
+      emu_test::launch_neighbour(out.data(), n, seed, /*barrier=*/false);
+      CHECK(out.download() != want);
+      emu_test::launch_neighbour(out.data(), n, seed, /*barrier=*/true);
+      CHECK(out.download() == want);
+    }
+  }
+}
+
+TEST_CASE("cuda emulator: warp shuffles follow CUDA's lane rules") {
+  const int threads = 64;
+  DeviceArray<int> out(threads * 5);
+  emu_test::launch_warp_ops(out.data(), threads);
+  REQUIRE(launch_error() == "");
+  const std::vector<int> o = out.download();
+  for (int t = 0; t < threads; ++t) {
+    CAPTURE(t);
+    const int lane = t % 32, base = t - lane;
+    CHECK(o[t * 5 + 0] == 100 + base + (lane ^ 3));
+    CHECK(o[t * 5 + 1] == 100 + (lane + 4 < 32 ? t + 4 : t));
+    CHECK(o[t * 5 + 2] == 100 + (lane >= 1 ? t - 1 : t));
+    CHECK(o[t * 5 + 3] == 100 + base + (lane & 16) + 2);
+    CHECK(o[t * 5 + 4] == 31 * 32 / 2);
+  }
+  // a block that is not whole warps: the full mask names lanes that do not exist
+  CHECK_THROWS_WITH_AS(emu_test::launch_warp_ops(out.data(), 40), doctest::Contains("which has only 8 threads"), Error);
+}
+
+TEST_CASE("cuda emulator: launch configurations CUDA refuses, and host pointers given to kernels") {
+  DeviceArray<float> p(1), out(1);
+  emu_test::launch_touch(p.data(), out.data(), 1, 1, 1);
+  CHECK(launch_error() == "");
+  emu_test::launch_touch(p.data(), out.data(), 1, 1, 2048);
+  CHECK(launch_error().find("invalid configuration argument [emulator: kernel touch at ") != std::string::npos);
+  emu_test::launch_touch(p.data(), out.data(), 1, 70000, 32);
+  CHECK(launch_error().find("grid 1x70000x1 (y and z at most 65535)") != std::string::npos);
+  emu_test::launch_touch(p.data(), out.data(), 0, 1, 32);
+  CHECK(launch_error().find("an empty grid or block") != std::string::npos);
+  std::vector<float> host(1, 3.0f);
+  emu_test::launch_touch(host.data(), out.data(), 1, 1, 1);
+  CHECK(launch_error().find("argument 0 is a pointer outside device memory") != std::string::npos);
+  emu_test::launch_touch(nullptr, out.data(), 1, 1, 1);  // null is a valid argument
+  CHECK(launch_error() == "");
+  CHECK(out.download()[0] == 0.0f);
+  // a copy in the wrong direction
+  CHECK(cudaMemcpy(host.data(), p.data(), 4, cudaMemcpyHostToDevice) == cudaErrorInvalidValue);
+  cudaGetLastError();
+}
+
+TEST_CASE("cuda emulator: cuBLAS GEMMs are column-major and check their leading dimensions") {
+  // A 2x3 and B 3x2, column-major; C = A·B. Exact-size allocations (the caching allocator's
+  // rounding would hide the overrun below).
+  const std::vector<float> a = {1, 4, 2, 5, 3, 6}, b = {7, 9, 11, 8, 10, 12};
+  float *A, *B, *C;
+  REQUIRE(cudaMalloc(&A, 6 * 4) == cudaSuccess);
+  REQUIRE(cudaMalloc(&B, 6 * 4) == cudaSuccess);
+  REQUIRE(cudaMalloc(&C, 9 * 4) == cudaSuccess);
+  REQUIRE(cudaMemcpy(A, a.data(), 6 * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  REQUIRE(cudaMemcpy(B, b.data(), 6 * 4, cudaMemcpyHostToDevice) == cudaSuccess);
+  cublasHandle_t h;
+  REQUIRE(cublasCreate(&h) == CUBLAS_STATUS_SUCCESS);
+  const float one = 1, zero = 0;
+  REQUIRE(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 3, &one, A, 2, B, 3, &zero, C, 2) == CUBLAS_STATUS_SUCCESS);
+  std::vector<float> c(4);
+  REQUIRE(cudaMemcpy(c.data(), C, 4 * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(c == std::vector<float>{58, 139, 64, 154});
+  // Aᵀ·Bᵀ (3x3): A stored 2x3 (lda >= 2), B stored 3x2 (ldb >= 3)
+  CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_T, 3, 3, 2, &one, A, 2, B, 3, &zero, C, 3) == CUBLAS_STATUS_SUCCESS);
+  c.resize(9);
+  REQUIRE(cudaMemcpy(c.data(), C, 9 * 4, cudaMemcpyDeviceToHost) == cudaSuccess);
+  CHECK(c == std::vector<float>{39, 54, 69, 49, 68, 87, 59, 82, 105});  // column-major
+  CHECK(cublasSgemm(h, CUBLAS_OP_T, CUBLAS_OP_T, 3, 3, 2, &one, A, 1, B, 3, &zero, C, 3) ==
+        CUBLAS_STATUS_INVALID_VALUE);
+  // an operand that runs past its allocation: k = 4 over 3 stored columns of A
+  CHECK(cublasSgemm(h, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 4, &one, A, 2, B, 4, &zero, C, 2) ==
+        CUBLAS_STATUS_EXECUTION_FAILED);
+  cublasDestroy(h);
+  cudaFree(A), cudaFree(B), cudaFree(C);
+}
