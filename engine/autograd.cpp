@@ -69,7 +69,7 @@ void record_op(const char* name, const std::vector<Tensor>& inputs, const std::v
   }
   for (size_t i = 0; i < outputs.size(); ++i) {
     const auto& impl = outputs[i].impl();
-    node->outputs.push_back({impl->shape, impl->dtype});
+    node->outputs.push_back({impl->shape, impl->dtype, outputs[i].device()});
     impl->requires_grad = true;
     impl->grad_fn = node;
     impl->output_nr = static_cast<int>(i);
@@ -101,7 +101,7 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
     if (!g.defined()) {
       MM_CHECK(r.numel() == 1, "[backward] gradient can be implicit only for one-element outputs; pass a "
                "gradient for ", r.str());
-      g = Tensor::ones(r.shape(), r.dtype());
+      g = Tensor::ones(r.shape(), r.dtype()).to(r.device());
     }
     MM_CHECK(g.shape() == r.shape(), "[backward] gradient ", g.str(), " does not match output ", r.str());
     Edge e;
@@ -191,7 +191,8 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
       Grads grads = std::move(buf_it->second);
       buffers.erase(buf_it);
       for (size_t i = 0; i < n->outputs.size(); ++i)
-        if (!grads[i].defined()) grads[i] = Tensor::zeros(n->outputs[i].shape, n->outputs[i].dtype);
+        if (!grads[i].defined())
+          grads[i] = Tensor::zeros(n->outputs[i].shape, n->outputs[i].dtype).to(n->outputs[i].device);
       if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) {
         if (!capture) {
           n->apply(grads);

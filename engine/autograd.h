@@ -38,6 +38,7 @@ class Node {
   struct OutputMeta {
     Shape shape;
     DType dtype;
+    Device device;
   };
   Node(std::string name, BackwardFn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
   virtual ~Node() = default;

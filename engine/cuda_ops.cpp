@@ -2,11 +2,15 @@
 // paths exist when mm is built with CUDA (MM_CUDA), and otherwise every entry refuses.
 #include "engine/cuda_ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/ops/elementwise.h"
+#include "engine/ops/linalg.h"
+#include "engine/ops/reduce.h"
 #include "engine/shape.h"
 #include "kernels/cpu/loops.h"
 #if MM_CUDA
@@ -69,10 +73,13 @@ Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t) {
   unsupported("conv2d", "mm was built without CUDA:");
 }
 Tensor gather_rows(const char* op, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
+Tensor sum(const Tensor&, const std::vector<int64_t>&) { unsupported("sum", "mm was built without CUDA:"); }
 
 #else
 
 namespace {
+
+Tensor matmul_forward(const Tensor& a, const Tensor& b);
 
 float* fptr(const Tensor& t) { return static_cast<float*>(t.device_ptr()); }
 
@@ -145,7 +152,6 @@ void copy(const Tensor& dst, const Tensor& src) {
 
 Tensor unary(const char* op, Unary u, const Tensor& x) {
   check_f32(op, x);
-  forward_only(op, {&x});
   Tensor xd = dense(x);
   Tensor out = Tensor::empty(x.shape(), DType::f32, Device::cuda);
   cuda::Unary k = cuda::Unary::neg;
@@ -157,13 +163,23 @@ Tensor unary(const char* op, Unary u, const Tensor& x) {
     case Unary::relu: k = cuda::Unary::relu; break;
   }
   cuda::unary(k, fptr(xd), fptr(out), x.numel());
+  if (needs_grad({x})) {
+    Tensor saved = u == Unary::exp ? out.detach() : xd.detach();
+    record_op(op, {x}, {out}, [u, k, saved](const Grads& g) -> Grads {
+      if (u == Unary::neg) return {mm::neg(g[0])};
+      if (u == Unary::exp) return {mm::mul(g[0], saved)};  // d exp(x) = exp(x)
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty(saved.shape(), DType::f32, Device::cuda);
+      cuda::unary_backward(k, fptr(saved), fptr(dy), fptr(dx), saved.numel());
+      return {dx};
+    });
+  }
   return out;
 }
 
 Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
   check_f32(op, x);
   check_f32(op, y);
-  forward_only(op, {&x, &y});
   const Shape shape = broadcast_shapes(x.shape(), y.shape(), op);
   Tensor xd = dense_as(x, shape), yd = dense_as(y, shape);
   Tensor out = Tensor::empty(shape, DType::f32, Device::cuda);
@@ -172,12 +188,31 @@ Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
                          : b == Binary::mul ? cuda::Binary::mul
                                             : cuda::Binary::div;
   cuda::binary(k, fptr(xd), fptr(yd), fptr(out), out.numel());
+  if (needs_grad({x, y})) {
+    // as the CPU ops: each gradient summed back to its input's (broadcast) shape
+    const Shape sx = x.shape(), sy = y.shape();
+    const bool want_x = x.requires_grad(), want_y = y.requires_grad();
+    Tensor xs = x.detach(), ys = y.detach(), os = out.detach();
+    record_op(op, {x, y}, {out}, [=](const Grads& g) -> Grads {
+      const Tensor& G = g[0];
+      switch (b) {
+        case Binary::add: return {want_x ? sum_to(G, sx) : Tensor(), want_y ? sum_to(G, sy) : Tensor()};
+        case Binary::sub: return {want_x ? sum_to(G, sx) : Tensor(), want_y ? mm::neg(sum_to(G, sy)) : Tensor()};
+        case Binary::mul:
+          return {want_x ? sum_to(mm::mul(G, ys), sx) : Tensor(), want_y ? sum_to(mm::mul(G, xs), sy) : Tensor()};
+        case Binary::div: {  // d(x/y) = g/y dx - g*out/y dy
+          Tensor gy = mm::div(G, ys);
+          return {want_x ? sum_to(gy, sx) : Tensor(), want_y ? mm::neg(sum_to(mm::mul(gy, os), sy)) : Tensor()};
+        }
+      }
+      return {};
+    });
+  }
   return out;
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("linear", *t);
-  forward_only("linear", {&x, &w, &b});
   const int64_t in = w.size(1), out_f = w.size(0);
   Tensor x2 = dense(x), wd = dense(w);
   Shape out_shape = x.shape();
@@ -190,7 +225,18 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (b.defined()) {
     Tensor yb = Tensor::empty(out_shape, DType::f32, Device::cuda);
     cuda::add_rows(fptr(y), fptr(dense(b)), fptr(yb), R, out_f);
-    return yb;
+    y = yb;
+  }
+  if (needs_grad({x, w, b})) {
+    // dx = dy·W, dW = dyᵀ·x, db = the column sums of dy (dy as [R, out])
+    Tensor xs = x2.detach().reshape({R, in}), ws = wd.detach();
+    const Shape x_shape = x.shape();
+    const bool want_x = x.requires_grad(), want_w = w.requires_grad(), want_b = b.defined() && b.requires_grad();
+    record_op("linear", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dy = g[0].reshape({R, out_f});
+      return {want_x ? mm::matmul(dy, ws).reshape(x_shape) : Tensor(), want_w ? mm::matmul(dy.t(), xs) : Tensor(),
+              want_b ? mm::sum(dy, {0}) : Tensor()};
+    });
   }
   return y;
 }
@@ -198,7 +244,26 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 Tensor matmul(const Tensor& a, const Tensor& b) {
   check_f32("matmul", a);
   check_f32("matmul", b);
-  forward_only("matmul", {&a, &b});
+  Tensor y = matmul_forward(a, b);
+  if (needs_grad({a, b})) {
+    Tensor as = a.detach(), bs = b.detach();
+    const bool want_a = a.requires_grad(), want_b = b.requires_grad();
+    record_op("matmul", {a, b}, {y}, [=](const Grads& g) -> Grads {
+      const Tensor& G = g[0];
+      if (bs.dim() == 2) {  // [.., M, K] @ [K, N]: dA = G·Bᵀ; dB = Aᵀ·G over all rows
+        const int64_t K = bs.size(0), N = bs.size(1);
+        return {want_a ? mm::matmul(G, bs.t()) : Tensor(),
+                want_b ? mm::matmul(as.reshape({-1, K}).t(), G.reshape({-1, N})) : Tensor()};
+      }
+      return {want_a ? mm::matmul(G, bs.transpose(1, 2)) : Tensor(),
+              want_b ? mm::matmul(as.transpose(1, 2), G) : Tensor()};
+    });
+  }
+  return y;
+}
+
+namespace {
+Tensor matmul_forward(const Tensor& a, const Tensor& b) {
   if (b.dim() == 2 && a.dim() >= 2) {  // [.., M, K] @ [K, N]: one GEMM over all rows
     const int64_t K = b.size(0), N = b.size(1);
     MM_CHECK(a.size(-1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
@@ -221,31 +286,57 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   unsupported("matmul", str_cat("the shapes ", a.str(), " @ ", b.str(),
                                         " (device paths: [.., M, K] @ [K, N] and [B, M, K] @ [B, K, N])"));
 }
+}  // namespace
 
 Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("layer_norm", *t);
-  forward_only("layer_norm", {&x, &w, &b});
-  Tensor xd = dense(x);
+  Tensor xd = dense(x), wd = w.defined() ? dense(w) : Tensor();
   Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
-  cuda::layer_norm(fptr(xd), w.defined() ? fptr(dense(w)) : nullptr, b.defined() ? fptr(dense(b)) : nullptr,
-                   fptr(y), nullptr, nullptr, x.numel() / std::max<int64_t>(N, 1), N, static_cast<float>(eps));
+  const int64_t rows = x.numel() / std::max<int64_t>(N, 1);
+  const bool grad = needs_grad({x, w, b});
+  // the backward reads each row's mean and 1/std from the forward
+  Tensor mean = grad ? Tensor::empty({rows}, DType::f32, Device::cuda) : Tensor();
+  Tensor rstd = grad ? Tensor::empty({rows}, DType::f32, Device::cuda) : Tensor();
+  cuda::layer_norm(fptr(xd), w.defined() ? fptr(wd) : nullptr, b.defined() ? fptr(dense(b)) : nullptr, fptr(y),
+                   grad ? fptr(mean) : nullptr, grad ? fptr(rstd) : nullptr, rows, N, static_cast<float>(eps));
+  if (grad) {
+    Tensor xs = xd.detach(), ws = wd.defined() ? wd.detach() : Tensor();
+    const bool want_w = w.defined() && w.requires_grad(), want_b = b.defined() && b.requires_grad();
+    const Shape w_shape = w.defined() ? w.shape() : Shape{}, b_shape = b.defined() ? b.shape() : Shape{};
+    record_op("layer_norm", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty(xs.shape(), DType::f32, Device::cuda);
+      Tensor dw = want_w ? Tensor::empty({N}, DType::f32, Device::cuda) : Tensor();
+      Tensor db = want_b ? Tensor::empty({N}, DType::f32, Device::cuda) : Tensor();
+      cuda::layer_norm_backward(fptr(xs), ws.defined() ? fptr(ws) : nullptr, fptr(mean), fptr(rstd), fptr(dy),
+                                fptr(dx), want_w ? fptr(dw) : nullptr, want_b ? fptr(db) : nullptr, rows, N);
+      return {dx, want_w ? dw.reshape(w_shape) : Tensor(), want_b ? db.reshape(b_shape) : Tensor()};
+    });
+  }
   return y;
 }
 
 Tensor softmax_last(const Tensor& x) {
   check_f32("softmax", x);
-  forward_only("softmax", {&x});
   Tensor xd = dense(x);
   Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
-  const int64_t cols = x.dim() == 0 ? 1 : x.size(-1);
-  cuda::softmax(fptr(xd), fptr(y), x.numel() / std::max<int64_t>(cols, 1), cols);
+  const int64_t cols = x.dim() == 0 ? 1 : x.size(-1), rows = x.numel() / std::max<int64_t>(cols, 1);
+  cuda::softmax(fptr(xd), fptr(y), rows, cols);
+  if (needs_grad({x})) {
+    Tensor ys = y.detach();  // dx = y (dy - sum(dy y))
+    record_op("softmax", {x}, {y}, [ys, rows, cols](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty(ys.shape(), DType::f32, Device::cuda);
+      cuda::softmax_backward(fptr(ys), fptr(dy), fptr(dx), rows, cols);
+      return {dx};
+    });
+  }
   return y;
 }
 
 Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
   const char* op = "scaled_dot_product_attention";
   for (const Tensor* t : {&q, &k, &v}) check_f32(op, *t);
-  forward_only(op, {&q, &k, &v});
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     unsupported(op, str_cat("q ", q.str(), " (the device kernel takes [B, H, T, D])"));
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tk = k.size(2);
@@ -256,12 +347,25 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
   cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
                           static_cast<float>(scale), causal);
+  if (needs_grad({q, k, v})) {
+    // the backward recomputes the probabilities tile by tile from the forward's log-sum-exp
+    Tensor qs = qd.detach(), ks = kd.detach(), vs = vd.detach(), os = o.detach();
+    record_op(op, {q, k, v}, {o}, [=](const Grads& g) -> Grads {
+      Tensor dout = dense(g[0]);
+      Tensor dq = Tensor::empty(qs.shape(), DType::f32, Device::cuda);
+      Tensor dk = Tensor::empty(ks.shape(), DType::f32, Device::cuda);
+      Tensor dv = Tensor::empty(vs.shape(), DType::f32, Device::cuda);
+      cuda::attention_backward(fptr(qs), fptr(ks), fptr(vs), fptr(os), fptr(lse), fptr(dout), fptr(dq), fptr(dk),
+                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal);
+      return {dq, dk, dv};
+    });
+  }
   return o;
 }
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("conv2d", *t);
-  forward_only("conv2d", {&x, &w, &b});
+  forward_only("conv2d", {&w, &b});  // the weight's and bias's gradients are not written yet
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), KH = w.size(2), KW = w.size(3);
   const int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
@@ -273,12 +377,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     cuda::cudnn_conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
   else
     cuda::conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
+  if (needs_grad({x})) {
+    Tensor ws = wd.detach();
+    record_op("conv2d", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
+      cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
+      return {dx, Tensor(), Tensor()};
+    });
+  }
   return y;
 }
 
 Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids) {
   check_f32(op, table);
-  forward_only(op, {&table});
   MM_CHECK(table.dim() == 2 && ids.dtype() == DType::i64, "[", op, "] table ", table.str(), " and ids ", ids.str(),
            ": expects a 2-D table and int64 ids");
   // The ids are checked on the host: the gather kernel reads table rows without bounds.
@@ -293,6 +405,37 @@ Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids) {
   out_shape.push_back(D);
   Tensor out = Tensor::empty(out_shape, DType::f32, Device::cuda);
   cuda::gather_rows(fptr(dense(table)), static_cast<const int64_t*>(dev_ids.device_ptr()), fptr(out), n, D);
+  if (needs_grad({table})) {
+    const Shape t_shape = table.shape();
+    record_op(op, {table}, {out}, [dev_ids, t_shape, D, n](const Grads& g) -> Grads {
+      Tensor dout = dense(g[0]);
+      Tensor dt = Tensor::empty(t_shape, DType::f32, Device::cuda);
+      cuda::fill_bytes(dt.device_ptr(), 0, dt.numel() * sizeof(float));
+      cuda::scatter_add_rows(fptr(dout), static_cast<const int64_t*>(dev_ids.device_ptr()), fptr(dt), n, D);
+      return {dt};  // rows that repeat add up (atomics)
+    });
+  }
+  return out;
+}
+
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims) {
+  check_f32("sum", x);
+  // kept dims first, reduced dims last, dense: then one reduction per row
+  std::vector<int64_t> order;
+  Shape out_shape;
+  int64_t rows = 1, cols = 1;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (std::find(dims.begin(), dims.end(), d) == dims.end())
+      order.push_back(d), out_shape.push_back(x.size(d)), rows *= x.size(d);
+  for (int64_t d : dims) order.push_back(d), cols *= x.size(d);
+  Tensor xd = dense(x.permute(order));
+  Tensor out = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  if (rows == 0) return out;
+  if (cols == 0) {
+    cuda::fill_bytes(out.device_ptr(), 0, rows * sizeof(float));
+    return out;
+  }
+  cuda::row_sum(fptr(xd), fptr(out), rows, cols);
   return out;
 }
 

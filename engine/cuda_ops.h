@@ -7,17 +7,20 @@
 //   mm::Tensor y = mm::quick_gelu(mm::linear(x, w_cuda, b_cuda));   // runs on the GPU
 //   std::vector<float> v = y.to_vector<float>();                    // copied back
 //
-// What exists so far is the forward pass of the ops CLIP's towers use (float32): copies and
-// views, broadcasting add/sub/mul/div, neg/exp/silu/quick_gelu/relu, linear, matmul,
-// layer_norm, softmax over the last dim, attention (causal or not, no mask), conv2d,
-// embedding/index_select of rows. Nothing falls back to the CPU silently: an op without a
-// device path, a dtype other than float32, or a backward through device tensors is refused
-// with an error that names the op (unsupported()).
+// What exists so far are the ops CLIP's towers use (float32), forward and backward: copies
+// and views, broadcasting add/sub/mul/div, neg/exp/silu/quick_gelu/relu, sum over dims,
+// linear, matmul, layer_norm, softmax over the last dim, attention (causal or not, no mask),
+// conv2d (the input's gradient; not yet the weight's), embedding/index_select of rows. Each
+// records its device backward itself (record_op with closures over device ops and kernels),
+// so autograd runs on the device end to end. Nothing falls back to the CPU silently: an op
+// without a device path, a dtype other than float32, or a gradient not written yet is
+// refused with an error that names the op (unsupported()).
 // Built without CUDA, no device tensor can exist (Storage::allocate refuses), and these throw.
 #pragma once
 #include <cstddef>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -32,7 +35,7 @@ void deallocate(void* p);
 // Whether any of the (defined) tensors lives on the device; then all of them must, or the
 // error names the op and both devices. Undefined tensors (an absent bias) are skipped.
 bool on_device(const char* op, std::initializer_list<const Tensor*> tensors);
-// Refuses a device op whose inputs need a gradient: the device backward is not written yet.
+// Refuses a device op whose inputs need a gradient (for a backward not written yet).
 void forward_only(const char* op, std::initializer_list<const Tensor*> tensors);
 [[noreturn]] void unsupported(const char* op, const std::string& what);
 
@@ -53,5 +56,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad);
 // out[i] = table[ids[i]] for rows of a 2-D table; ids int64 on either device.
 Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids);
+// The sum over `dims` (sorted, distinct), the kept dims in order: sum_forward's device path.
+Tensor sum(const Tensor& x, const std::vector<int64_t>& dims);
 
 }  // namespace mm::cuda_ops

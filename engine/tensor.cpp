@@ -347,7 +347,8 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   if (needs_grad({*this})) {
     const Shape in_shape = shape();
     record_op("slice", {*this}, {out}, [=](const Grads& g) {
-      Tensor dx = Tensor::zeros(in_shape, g[0].dtype());
+      Tensor dx = Tensor::empty(in_shape, g[0].dtype(), g[0].device());  // on the gradient's device
+      dx.fill_(0.0);
       dx.slice(d, start, end, step).copy_(g[0]);
       return Grads{dx};
     });

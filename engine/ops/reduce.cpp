@@ -85,7 +85,7 @@ void sum_cols(const T* x, T* out, int64_t R, int64_t C) {
 }
 
 Tensor sum_forward(const Tensor& x, const std::vector<int64_t>& dims) {
-  if (x.device() != Device::cpu) cuda_ops::unsupported("sum", "a reduction");
+  if (x.device() != Device::cpu) return cuda_ops::sum(x, dims);
   // Move the reduced dims last; when they are already leading or trailing in a contiguous
   // tensor, no copy is needed.
   const int64_t nd = x.dim();

@@ -8,6 +8,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -34,6 +35,7 @@ Tensor rnd(const Shape& s, uint64_t seed, double lo = -1, double hi = 1) {
   return Tensor::uniform(s, g, lo, hi);
 }
 Tensor dev(const Tensor& t) { return t.to(Device::cuda); }
+Tensor dev_like(const Tensor& t, const Tensor& like) { return t.to(like.device()); }
 
 // tests/cuda/rel_err.h's measure of a float32 device (or CPU) result against a CPU one.
 double rel_err(const Tensor& a, const Tensor& b) {
@@ -156,22 +158,97 @@ TEST_CASE("cuda engine: a ViT block (patch conv, class token, positions, attenti
   const Tensor on_cpu = block([](const Tensor& t) { return t; });
   CHECK(on_gpu.device() == Device::cuda);
   CHECK(rel_err(on_gpu, on_cpu) < 1e-4);
+
+  SUBCASE("backward: the gradients of the input and of every parameter but the patch conv's") {
+    std::vector<Tensor> cpu_leaves = {img, cls, pos, ln_w, ln_b, in_w, in_b, out_w, out_b, fc_w, fc_b, proj_w, proj_b};
+    std::vector<Tensor> gpu_leaves;
+    for (Tensor& t : cpu_leaves) {
+      t = t.detach().set_requires_grad(true);
+      gpu_leaves.push_back(dev(t.detach()).set_requires_grad(true));
+    }
+    auto block_of = [&](const std::vector<Tensor>& L, auto to) {
+      const Tensor &im = L[0], &c = L[1], &p = L[2], &lw = L[3], &lb = L[4], &iw = L[5], &ib = L[6], &ow = L[7],
+                   &ob = L[8], &fw = L[9], &fb = L[10], &pw = L[11], &pb = L[12];
+      Tensor x = conv2d(im, to(conv_w), Tensor(), conv2d_options(P));
+      x = x.reshape({B, W, T - 1}).transpose(1, 2);
+      x = cat({c.reshape({1, 1, W}).expand({B, 1, W}), x}, 1) + p;
+      Tensor h = layer_norm(x, {W}, lw, lb);
+      x = x + multi_head_attention(h, h, iw, ib, ow, ob, heads);
+      h = quick_gelu(linear(layer_norm(x, {W}, lw, lb), fw, fb));
+      return x + linear(h, pw, pb);
+    };
+    const Tensor G = rnd({B, T, W}, 44);
+    const std::vector<Tensor> want = grad({block_of(cpu_leaves, [](const Tensor& t) { return t; })}, cpu_leaves, {G});
+    const std::vector<Tensor> got =
+        grad({block_of(gpu_leaves, [](const Tensor& t) { return dev(t); })}, gpu_leaves, {dev(G)});
+    REQUIRE(got.size() == want.size());
+    for (size_t j = 0; j < got.size(); ++j) {
+      CAPTURE(j);
+      CHECK(got[j].device() == Device::cuda);
+      CHECK(rel_err(got[j], want[j]) < 1e-4);
+    }
+  }
+}
+
+TEST_CASE("cuda engine: backward of each op with a device path, broadcasting included") {
+  MM_REQUIRE_DEVICE();
+  // f(leaves) on both devices; the gradients of sum(f * G) must agree.
+  auto check = [](const char* what, const std::vector<Tensor>& inputs,
+                  const std::function<Tensor(const std::vector<Tensor>&)>& f) {
+    CAPTURE(what);
+    std::vector<Tensor> cpu, gpu;
+    for (const Tensor& t : inputs) {
+      cpu.push_back(t.detach().set_requires_grad(true));
+      gpu.push_back(dev(t.detach()).set_requires_grad(true));
+    }
+    const Tensor yc = f(cpu), yg = f(gpu);
+    REQUIRE(yg.device() == Device::cuda);
+    CHECK(rel_err(yg, yc) < 1e-5);
+    const Tensor G = rnd(yc.shape(), 99);
+    const std::vector<Tensor> want = grad({yc}, cpu, {G}), got = grad({yg}, gpu, {dev(G)});
+    for (size_t j = 0; j < got.size(); ++j) {
+      CAPTURE(j);
+      CHECK(got[j].device() == Device::cuda);
+      CHECK(rel_err(got[j], want[j]) < 1e-5);
+    }
+  };
+  const Tensor a = rnd({2, 3, 5}, 60), b = rnd({3, 1}, 61, 0.5, 2), c = rnd({5}, 62);
+  check("add", {a, b}, [](auto& t) { return t[0] + t[1]; });
+  check("sub", {a, c}, [](auto& t) { return t[0] - t[1]; });
+  check("mul", {a, b}, [](auto& t) { return mul(t[0], t[1]); });
+  check("div", {a, b}, [](auto& t) { return div(t[0], t[1]); });
+  check("scalars", {a}, [](auto& t) { return add(mul(t[0], 3.0), -1.0); });
+  check("neg exp", {a}, [](auto& t) { return exp(neg(t[0])); });
+  check("relu silu quick_gelu", {a}, [](auto& t) { return quick_gelu(silu(relu(t[0]))); });
+  check("sum", {a}, [](auto& t) { return sum(t[0], {0, 2}); });
+  check("sum all", {a}, [](auto& t) { return sum(t[0]); });
+  check("linear", {a, rnd({4, 5}, 63), rnd({4}, 64)}, [](auto& t) { return linear(t[0], t[1], t[2]); });
+  check("matmul 2-D", {a, rnd({5, 6}, 65)}, [](auto& t) { return matmul(t[0], t[1]); });
+  check("matmul batched", {rnd({2, 3, 4}, 66), rnd({2, 4, 5}, 67)}, [](auto& t) { return matmul(t[0], t[1]); });
+  check("layer_norm", {a, rnd({5}, 68), rnd({5}, 69)}, [](auto& t) { return layer_norm(t[0], {5}, t[1], t[2]); });
+  check("softmax", {a}, [](auto& t) { return softmax(t[0], -1); });
+  for (Causal causal : {Causal::no, Causal::yes})
+    check("attention", {rnd({2, 2, 9, 16}, 70), rnd({2, 2, 9, 16}, 71), rnd({2, 2, 9, 16}, 72)},
+          [causal](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), causal); });
+  const Tensor cw = rnd({4, 3, 3, 3}, 73);
+  check("conv2d (input)", {rnd({2, 3, 9, 8}, 74)},
+        [cw](auto& t) { return conv2d(t[0], dev_like(cw, t[0]), Tensor(), conv2d_options(2, 1)); });
+  const Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 0, 3, 3}, {2, 2});
+  check("embedding (repeated rows)", {rnd({5, 6}, 75)}, [ids](auto& t) { return embedding(ids, t[0]); });
 }
 
 TEST_CASE("cuda engine: refusals name the op") {
   MM_REQUIRE_DEVICE();
   const Tensor a = rnd({2, 3}, 50);
   CHECK(error_of([&] { (void)add(dev(a), a); }).find("different devices") != std::string::npos);
-  Tensor leaf = dev(a);
-  leaf.set_requires_grad(true);
-  CHECK(error_of([&] { (void)quick_gelu(leaf); }).find("[quick_gelu] the backward pass") != std::string::npos);
+  Tensor cw = dev(rnd({2, 3, 1, 1}, 52)).set_requires_grad(true);
+  CHECK(error_of([&] { (void)conv2d(dev(rnd({1, 3, 2, 2}, 53)), cw, Tensor()); }).find("[conv2d] the backward pass") !=
+        std::string::npos);
   CHECK(error_of([&] { (void)quick_gelu(a.to(DType::f64).to(Device::cuda)); }).find("float32 only") !=
         std::string::npos);
   CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
   CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
   // ops with no device path say so by name: no crash, no silent copy to the CPU
-  CHECK(error_of([&] { (void)sum(dev(a)); }).find("[sum] a reduction on cuda is not implemented yet") !=
-        std::string::npos);
   CHECK(error_of([&] { (void)log(dev(a)); }).find("[log] this op on cuda") != std::string::npos);
   CHECK(error_of([&] { (void)maximum(dev(a), dev(a)); }).find("[maximum] this op on cuda") != std::string::npos);
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
