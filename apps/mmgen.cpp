@@ -4,7 +4,7 @@
 //   mmgen "watercolor portrait of a teacher" --clip ViT-B-32.pt --vqgan last.ckpt [--vqgan-config model.yaml]
 //         [--size 256x256] [--steps 300] [--lr 0.1] [--cutn 32] [--cut-pow 1] [--seed 0]
 //         [--init-image F] [--init-noise X] [--init-weight W] [--image-prompt F[:w]]... [--noise-prompt SEED[:w]]...
-//         [--save-every N] [--out out.png] [--device cpu] [--precision fp32] [--threads N]
+//         [--save-every N] [--out out.png] [--device cpu|cuda] [--precision fp32] [--threads N]
 //
 // Prompts: "text:weight:stop" separated by '|'. The PNG records the prompt and settings in
 // an iTXt chunk. Ctrl-C saves the current image before exiting. Same seed, same device and
@@ -38,6 +38,7 @@ struct Args {
   int64_t width = 0, height = 0, steps = -1, cutn = 0, save_every = 0, threads = 0;  // 0/-1: the model's default
   double lr = 0.1, cut_pow = 1.0, init_noise = 0.0, init_weight = 0.0;
   uint64_t seed = 0;
+  Device dev = Device::cpu;  // parsed from device
   bool augment = true;
   std::vector<std::string> image_prompts, noise_prompts;
 };
@@ -104,9 +105,7 @@ Args parse(int argc, char** argv) {
   MM_CHECK(positional.size() == 1, "mmgen: expected one prompt argument (use '|' to combine prompts), got ",
            positional.size());
   a.prompt = positional[0];
-  MM_CHECK(apps::parse_device("mmgen", a.device) == Device::cpu,
-           "mmgen: --device cuda: generation backpropagates through the decoder and CLIP, and mm's device ops are ",
-           "forward-only so far; run with --device cpu");
+  a.dev = apps::parse_device("mmgen", a.device);
   MM_CHECK(a.precision == "fp32" || a.precision == "bf16" || a.precision == "fp16", "mmgen: --precision must be fp32, bf16 or fp16");
   MM_CHECK(a.precision == "fp32", "mmgen: --precision ", a.precision, " needs the CUDA backend; the CPU computes in fp32");
   return a;
@@ -142,9 +141,16 @@ int main(int argc, char** argv) {
     if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");
 
     ClipModel clip = apps::load_clip(a.clip, a.model_config);
-    clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip, clip.config().vocab_size);
     VQGAN vq = apps::load_vqgan(a.vqgan, a.vqgan_config);
+    if (a.dev != Device::cpu) {
+      MM_CHECK(clip.config().vision == ClipVision::vit, "mmgen: --device cuda: ", a.clip, " has a ResNet image tower, ",
+               "whose batch norms and pooling have no device path yet; use a ViT CLIP (or --device cpu)");
+      clip = clip.to(a.dev);
+      vq = vq.to(a.dev);
+    } else {
+      clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
+    }
     // Small models (mm-mini) get small defaults.
     const GenDefaults d = gen_defaults(clip.config().image_resolution <= 64 && vq.config().resolution <= 64);
     if (a.width == 0) a.width = d.width, a.height = d.height;
@@ -184,7 +190,7 @@ int main(int argc, char** argv) {
     settings << "mmgen prompt=\"" << a.prompt << "\" size=" << a.width << "x" << a.height << " steps=" << a.steps
              << " lr=" << a.lr << " cutn=" << a.cutn << " cut_pow=" << a.cut_pow << " seed=" << a.seed
              << " augment=" << (a.augment ? 1 : 0) << " init_weight=" << a.init_weight << " clip=" << a.clip
-             << " vqgan=" << a.vqgan << " threads=" << num_threads();
+             << " vqgan=" << a.vqgan << " device=" << a.device << " threads=" << num_threads();
     const std::vector<std::pair<std::string, std::string>> text = {{"Title", a.prompt}, {"parameters", settings.str()},
                                                                    {"Software", "mm (mmgen)"}};
     std::fprintf(stderr, "mmgen: \"%s\" %lldx%lld, %lld steps, cutn %lld, CLIP %s (%lldpx), %s, %d threads\n",

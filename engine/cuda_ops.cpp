@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "engine/autograd.h"
@@ -74,6 +75,21 @@ Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t) {
 }
 Tensor gather_rows(const char* op, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
 Tensor sum(const Tensor&, const std::vector<int64_t>&) { unsupported("sum", "mm was built without CUDA:"); }
+Tensor math(const char* op, const Tensor&, double, double) { unsupported(op, "mm was built without CUDA:"); }
+Tensor clamp_with_grad(const Tensor&, double, double) { unsupported("clamp_with_grad", "mm was built without CUDA:"); }
+Tensor maximum(const char* op, const Tensor&, const Tensor&, bool) { unsupported(op, "mm was built without CUDA:"); }
+Tensor upsample_nearest2x(const Tensor&) { unsupported("upsample_nearest2d", "mm was built without CUDA:"); }
+Tensor adaptive_avg_pool2d(const Tensor&, int64_t, int64_t) {
+  unsupported("adaptive_avg_pool2d", "mm was built without CUDA:");
+}
+Tensor warp_perspective(const Tensor&, const Tensor&, bool, int64_t, int64_t) {
+  unsupported("warp_perspective", "mm was built without CUDA:");
+}
+Tensor nearest_codes(const Tensor&, const Tensor&) { unsupported("vector_quantize", "mm was built without CUDA:"); }
+void adam_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&, double, double, double, double, double, bool,
+               double, double) {
+  unsupported("Adam", "mm was built without CUDA:");
+}
 
 #else
 
@@ -340,8 +356,14 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
   if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
     unsupported(op, str_cat("q ", q.str(), " (the device kernel takes [B, H, T, D])"));
   const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tk = k.size(2);
-  if (v.size(3) != D || D > 128)
-    unsupported(op, str_cat("head sizes q ", q.str(), ", v ", v.str(), " (the kernel takes D <= 128, v's = q's)"));
+  if (v.size(3) != D || D > 128) {
+    // Beyond the fused kernel (VQGAN's single head of 512 channels): S = scale·QKᵀ, softmax,
+    // O = P·V, batched GEMMs on cuBLAS; each of them records its own backward.
+    if (causal) unsupported(op, str_cat("causal attention with head size ", D, " (the fused kernel takes <= 128)"));
+    const int64_t Dv = v.size(3);
+    Tensor s = mm::mul(mm::matmul(q.reshape({B * H, Tq, D}), k.reshape({B * H, Tk, D}).transpose(1, 2)), scale);
+    return mm::matmul(mm::softmax(s, -1), v.reshape({B * H, Tk, Dv})).reshape({B, H, Tq, Dv});
+  }
   Tensor qd = dense(q), kd = dense(k), vd = dense(v);
   Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
@@ -379,7 +401,21 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     cuda::conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
   if (needs_grad({x})) {
     Tensor ws = wd.detach();
+    const bool patchify = stride == KH && stride == KW && pad == 0;
     record_op("conv2d", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      if (patchify) {
+        // Non-overlapping patches (a ViT's patch embedding): dx's patches are one GEMM,
+        // dy [N·OH·OW, O] · W [O, C·KH·KW], laid back out as an image. The implicit GEMM of
+        // the general case would walk all O·KH·KW taps for each input pixel, of which only O
+        // are non-zero here.
+        Tensor cols = mm::matmul(g[0].permute({0, 2, 3, 1}).reshape({N * OH * OW, O}), ws.reshape({O, C * KH * KW}));
+        Tensor img = cols.reshape({N, OH, OW, C, KH, KW}).permute({0, 3, 1, 4, 2, 5}).reshape({N, C, OH * KH, OW * KW});
+        if (OH * KH == H && OW * KW == W) return {img, Tensor(), Tensor()};
+        Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);  // rows/cols no patch covers: 0
+        dx.fill_(0.0);
+        dx.narrow(2, 0, OH * KH).narrow(3, 0, OW * KW).copy_(img);
+        return {dx, Tensor(), Tensor()};
+      }
       Tensor dy = dense(g[0]);
       Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
       cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
@@ -437,6 +473,150 @@ Tensor sum(const Tensor& x, const std::vector<int64_t>& dims) {
   }
   cuda::row_sum(fptr(xd), fptr(out), rows, cols);
   return out;
+}
+
+Tensor math(const char* op, const Tensor& x, double a, double b) {
+  check_f32(op, x);
+  static const std::pair<const char*, cuda::Map> kMaps[] = {
+      {"abs", cuda::Map::abs},         {"asin", cuda::Map::asin},   {"sqrt", cuda::Map::sqrt},
+      {"rsqrt", cuda::Map::rsqrt},     {"log", cuda::Map::log},     {"square", cuda::Map::square},
+      {"tanh", cuda::Map::tanh},       {"sigmoid", cuda::Map::sigmoid}, {"clamp", cuda::Map::clamp},
+      {"pow", cuda::Map::pow}};
+  const cuda::Map* m = nullptr;
+  for (const auto& [name, k] : kMaps)
+    if (std::strcmp(name, op) == 0) m = &k;
+  if (!m) unsupported(op, "this op");
+  const cuda::Map k = *m;
+  const float fa = static_cast<float>(a), fb = static_cast<float>(b);
+  Tensor xd = dense(x);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  cuda::map(k, fptr(xd), fptr(y), y.numel(), fa, fb);
+  if (needs_grad({x})) {
+    Tensor xs = xd.detach(), ys = y.detach();
+    record_op(op, {x}, {y}, [k, xs, ys, fa, fb](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty(xs.shape(), DType::f32, Device::cuda);
+      cuda::map_backward(k, fptr(xs), fptr(ys), fptr(dy), fptr(dx), dx.numel(), fa, fb);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor clamp_with_grad(const Tensor& x, double lo, double hi) {
+  check_f32("clamp_with_grad", x);
+  const float flo = static_cast<float>(lo), fhi = static_cast<float>(hi);
+  Tensor xd = dense(x);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  cuda::map(cuda::Map::clamp, fptr(xd), fptr(y), y.numel(), flo, fhi);
+  if (needs_grad({x})) {
+    Tensor xs = xd.detach(), ys = y.detach();
+    record_op("clamp_with_grad", {x}, {y}, [xs, ys](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor dx = Tensor::empty(xs.shape(), DType::f32, Device::cuda);
+      cuda::map_backward(cuda::Map::clamp_grad_rule, fptr(xs), fptr(ys), fptr(dy), fptr(dx), dx.numel());
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor maximum(const char* op, const Tensor& a, const Tensor& b, bool min) {
+  check_f32(op, a);
+  check_f32(op, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  Tensor ad = dense_as(a, shape), bd = dense_as(b, shape);
+  Tensor y = Tensor::empty(shape, DType::f32, Device::cuda);
+  cuda::maximum(fptr(ad), fptr(bd), fptr(y), y.numel(), min);
+  if (needs_grad({a, b})) {
+    const Shape sa = a.shape(), sb = b.shape();
+    const bool want_a = a.requires_grad(), want_b = b.requires_grad();
+    Tensor as = ad.detach(), bs = bd.detach();
+    record_op(op, {a, b}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dy = dense(g[0]);
+      Tensor da = Tensor::empty(dy.shape(), DType::f32, Device::cuda), db = Tensor::empty(dy.shape(), DType::f32, Device::cuda);
+      cuda::maximum_backward(fptr(as), fptr(bs), fptr(dy), fptr(da), fptr(db), dy.numel(), min);
+      return {want_a ? sum_to(da, sa) : Tensor(), want_b ? sum_to(db, sb) : Tensor()};
+    });
+  }
+  return y;
+}
+
+Tensor upsample_nearest2x(const Tensor& x) {
+  check_f32("upsample_nearest2d", x);
+  const int64_t H = x.size(-2), W = x.size(-1), planes = x.numel() / std::max<int64_t>(H * W, 1);
+  Shape out_shape = x.shape();
+  out_shape[out_shape.size() - 2] = 2 * H, out_shape.back() = 2 * W;
+  Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  cuda::upsample_nearest2x(fptr(dense(x)), fptr(y), planes, H, W);
+  if (needs_grad({x})) {
+    const Shape in_shape = x.shape();
+    record_op("upsample_nearest2d", {x}, {y}, [in_shape, planes, H, W](const Grads& g) -> Grads {
+      Tensor dx = Tensor::empty(in_shape, DType::f32, Device::cuda);
+      cuda::upsample_nearest2x_backward(fptr(dense(g[0])), fptr(dx), planes, H, W);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
+  check_f32("adaptive_avg_pool2d", x);
+  const int64_t H = x.size(-2), W = x.size(-1), planes = x.numel() / std::max<int64_t>(H * W, 1);
+  Shape out_shape = x.shape();
+  out_shape[out_shape.size() - 2] = out_h, out_shape.back() = out_w;
+  Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  cuda::adaptive_avg_pool2d(fptr(dense(x)), fptr(y), planes, H, W, out_h, out_w);
+  if (needs_grad({x})) {
+    const Shape in_shape = x.shape();
+    record_op("adaptive_avg_pool2d", {x}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dx = Tensor::empty(in_shape, DType::f32, Device::cuda);
+      cuda::adaptive_avg_pool2d_backward(fptr(dense(g[0])), fptr(dx), planes, H, W, out_h, out_w);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor warp_perspective(const Tensor& x, const Tensor& M, bool border, int64_t out_h, int64_t out_w) {
+  check_f32("warp_perspective", x);
+  const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor m = M.detach().to(Device::cpu).to(DType::f64).contiguous().to(Device::cuda);
+  Tensor y = Tensor::empty({B, C, out_h, out_w}, DType::f32, Device::cuda);
+  const double* pm = static_cast<const double*>(m.device_ptr());
+  cuda::warp_perspective(fptr(dense(x)), pm, fptr(y), B, C, H, W, out_h, out_w, border);
+  if (needs_grad({x})) {
+    record_op("warp_perspective", {x}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dx = Tensor::empty({B, C, H, W}, DType::f32, Device::cuda);
+      cuda::warp_perspective_backward(fptr(dense(g[0])), static_cast<const double*>(m.device_ptr()), fptr(dx), B, C,
+                                      H, W, out_h, out_w, border);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor nearest_codes(const Tensor& z, const Tensor& codebook) {
+  check_f32("vector_quantize", z);
+  check_f32("vector_quantize", codebook);
+  const int64_t N = z.size(0), D = z.size(1), K = codebook.size(0);
+  Tensor zd = dense(z.detach()), ed = dense(codebook.detach());
+  Tensor e_sq = Tensor::empty({K}, DType::f32, Device::cuda);
+  Tensor idx = Tensor::empty({N}, DType::i64, Device::cuda);
+  cuda::vq_code_norms(fptr(ed), fptr(e_sq), K, D);
+  cuda::vq_nearest(fptr(zd), fptr(ed), fptr(e_sq), static_cast<int64_t*>(idx.device_ptr()), N, K, D);
+  return idx;
+}
+
+void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2) {
+  for (const Tensor* t : {&p, &g, &m, &v}) {
+    check_f32("Adam", *t);
+    MM_CHECK(t->is_contiguous() && t->device() == Device::cuda, "[Adam] the parameter, its gradient and moments must "
+             "be dense on the device, got ", t->str());
+  }
+  cuda::adam_step(fptr(p), fptr(g), fptr(m), fptr(v), p.numel(), lr, beta1, beta2, eps, weight_decay, decoupled,
+                  step_size, sqrt_bc2);
 }
 
 #endif

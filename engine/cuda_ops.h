@@ -58,5 +58,20 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
 Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids);
 // The sum over `dims` (sorted, distinct), the kept dims in order: sum_forward's device path.
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims);
+// Elementwise math by name: "abs", "asin", "sqrt", "rsqrt", "log", "square", "tanh",
+// "sigmoid", "clamp" (a = lo, b = hi), "pow" (a = exponent).
+Tensor math(const char* op, const Tensor& x, double a = 0, double b = 0);
+Tensor clamp_with_grad(const Tensor& x, double lo, double hi);
+Tensor maximum(const char* op, const Tensor& a, const Tensor& b, bool min);  // broadcasting
+// x [.., H, W] -> [.., 2H, 2W]
+Tensor upsample_nearest2x(const Tensor& x);
+Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
+// x [B, C, H, W]; M [B, 3, 3] on either device (read as float64)
+Tensor warp_perspective(const Tensor& x, const Tensor& M, bool border, int64_t out_h, int64_t out_w);
+// nearest codebook rows of z [N, D] (int64 [N], on the device)
+Tensor nearest_codes(const Tensor& z, const Tensor& codebook);
+// One Adam step on a device parameter (as Adam::step on the CPU: float64 arithmetic per element).
+void adam_step(const Tensor& p, const Tensor& g, const Tensor& m, const Tensor& v, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2);
 
 }  // namespace mm::cuda_ops

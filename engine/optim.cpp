@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "engine/ops/elementwise.h"
 #include "engine/ops/reduce.h"
 #include "kernels/cpu/loops.h"
@@ -44,7 +45,7 @@ void SGD::step() {
     check_grad(p, g, i);
     g = g.contiguous();
     const bool first = !momentum_buffer_[i].defined();
-    if (opt_.momentum != 0 && first) momentum_buffer_[i] = Tensor::zeros(p.shape(), p.dtype());
+    if (opt_.momentum != 0 && first) momentum_buffer_[i] = Tensor::zeros(p.shape(), p.dtype()).to(p.device());
     dispatch_float(p.dtype(), "SGD", [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* pp = p.data<T>();
@@ -88,8 +89,8 @@ Adam::Adam(std::vector<Tensor> params, AdamOptions options, WeightDecay decay)
     : Optimizer(std::move(params)), opt_(options), decay_(decay) {
   lr_ = opt_.lr;
   for (const Tensor& p : params_) {
-    exp_avg_.push_back(Tensor::zeros(p.shape(), p.dtype()));
-    exp_avg_sq_.push_back(Tensor::zeros(p.shape(), p.dtype()));
+    exp_avg_.push_back(Tensor::zeros(p.shape(), p.dtype()).to(p.device()));  // the moments live with p
+    exp_avg_sq_.push_back(Tensor::zeros(p.shape(), p.dtype()).to(p.device()));
   }
 }
 
@@ -104,6 +105,11 @@ void Adam::step() {
     if (!g.defined()) continue;
     check_grad(p, g, i);
     g = g.contiguous();
+    if (p.device() == Device::cuda) {
+      cuda_ops::adam_step(p, g, exp_avg_[i], exp_avg_sq_[i], lr_, opt_.beta1, opt_.beta2, opt_.eps, opt_.weight_decay,
+                          decay_ == WeightDecay::decoupled, lr_ / bc1, std::sqrt(bc2));
+      continue;
+    }
     dispatch_float(p.dtype(), "Adam", [&](auto tag) {
       using T = typename decltype(tag)::type;
       T* pp = p.data<T>();

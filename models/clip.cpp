@@ -268,7 +268,8 @@ Tensor ClipModel::encode_text(const Tensor& tokens, ClipTrace* trace) const {
 
 Tensor clip_normalize_pixels(const Tensor& x) {
   const std::vector<float> mean(kClipMean, kClipMean + 3), stdv(kClipStd, kClipStd + 3);
-  Tensor m = Tensor::from_vector(mean, {1, 3, 1, 1}).to(x.dtype()), s = Tensor::from_vector(stdv, {1, 3, 1, 1}).to(x.dtype());
+  Tensor m = Tensor::from_vector(mean, {1, 3, 1, 1}).to(x.dtype()).to(x.device());
+  Tensor s = Tensor::from_vector(stdv, {1, 3, 1, 1}).to(x.dtype()).to(x.device());
   return div(sub(x, m), s);
 }
 

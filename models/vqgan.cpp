@@ -290,6 +290,12 @@ Tensor VQGAN::encoder(const Tensor& x) const {
 
 Tensor VQGAN::encode(const Tensor& x) const { return conv("quant_conv", encoder(x)); }
 
+VQGAN VQGAN::to(Device device) const {
+  VQGAN out = *this;
+  for (auto& [key, t] : out.weights_) t = t.to(device);
+  return out;
+}
+
 VQCodes VQGAN::quantize(const Tensor& h) const {
   MM_CHECK(h.dim() == 4 && h.size(1) == config_.embed_dim, "[VQGAN.quantize] expects [B, ", config_.embed_dim,
            ", h, w], got ", h.str());

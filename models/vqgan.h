@@ -69,6 +69,9 @@ class VQGAN {
   static VQGAN from_tensors(const TensorFile& f, const VQGANConfig& config);
 
   const VQGANConfig& config() const { return config_; }
+  // A copy with every weight on `device` (mmgen --device cuda).
+  VQGAN to(Device device) const;
+  Device device() const { return codebook().device(); }
   const Tensor& codebook() const { return get("quantize.embedding.weight"); }  // [K, D]
 
   Tensor encoder(const Tensor& x) const;         // [B, C, H, W] -> [B, z_channels, h, w]

@@ -58,7 +58,7 @@ Tensor spherical_prompt_loss(const Tensor& image_embeds, const Tensor& prompt_em
   Tensor b = normalize(prompt_embeds, 1).unsqueeze(0);  // [1, M, E]
   Tensor d = mul(square(asin(mul(norm(sub(a, b), 2.0, {2}), 0.5))), 2.0);  // [N, M]
   if (weight < 0) d = neg(d);
-  Tensor floor_d = maximum(d, Tensor::full({}, stop, d.dtype()));
+  Tensor floor_d = maximum(d, Tensor::full({}, stop, d.dtype()).to(d.device()));
   return mul(mean(straight_through(d, floor_d)), std::abs(weight));
 }
 
@@ -163,13 +163,14 @@ Tensor make_cutouts(const Tensor& image, const CutoutOptions& o, Generator& gen)
       col.insert(col.end(), c.begin(), c.end());
     }
     batch = warp_perspective(batch, Tensor::from_vector(geo, {N, 3, 3}), WarpPadding::border);
-    Tensor colour = Tensor::from_vector(col, {N, 3, 3}).to(batch.dtype());
+    Tensor colour = Tensor::from_vector(col, {N, 3, 3}).to(batch.dtype()).to(batch.device());
     batch = matmul(colour, batch.reshape({N, 3, S * S})).reshape({N, 3, S, S});
   }
   if (o.noise_fac > 0) {
     const int64_t N = batch.size(0);
-    Tensor facs = Tensor::uniform({N, 1, 1, 1}, gen, 0.0, o.noise_fac, batch.dtype());
-    batch = add(batch, mul(facs, Tensor::randn(batch.shape(), gen, batch.dtype())));
+    // drawn on the CPU (the same numbers on every device), then moved to the image's device
+    Tensor facs = Tensor::uniform({N, 1, 1, 1}, gen, 0.0, o.noise_fac, batch.dtype()).to(batch.device());
+    batch = add(batch, mul(facs, Tensor::randn(batch.shape(), gen, batch.dtype()).to(batch.device())));
   }
   return batch;
 }
@@ -181,13 +182,16 @@ VQGANCLIP::VQGANCLIP(const VQGAN& vqgan, const ClipModel& clip, const ClipTokeni
   const int64_t f = vqgan_.config().downsample_factor();
   MM_CHECK(options_.width > 0 && options_.height > 0 && options_.width % f == 0 && options_.height % f == 0,
            "[VQGANCLIP] size ", options_.width, "x", options_.height, " is not a positive multiple of the VQGAN's factor ", f);
+  MM_CHECK(vqgan_.device() == clip_.device(), "[VQGANCLIP] the VQGAN is on ", device_name(vqgan_.device()),
+           " and CLIP on ", device_name(clip_.device()), ": move both to one device");
   MM_CHECK(options_.cutouts.cut_size == clip_.config().image_resolution, "[VQGANCLIP] cut_size ",
            options_.cutouts.cut_size, " differs from CLIP's input resolution ", clip_.config().image_resolution);
   NoGradGuard ng;
   const Tensor& cb = vqgan_.codebook();  // [K, D]
   const int64_t D = cb.size(1);
-  z_min_ = min(cb, 0).first.reshape({1, D, 1, 1});
-  z_max_ = max(cb, 0).first.reshape({1, D, 1, 1});
+  const Tensor cb_host = cb.to(Device::cpu);  // (min/max reductions are CPU ops)
+  z_min_ = min(cb_host, 0).first.reshape({1, D, 1, 1}).to(cb.device());
+  z_max_ = max(cb_host, 0).first.reshape({1, D, 1, 1}).to(cb.device());
 }
 
 void VQGANCLIP::add_text_prompts(const std::string& text) {
@@ -202,14 +206,16 @@ void VQGANCLIP::add_text_prompts(const std::string& text) {
 void VQGANCLIP::add_image_prompt(const Tensor& image, double weight, double stop) {
   NoGradGuard ng;
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] image prompt must be [3, H, W], got ", image.str());
-  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
+  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes)
+                   .to(clip_.device());
   Tensor cuts = make_cutouts(img, options_.cutouts, gen_);
   prompts_.push_back({clip_.encode_image(clip_normalize_pixels(cuts)).detach(), weight, stop});
 }
 
 void VQGANCLIP::add_noise_prompt(uint64_t seed, double weight) {
   Generator g(seed);
-  prompts_.push_back({Tensor::randn({1, clip_.config().embed_dim}, g), weight, -std::numeric_limits<double>::infinity()});
+  prompts_.push_back({Tensor::randn({1, clip_.config().embed_dim}, g).to(clip_.device()), weight,
+                      -std::numeric_limits<double>::infinity()});
 }
 
 void VQGANCLIP::start_optimizer() {
@@ -223,7 +229,7 @@ void VQGANCLIP::init_random() {
   NoGradGuard ng;
   const int64_t f = vqgan_.config().downsample_factor();
   const int64_t h = options_.height / f, w = options_.width / f, K = vqgan_.config().n_embed;
-  Tensor idx = Tensor::randint({1, h, w}, gen_, 0, K);
+  Tensor idx = Tensor::randint({1, h, w}, gen_, 0, K);  // drawn on the CPU on every device
   z_ = vqgan_.codes_to_latent(idx).contiguous();
   start_optimizer();
 }
@@ -231,9 +237,10 @@ void VQGANCLIP::init_random() {
 void VQGANCLIP::init_from_image(const Tensor& image, double noise) {
   NoGradGuard ng;
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] init image must be [3, H, W], got ", image.str());
-  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
+  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes)
+                   .to(vqgan_.device());
   z_ = vqgan_.encode(add(mul(img, 2.0), -1.0));
-  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise));
+  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_).to(z_.device()), noise));
   z_ = z_.contiguous();
   start_optimizer();
 }
@@ -244,7 +251,7 @@ void VQGANCLIP::init_from_latent(const Tensor& z) {
                z.size(3) == options_.width / f,
            "[VQGANCLIP] latent ", z.str(), " does not match [1, ", vqgan_.config().embed_dim, ", ", options_.height / f, ", ",
            options_.width / f, "]");
-  z_ = z.detach().to(DType::f32).contiguous().clone();
+  z_ = z.detach().to(DType::f32).to(vqgan_.device()).contiguous().clone();
   start_optimizer();
 }
 
@@ -295,7 +302,7 @@ double VQGANCLIP::loss_and_grad(Tensor* dloss_dz, Tensor* dloss_dimage) {
 Tensor VQGANCLIP::image() const {
   NoGradGuard ng;
   Tensor x = mul(add(vqgan_.decode(vqgan_.quantize(z_.detach()).z_q), 1.0), 0.5);
-  return clamp(x, 0.0, 1.0).select(0, 0);
+  return clamp(x, 0.0, 1.0).select(0, 0).to(Device::cpu);
 }
 
 }  // namespace mm

@@ -188,6 +188,7 @@ Tensor mul(const Tensor& a, double b) {
 }
 
 Tensor pow(const Tensor& a, double p) {
+  if (cuda_ops::on_device("pow", {&a})) return cuda_ops::math("pow", a, p);
   Tensor out = unary_map("pow", a, [p](auto x) { return static_cast<decltype(x)>(std::pow(x, p)); });
   if (needs_grad({a})) {
     Tensor ad = a.detach();
@@ -219,6 +220,7 @@ Tensor pow(const Tensor& a, const Tensor& e) {
 }
 
 Tensor maximum(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("maximum", {&a, &b})) return cuda_ops::maximum("maximum", a, b, false);
   Tensor out = binary_map("maximum", a, b, [](auto x, auto y) { return x >= y ? x : y; });
   if (needs_grad({a, b})) {
     Tensor mask = ge(a.detach(), b.detach());
@@ -232,6 +234,7 @@ Tensor maximum(const Tensor& a, const Tensor& b) {
 }
 
 Tensor minimum(const Tensor& a, const Tensor& b) {
+  if (cuda_ops::on_device("minimum", {&a, &b})) return cuda_ops::maximum("minimum", a, b, true);
   Tensor out = binary_map("minimum", a, b, [](auto x, auto y) { return x <= y ? x : y; });
   if (needs_grad({a, b})) {
     Tensor mask = le(a.detach(), b.detach());
@@ -273,18 +276,21 @@ Tensor exp(const Tensor& x) {  // dy/dx = y
 }
 
 Tensor log(const Tensor& x) {  // dy/dx = 1/x
+  if (cuda_ops::on_device("log", {&x})) return cuda_ops::math("log", x);
   Tensor out = unary_map("log", x, [](auto v) { return std::log(v); });
   if (needs_grad({x})) record_unary("log", x, out, false, [](auto v) { return 1 / v; });
   return out;
 }
 
 Tensor sqrt(const Tensor& x) {  // dy/dx = 0.5 / y
+  if (cuda_ops::on_device("sqrt", {&x})) return cuda_ops::math("sqrt", x);
   Tensor out = unary_map("sqrt", x, [](auto v) { return std::sqrt(v); });
   if (needs_grad({x})) record_unary("sqrt", x, out, true, [](auto y) { return static_cast<decltype(y)>(0.5) / y; });
   return out;
 }
 
 Tensor rsqrt(const Tensor& x) {  // y = x^-1/2, dy/dx = -0.5 y^3
+  if (cuda_ops::on_device("rsqrt", {&x})) return cuda_ops::math("rsqrt", x);
   Tensor out = unary_map("rsqrt", x, [](auto v) { return 1 / std::sqrt(v); });
   if (needs_grad({x}))
     record_unary("rsqrt", x, out, true, [](auto y) { return static_cast<decltype(y)>(-0.5) * y * y * y; });
@@ -292,6 +298,7 @@ Tensor rsqrt(const Tensor& x) {  // y = x^-1/2, dy/dx = -0.5 y^3
 }
 
 Tensor abs(const Tensor& x) {  // dy/dx = sign(x), 0 at 0
+  if (cuda_ops::on_device("abs", {&x})) return cuda_ops::math("abs", x);
   Tensor out = unary_map("abs", x, [](auto v) { return std::abs(v); });
   if (needs_grad({x}))
     record_unary("abs", x, out, false, [](auto v) { return static_cast<decltype(v)>((v > 0) - (v < 0)); });
@@ -311,18 +318,21 @@ Tensor cos(const Tensor& x) {  // dy/dx = -sin x
 }
 
 Tensor asin(const Tensor& x) {  // dy/dx = 1 / sqrt(1 - x^2)
+  if (cuda_ops::on_device("asin", {&x})) return cuda_ops::math("asin", x);
   Tensor out = unary_map("asin", x, [](auto v) { return std::asin(v); });
   if (needs_grad({x})) record_unary("asin", x, out, false, [](auto v) { return 1 / std::sqrt(1 - v * v); });
   return out;
 }
 
 Tensor tanh(const Tensor& x) {  // dy/dx = 1 - y^2
+  if (cuda_ops::on_device("tanh", {&x})) return cuda_ops::math("tanh", x);
   Tensor out = unary_map("tanh", x, [](auto v) { return std::tanh(v); });
   if (needs_grad({x})) record_unary("tanh", x, out, true, [](auto y) { return 1 - y * y; });
   return out;
 }
 
 Tensor square(const Tensor& x) {  // dy/dx = 2x
+  if (cuda_ops::on_device("square", {&x})) return cuda_ops::math("square", x);
   Tensor out = unary_map("square", x, [](auto v) { return v * v; });
   if (needs_grad({x})) record_unary("square", x, out, false, [](auto v) { return 2 * v; });
   return out;
@@ -330,6 +340,7 @@ Tensor square(const Tensor& x) {  // dy/dx = 2x
 
 Tensor clamp(const Tensor& x, double lo, double hi) {
   MM_CHECK(lo <= hi, "[clamp] lo ", lo, " > hi ", hi);
+  if (cuda_ops::on_device("clamp", {&x})) return cuda_ops::math("clamp", x, lo, hi);
   Tensor out = unary_map("clamp", x, [lo, hi](auto v) {
     using T = decltype(v);
     return v < static_cast<T>(lo) ? static_cast<T>(lo) : (v > static_cast<T>(hi) ? static_cast<T>(hi) : v);
@@ -385,6 +396,7 @@ Tensor gelu(const Tensor& x, GeluApprox approx) {
 }
 
 Tensor sigmoid(const Tensor& x) {  // dy/dx = y (1 - y)
+  if (cuda_ops::on_device("sigmoid", {&x})) return cuda_ops::math("sigmoid", x);
   Tensor out = unary_map("sigmoid", x, [](auto v) { return 1 / (1 + std::exp(-v)); });
   if (needs_grad({x})) record_unary("sigmoid", x, out, true, [](auto y) { return y * (1 - y); });
   return out;
@@ -504,6 +516,7 @@ Tensor straight_through(const Tensor& value, const Tensor& grad_to) {
 }
 
 Tensor clamp_with_grad(const Tensor& x, double lo, double hi) {
+  if (cuda_ops::on_device("clamp_with_grad", {&x})) return cuda_ops::clamp_with_grad(x, lo, hi);
   Tensor out;
   {
     NoGradGuard no_grad;

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -29,10 +30,11 @@ Shape pooled_shape(const Shape& s, int64_t oh, int64_t ow) {
   return out;
 }
 
-void check_image(const char* op, const Tensor& x) {
+// device_path: the op has a device path of its own; others refuse device tensors by name.
+void check_image(const char* op, const Tensor& x, bool device_path = false) {
   MM_CHECK(x.defined(), "[", op, "] undefined input");
   MM_CHECK(x.dim() == 3 || x.dim() == 4, "[", op, "] expects input [B, C, H, W] or [C, H, W], got ", x.str());
-  MM_CHECK(x.device() == Device::cpu, "[", op, "] CPU tensors only here");
+  if (x.device() != Device::cpu && !device_path) cuda_ops::unsupported(op, "this op");
 }
 
 PoolGeom plan_window_pool(const char* op, const Tensor& x, std::array<int64_t, 2> k, std::array<int64_t, 2> s,
@@ -143,9 +145,10 @@ int64_t bin_end(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out
 }  // namespace
 
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
-  check_image("adaptive_avg_pool2d", x);
+  check_image("adaptive_avg_pool2d", x, /*device_path=*/true);
   MM_CHECK(out_h >= 1 && out_w >= 1, "[adaptive_avg_pool2d] output size must be >= 1, got ", out_h, "x", out_w);
   MM_CHECK(x.size(-2) >= 1 && x.size(-1) >= 1, "[adaptive_avg_pool2d] empty input ", x.str());
+  if (cuda_ops::on_device("adaptive_avg_pool2d", {&x})) return cuda_ops::adaptive_avg_pool2d(x, out_h, out_w);
   PoolGeom g{};
   g.H = x.size(-2), g.W = x.size(-1), g.OH = out_h, g.OW = out_w;
   g.planes = x.numel() / (g.H * g.W);

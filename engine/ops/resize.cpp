@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -22,10 +23,11 @@ using kernels::dispatch_float;
 
 namespace {
 
-void check_image(const char* op, const Tensor& x) {
+// device_path: the op has a device path of its own; others refuse device tensors by name.
+void check_image(const char* op, const Tensor& x, bool device_path = false) {
   MM_CHECK(x.defined(), "[", op, "] undefined input");
   MM_CHECK(x.dim() == 3 || x.dim() == 4, "[", op, "] expects input [B, C, H, W] or [C, H, W], got ", x.str());
-  MM_CHECK(x.device() == Device::cpu, "[", op, "] CPU tensors only here");
+  if (x.device() != Device::cpu && !device_path) cuda_ops::unsupported(op, "this op");
   MM_CHECK(x.size(-2) >= 1 && x.size(-1) >= 1, "[", op, "] empty image ", x.str());
 }
 
@@ -60,6 +62,10 @@ std::vector<int64_t> nearest_map(int64_t in, int64_t out, double scale_factor) {
 
 Tensor upsample_nearest_impl(const Tensor& x, int64_t out_h, int64_t out_w, double scale_h, double scale_w) {
   const int64_t H = x.size(-2), W = x.size(-1), planes = x.numel() / (H * W);
+  if (cuda_ops::on_device("upsample_nearest2d", {&x})) {
+    if (out_h != 2 * H || out_w != 2 * W) cuda_ops::unsupported("upsample_nearest2d", "a factor other than 2");
+    return cuda_ops::upsample_nearest2x(x);
+  }
   const std::vector<int64_t> mh = nearest_map(H, out_h, scale_h), mw = nearest_map(W, out_w, scale_w);
   const Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(resized_shape(x.shape(), out_h, out_w), x.dtype());
@@ -103,13 +109,13 @@ Tensor upsample_nearest_impl(const Tensor& x, int64_t out_h, int64_t out_w, doub
 }  // namespace
 
 Tensor upsample_nearest2d(const Tensor& x, int64_t out_h, int64_t out_w) {
-  check_image("upsample_nearest2d", x);
+  check_image("upsample_nearest2d", x, /*device_path=*/true);
   MM_CHECK(out_h >= 1 && out_w >= 1, "[upsample_nearest2d] output size must be >= 1, got ", out_h, "x", out_w);
   return upsample_nearest_impl(x, out_h, out_w, 0.0, 0.0);
 }
 
 Tensor upsample_nearest2d(const Tensor& x, double scale_factor) {
-  check_image("upsample_nearest2d", x);
+  check_image("upsample_nearest2d", x, /*device_path=*/true);
   MM_CHECK(scale_factor > 0, "[upsample_nearest2d] scale_factor must be > 0, got ", scale_factor);
   const int64_t oh = static_cast<int64_t>(std::floor(x.size(-2) * scale_factor));
   const int64_t ow = static_cast<int64_t>(std::floor(x.size(-1) * scale_factor));

@@ -11,6 +11,7 @@
 #include <limits>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "engine/ops/linalg.h"
 #include "engine/ops/shape_ops.h"
 #include "engine/parallel.h"
@@ -80,6 +81,10 @@ Quantized vector_quantize(const Tensor& z, const Tensor& codebook) {
            ": dtype mismatch");
   const int64_t N = z.size(0), K = codebook.size(0), D = z.size(1);
   MM_CHECK(K > 0, "[vector_quantize] empty codebook ", shape_str(codebook.shape()));
+  if (cuda_ops::on_device("vector_quantize", {&z, &codebook})) {
+    Tensor indices = cuda_ops::nearest_codes(z, codebook);
+    return {indices, embedding(indices, codebook)};
+  }
   Tensor indices = Tensor::empty({N}, DType::i64);
   dispatch_float(z.dtype(), "vector_quantize", [&](auto tag) {
     using T = typename decltype(tag)::type;

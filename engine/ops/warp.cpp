@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "engine/autograd.h"
+#include "engine/cuda_ops.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -57,6 +58,8 @@ Tensor warp_perspective(const Tensor& x_in, const Tensor& M_in, WarpPadding padd
            "[warp_perspective] expects M [", B, ", 3, 3] for x ", x_in.str(), ", got ", M_in.str());
   MM_CHECK(H > 0 && W > 0, "[warp_perspective] empty image ", x_in.str());
   const int64_t OH = out_h > 0 ? out_h : H, OW = out_w > 0 ? out_w : W;
+  if (cuda_ops::on_device("warp_perspective", {&x_in}))  // M may stay on the CPU: it is read as numbers
+    return cuda_ops::warp_perspective(x_in, M_in, padding == WarpPadding::border, OH, OW);
   Tensor x = x_in.detach().contiguous();
   const std::vector<double> m = M_in.detach().to_vector<double>();
   Tensor out = Tensor::zeros({B, C, OH, OW}, x.dtype());

@@ -140,6 +140,95 @@ void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_
   MM_CUDA_LAUNCHED("unary_backward");
 }
 
+namespace {
+__device__ __forceinline__ float apply_map(Map op, float x, float a, float b) {
+  switch (op) {
+    case Map::abs: return fabsf(x);
+    case Map::asin: return asinf(x);
+    case Map::sqrt: return sqrtf(x);
+    case Map::rsqrt: return 1.0f / sqrtf(x);
+    case Map::log: return logf(x);
+    case Map::square: return x * x;
+    case Map::tanh: return tanhf(x);
+    case Map::sigmoid: return 1.0f / (1.0f + expf(-x));
+    case Map::clamp: return x < a ? a : (x > b ? b : x);
+    case Map::pow: return powf(x, a);
+    case Map::clamp_grad_rule: return x;
+  }
+  return x;
+}
+// dy/dx of y = op(x)
+__device__ __forceinline__ float map_derivative(Map op, float x, float y, float a, float b, float dy) {
+  switch (op) {
+    case Map::abs: return float((x > 0.0f) - (x < 0.0f));
+    case Map::asin: return 1.0f / sqrtf(1.0f - x * x);
+    case Map::sqrt: return 0.5f / y;
+    case Map::rsqrt: return -0.5f * y * y * y;
+    case Map::log: return 1.0f / x;
+    case Map::square: return 2.0f * x;
+    case Map::tanh: return 1.0f - y * y;
+    case Map::sigmoid: return y * (1.0f - y);
+    case Map::clamp: return x >= a && x <= b ? 1.0f : 0.0f;
+    case Map::pow: return a * powf(x, a - 1.0f);
+    case Map::clamp_grad_rule: return dy * (x - y) >= 0.0f ? 1.0f : 0.0f;
+  }
+  return 0.0f;
+}
+}  // namespace
+
+void map(Map op, const float* x, float* y, int64_t n, float a, float b) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+      n, [=] __device__(int64_t i) { y[i] = apply_map(op, x[i], a, b); });
+  MM_CUDA_LAUNCHED("map");
+}
+
+void map_backward(Map op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float a, float b) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const float g = dy[i];
+    dx[i] = g * map_derivative(op, x ? x[i] : 0.0f, y ? y[i] : 0.0f, a, b, g);
+  });
+  MM_CUDA_LAUNCHED("map_backward");
+}
+
+void maximum(const float* a, const float* b, float* y, int64_t n, bool min) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const float p = a[i], q = b[i];
+    y[i] = (min ? p <= q : p >= q) ? p : q;
+  });
+  MM_CUDA_LAUNCHED(min ? "minimum" : "maximum");
+}
+
+void maximum_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n, bool min) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const float p = a[i], q = b[i], g = dy[i];
+    const bool pick_a = min ? p <= q : p >= q;
+    da[i] = pick_a ? g : 0.0f;
+    db[i] = pick_a ? 0.0f : g;
+  });
+  MM_CUDA_LAUNCHED(min ? "minimum_backward" : "maximum_backward");
+}
+
+void adam_step(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
+               double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2) {
+  if (n == 0) return;
+  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t j) {
+    double pj = p[j], gj = g[j];
+    if (decoupled)
+      pj *= 1 - lr * weight_decay;
+    else
+      gj += weight_decay * pj;
+    const double mj = beta1 * m[j] + (1 - beta1) * gj, vj = beta2 * v[j] + (1 - beta2) * gj * gj;
+    m[j] = float(mj);
+    v[j] = float(vj);
+    p[j] = float(pj - step_size * mj / (sqrt(vj) / sqrt_bc2 + eps));
+  });
+  MM_CUDA_LAUNCHED("adam_step");
+}
+
 void copy(const float* x, float* y, int64_t n) {
   if (n == 0) return;
   MM_CUDA_CHECK(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");

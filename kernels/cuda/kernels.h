@@ -26,6 +26,22 @@ void binary(Binary op, const float* a, const float* b, float* y, int64_t n, int 
 void add_rows(const float* x, const float* bias, float* y, int64_t rows, int64_t cols);
 // dx for y = silu(x) / quick_gelu(x): dx = dy * f'(x)
 void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_t n);
+// Elementwise maps with up to two scalar parameters (a, b), forward and backward, for the
+// engine's math ops on device tensors. The backward reads x or y (the forward's output) as the
+// derivative needs: dx = dy * f'(x). clamp(a, b) passes dy inside [a, b];
+// clamp_grad_rule (backward only) passes dy except where it would push y = clamp(x, a, b)
+// further outside, i.e. where dy * (x - y) < 0 (VQGAN+CLIP's clamp with gradient).
+enum class Map { abs, asin, sqrt, rsqrt, log, square, tanh, sigmoid, clamp, pow, clamp_grad_rule };
+void map(Map op, const float* x, float* y, int64_t n, float a = 0, float b = 0);
+void map_backward(Map op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float a = 0,
+                  float b = 0);
+// y = max(a, b) / min(a, b) over dense operands of one shape (ties pick a); the backward
+// splits dy: da = dy where a was picked, db = dy elsewhere.
+void maximum(const float* a, const float* b, float* y, int64_t n, bool min);
+void maximum_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n, bool min);
+// One Adam(W) step over n parameters, each element in float64 as the CPU optimiser does.
+void adam_step(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
+               double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2);
 void copy(const float* x, float* y, int64_t n);  // device-to-device, the bandwidth ceiling
 void to_bf16(const float* x, __nv_bfloat16* y, int64_t n);
 
@@ -133,6 +149,21 @@ void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, i
 
 // ---- resample.cu: x [N*C planes of H, W] --------------------------------------------------------
 void upsample_nearest2x(const float* x, float* y, int64_t planes, int64_t H, int64_t W);
+// dx [planes, H, W] = the sum of each 2x2 block of dy [planes, 2H, 2W]
+void upsample_nearest2x_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W);
+// Adaptive average pooling to OH x OW (bins [floor(o·H/OH), ceil((o+1)·H/OH)), as torch), and
+// its backward (a gather over the bins that hold each input pixel: no atomics).
+void adaptive_avg_pool2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW);
+void adaptive_avg_pool2d_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W, int64_t OH,
+                                  int64_t OW);
+// Bilinear perspective warp of x [B, C, H, W] to [B, C, OH, OW]: output pixel centre (j+½, i+½)
+// maps through the row-major 3x3 m[b] (float64, device memory) to input coordinates; border
+// padding clamps them into the image, zeros padding reads 0 outside. The backward scatters
+// dy into dx (overwritten) with atomics.
+void warp_perspective(const float* x, const double* m, float* y, int64_t B, int64_t C, int64_t H, int64_t W,
+                      int64_t OH, int64_t OW, bool border);
+void warp_perspective_backward(const float* dy, const double* m, float* dx, int64_t B, int64_t C, int64_t H,
+                               int64_t W, int64_t OH, int64_t OW, bool border);
 void avg_pool2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t k);  // stride k
 
 }  // namespace mm::cuda

@@ -15,6 +15,7 @@
 #include "models/clip_config.h"
 #include "models/vqgan_clip.h"
 #include "tests/apps/run_command.h"
+#include "engine/cuda_ops.h"
 #include "tests/refs.h"
 #include "weights_tools/torch_file.h"
 
@@ -84,6 +85,27 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
   CHECK(slurp(b) != pa);
   std::remove(a.c_str());
   std::remove(b.c_str());
+}
+
+TEST_CASE("mmgen --device cuda: the same generation on the device (or a clear error without one)") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const std::string out = "/tmp/mm_test_mmgen_cuda_" + std::to_string(::getpid()) + ".png";
+  auto [rc, t] = testing::run_command(mmgen + " \"a lighthouse\"" + models_args() +
+                                      " --size 72x64 --steps 2 --cutn 2 --seed 7 --device cuda --out " + out);
+  if (!cuda_ops::device_present()) {
+    CHECK(rc == 1);
+    CHECK(t.find(cuda_ops::built() ? "no CUDA device is present" : "built without CUDA") != std::string::npos);
+    return;
+  }
+  REQUIRE_MESSAGE(rc == 0, t);
+  const std::string png = slurp(out);
+  REQUIRE(png.size() > 33);
+  CHECK(be32(png, 16) == 72);
+  CHECK(be32(png, 20) == 64);
+  CHECK(png.find("device=cuda") != std::string::npos);
+  std::remove(out.c_str());
 }
 
 TEST_CASE("mmgen bad input: clear errors") {

@@ -233,8 +233,55 @@ TEST_CASE("cuda engine: backward of each op with a device path, broadcasting inc
   const Tensor cw = rnd({4, 3, 3, 3}, 73);
   check("conv2d (input)", {rnd({2, 3, 9, 8}, 74)},
         [cw](auto& t) { return conv2d(t[0], dev_like(cw, t[0]), Tensor(), conv2d_options(2, 1)); });
+  const Tensor pw = rnd({5, 3, 4, 4}, 76);  // patches: stride = kernel, the image not a whole number of them
+  check("conv2d patchify (input)", {rnd({2, 3, 9, 13}, 77)},
+        [pw](auto& t) { return conv2d(t[0], dev_like(pw, t[0]), Tensor(), conv2d_options(4)); });
   const Tensor ids = Tensor::from_vector(std::vector<int64_t>{3, 0, 3, 3}, {2, 2});
   check("embedding (repeated rows)", {rnd({5, 6}, 75)}, [ids](auto& t) { return embedding(ids, t[0]); });
+  // the math generation needs (VQGAN+CLIP's loss, clamps, the decoder, the cutouts)
+  const Tensor u = rnd({3, 7}, 76, -0.9, 0.9), pos = rnd({3, 7}, 77, 0.2, 3);
+  check("abs asin square", {u}, [](auto& t) { return square(asin(abs(t[0]))); });
+  check("sqrt log rsqrt", {pos}, [](auto& t) { return add(add(sqrt(t[0]), log(t[0])), rsqrt(t[0])); });
+  check("tanh sigmoid pow", {pos}, [](auto& t) { return add(tanh(t[0]), pow(sigmoid(t[0]), 3.0)); });
+  check("clamp", {u}, [](auto& t) { return clamp(t[0], -0.3, 0.5); });
+  check("clamp_with_grad", {u}, [](auto& t) { return clamp_with_grad(mul(t[0], 2.0), -0.3, 0.5); });
+  check("maximum minimum, broadcast", {u, rnd({7}, 78)},
+        [](auto& t) { return add(maximum(t[0], t[1]), minimum(t[1], t[0])); });
+  check("norm normalize mean", {rnd({4, 6}, 79)},
+        [](auto& t) { return add(normalize(t[0], 1), mean(norm(t[0], 2.0, {1}, KeepDim::yes))); });
+  check("group_norm", {rnd({2, 8, 3, 5}, 80), rnd({8}, 81), rnd({8}, 82)},
+        [](auto& t) { return silu(group_norm(t[0], 4, t[1], t[2], 1e-6)); });
+  check("upsample_nearest2d", {rnd({2, 3, 4, 5}, 83)}, [](auto& t) { return upsample_nearest2d(t[0], 2.0); });
+  check("adaptive_avg_pool2d down", {rnd({2, 3, 11, 9}, 84)}, [](auto& t) { return adaptive_avg_pool2d(t[0], 4, 5); });
+  check("adaptive_avg_pool2d up", {rnd({1, 2, 3, 5}, 85)}, [](auto& t) { return adaptive_avg_pool2d(t[0], 7, 8); });
+  const Tensor M = Tensor::from_vector(std::vector<double>{0.9, -0.2, 1.5, 0.25, 1.1, -0.7, 0.01, -0.02, 1.0,  //
+                                                           -1.0, 0.0, 9.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0},
+                                       {2, 3, 3});
+  for (WarpPadding pad : {WarpPadding::border, WarpPadding::zeros})
+    check("warp_perspective", {rnd({2, 3, 8, 9}, 86)}, [M, pad](auto& t) { return warp_perspective(t[0], M, pad); });
+  check("attention, head size 160 (GEMM + softmax)", {rnd({1, 2, 6, 160}, 87), rnd({1, 2, 5, 160}, 88), rnd({1, 2, 5, 160}, 89)},
+        [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), Causal::no); });
+}
+
+TEST_CASE("cuda engine: vector quantisation and Adam on the device") {
+  MM_REQUIRE_DEVICE();
+  const Tensor z = rnd({37, 8}, 90), codebook = rnd({50, 8}, 91);
+  const Quantized c = vector_quantize(z, codebook), d = vector_quantize(dev(z), dev(codebook));
+  CHECK(d.indices.device() == Device::cuda);
+  CHECK(d.indices.to_vector<int64_t>() == c.indices.to_vector<int64_t>());
+  CHECK(rel_err(d.z_q, c.z_q) == 0);
+  // a few Adam steps on the same gradients
+  Tensor pc = rnd({5, 7}, 92).set_requires_grad(true), pd = dev(pc.detach()).set_requires_grad(true);
+  Adam oc({pc}, AdamOptions{.lr = 0.1}), od({pd}, AdamOptions{.lr = 0.1});
+  for (int step = 0; step < 3; ++step) {
+    const Tensor G = rnd({5, 7}, 93 + step);
+    oc.zero_grad(), od.zero_grad();
+    sum(mul(square(pc), G)).backward();
+    sum(mul(square(pd), dev(G))).backward();
+    oc.step(), od.step();
+  }
+  CHECK(pd.device() == Device::cuda);
+  CHECK(rel_err(pd, pc) < 1e-6);
 }
 
 TEST_CASE("cuda engine: refusals name the op") {
@@ -249,8 +296,10 @@ TEST_CASE("cuda engine: refusals name the op") {
   CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
   CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
   // ops with no device path say so by name: no crash, no silent copy to the CPU
-  CHECK(error_of([&] { (void)log(dev(a)); }).find("[log] this op on cuda") != std::string::npos);
-  CHECK(error_of([&] { (void)maximum(dev(a), dev(a)); }).find("[maximum] this op on cuda") != std::string::npos);
+  CHECK(error_of([&] { (void)sin(dev(a)); }).find("[sin] this op on cuda") != std::string::npos);
+  CHECK(error_of([&] { (void)pow(dev(a), dev(a)); }).find("[pow] this op on cuda") != std::string::npos);
+  CHECK(error_of([&] { (void)max_pool2d(dev(a).reshape({1, 1, 2, 3}), {2, 2}); }).find("[max_pool2d] this op on cuda") !=
+        std::string::npos);
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
   CHECK(error_of([&] { (void)gather(dev(a), 0, gi); }).find("different devices") != std::string::npos);
   const Tensor table = rnd({4, 3}, 51);

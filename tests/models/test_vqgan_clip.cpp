@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "models/clip_config.h"
 #include "models/vqgan_clip.h"
@@ -99,13 +100,19 @@ TEST_CASE("one VQGAN+CLIP step reproduces the reference loss and gradients") {
   ClipModel clip = ClipModel::load(cf, cc);
   VQGAN vq = VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), testing::refs_path("vqgan_tiny.yaml"));
   ClipTokenizer tok = ClipTokenizer::from_bpe_file(testing::refs_path("bpe_simple_vocab_16e6.txt.gz"));
+  // on the CPU, and on the device when there is one (the CUDA emulator's build has one)
+  std::vector<Device> devices = {Device::cpu};
+  if (cuda_ops::device_present()) devices.push_back(Device::cuda);
+  for (Device dev : devices)
   for (ClampRule rule : {ClampRule::with_grad, ClampRule::passthrough}) {
-    SUBCASE(rule == ClampRule::with_grad ? "ClampWithGrad" : "pass-through clamp") {
+    SUBCASE((std::string(device_name(dev)) + (rule == ClampRule::with_grad ? " ClampWithGrad" : " pass-through clamp")).c_str()) {
       VQGANCLIPOptions o;
       o.width = o.height = 64;
       o.clamp = rule;
       o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
-      VQGANCLIP gen(vq, clip, tok, o);
+      const ClipModel clip_d = clip.to(dev);
+      const VQGAN vq_d = vq.to(dev);
+      VQGANCLIP gen(vq_d, clip_d, tok, o);
       gen.add_text_prompts("a watercolor portrait of a teacher");
       gen.init_from_latent(ref.get("z"));
       Tensor dz, dimage;
@@ -113,10 +120,44 @@ TEST_CASE("one VQGAN+CLIP step reproduces the reference loss and gradients") {
       CHECK(loss == doctest::Approx(ref.get("loss").item()).epsilon(1e-4));
       const double r_img = max_rel(dimage, ref.get("dloss_dimage"));
       const double r_z = max_rel(dz, ref.get(rule == ClampRule::with_grad ? "dloss_dz" : "dloss_dz_passthrough"));
-      MESSAGE("loss " << loss << " vs " << ref.get("loss").item() << "; dloss_dimage max_rel " << r_img
-                      << "; dloss_dz max_rel " << r_z);
+      MESSAGE(std::string(device_name(dev)) << ": loss " << loss << " vs " << ref.get("loss").item() << "; dloss_dimage max_rel "
+                               << r_img << "; dloss_dz max_rel " << r_z);
+      CHECK(dz.device() == dev);
       CHECK(r_img <= 1e-3);
       CHECK(r_z <= 1e-3);
     }
   }
+}
+
+TEST_CASE("VQGAN+CLIP steps on the device follow the CPU's: augmented, resized cutouts, noise, Adam, the clamp") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  if (!cuda_ops::device_present()) {
+    MESSAGE("no CUDA device here: the device's steps are compared in the CUDA emulator's build");
+    return;
+  }
+  TensorFile cf = load_weights(testing::refs_path("clip_vit_tiny.safetensors"));
+  ClipModel clip = ClipModel::load(cf, load_clip_config_json(testing::refs_path("clip_vit_tiny.json"), infer_clip_config(cf)));
+  VQGAN vq = VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), testing::refs_path("vqgan_tiny.yaml"));
+  ClipTokenizer tok = ClipTokenizer::from_bpe_file(testing::refs_path("bpe_simple_vocab_16e6.txt.gz"));
+  const ClipModel clip_d = clip.to(Device::cuda);
+  const VQGAN vq_d = vq.to(Device::cuda);
+  VQGANCLIPOptions o;
+  o.width = 80, o.height = 72;  // cutouts of 64 to 72 pixels, resized to CLIP's 64 by area
+  o.seed = 5;
+  o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 2, .cut_pow = 1.0, .augment = true, .noise_fac = 0.1};
+  VQGANCLIP on_cpu(vq, clip, tok, o), on_dev(vq_d, clip_d, tok, o);
+  for (VQGANCLIP* g : {&on_cpu, &on_dev}) {
+    g->add_text_prompts("a lighthouse|fog:-0.3:0.1");
+    g->init_random();
+  }
+  for (int step = 0; step < 2; ++step) {  // (small: the emulator runs the device's kernels one thread at a time)
+    CAPTURE(step);
+    const double lc = on_cpu.step(), ld = on_dev.step();
+    CHECK(ld == doctest::Approx(lc).epsilon(1e-4));
+  }
+  const Tensor ic = on_cpu.image(), id = on_dev.image();
+  CHECK(id.device() == Device::cpu);
+  CHECK(max_rel(id, ic) < 1e-3);
 }

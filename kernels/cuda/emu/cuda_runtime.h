@@ -85,6 +85,9 @@ template <typename A, typename B>
 inline std::common_type_t<A, B> max(A a, B b) {
   return a < b ? b : a;
 }
+using std::isfinite;
+using std::isinf;
+using std::isnan;
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
 inline float __fdividef(float a, float b) { return a / b; }
