@@ -261,13 +261,18 @@ TEST_CASE("mmclip embed reproduces the reference image and text features") {
   for (const char* img : kImages) cmd += " --image " + R + img;
   for (const auto& t : manifest["notes"]["clip_texts"]) cmd += " --text " + quote(t.get<std::string>());
   const std::string out = tmp_path("embed.safetensors");
-  auto [rc, text] = testing::run_command(cmd + " --out " + out);
-  REQUIRE_MESSAGE(rc == 0, text);
-  CHECK(text.find("wrote " + out) != std::string::npos);
-  const TensorFile got = load_safetensors(out);
   const TensorFile expected = load_safetensors(testing::refs_path("clip_vit_tiny_expected.safetensors"));
-  CHECK(max_rel("image_features", got.get("image_features"), expected.get("image_features")) <= 1e-4);
-  CHECK(max_rel("text_features", got.get("text_features"), expected.get("text_features")) <= 1e-4);
+  // on the CPU, and on the device when there is one (the CUDA emulator's build has one)
+  for (const char* device : {"cpu", "cuda"}) {
+    if (std::string(device) == "cuda" && !mm::cuda_ops::device_present()) continue;
+    CAPTURE(device);
+    auto [rc, text] = testing::run_command(cmd + " --device " + device + " --out " + out);
+    REQUIRE_MESSAGE(rc == 0, text);
+    CHECK(text.find("wrote " + out) != std::string::npos);
+    const TensorFile got = load_safetensors(out);
+    CHECK(max_rel("image_features", got.get("image_features"), expected.get("image_features")) <= 1e-4);
+    CHECK(max_rel("text_features", got.get("text_features"), expected.get("text_features")) <= 1e-4);
+  }
   // without --truncate the long text is an error naming the fix
   auto [rc2, t2] = testing::run_command(mmclip + " embed" + models + " --text " + quote(manifest["notes"]["clip_texts"][3].get<std::string>()) + " --out " + out);
   CHECK(rc2 == 1);
