@@ -104,6 +104,8 @@ void execute(const std::vector<Tensor>& roots, const std::vector<Tensor>& root_g
       g = Tensor::ones(r.shape(), r.dtype()).to(r.device());
     }
     MM_CHECK(g.shape() == r.shape(), "[backward] gradient ", g.str(), " does not match output ", r.str());
+    MM_CHECK(g.device() == r.device(), "[backward] gradient ", g.str(), " is on ", device_name(g.device()),
+             " but output ", r.str(), " is on ", device_name(r.device()));
     Edge e;
     if (r.grad_fn()) {
       e.node = r.grad_fn();

@@ -97,7 +97,12 @@ namespace {
 
 Tensor matmul_forward(const Tensor& a, const Tensor& b);
 
-float* fptr(const Tensor& t) { return static_cast<float*>(t.device_ptr()); }
+// A device tensor's float pointer. A CPU tensor here would hand a host pointer to a kernel
+// (which faults on a GPU), so it is refused.
+float* fptr(const Tensor& t) {
+  MM_CHECK(t.device() == Device::cuda, "[cuda] internal: a CPU tensor ", t.str(), " reached a device kernel");
+  return static_cast<float*>(t.device_ptr());
+}
 
 void check_f32(const char* op, const Tensor& t) {
   if (t.defined() && t.dtype() != DType::f32) unsupported(op, str_cat("dtype ", t.str(), " (float32 only)"));

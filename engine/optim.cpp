@@ -158,8 +158,9 @@ void Adam::load_state(const std::vector<std::pair<std::string, Tensor>>& state) 
     const size_t i = std::stoul(name.substr(dot + 1));
     MM_CHECK(i < params_.size() && t.shape() == params_[i].shape(), "[Adam] state '", name, "' ", t.str(),
              " does not match the parameters");
-    if (kind == "exp_avg") exp_avg_[i] = t.to(params_[i].dtype()).contiguous().clone();
-    else if (kind == "exp_avg_sq") exp_avg_sq_[i] = t.to(params_[i].dtype()).contiguous().clone();
+    const Tensor value = t.to(params_[i].dtype()).to(params_[i].device()).contiguous().clone();  // with the parameter
+    if (kind == "exp_avg") exp_avg_[i] = value;
+    else if (kind == "exp_avg_sq") exp_avg_sq_[i] = value;
     else throw Error(str_cat("[Adam] unknown state entry '", name, "'"));
   }
 }

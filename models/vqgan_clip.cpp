@@ -237,10 +237,13 @@ void VQGANCLIP::init_random() {
 void VQGANCLIP::init_from_image(const Tensor& image, double noise) {
   NoGradGuard ng;
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] init image must be [3, H, W], got ", image.str());
-  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes)
-                   .to(vqgan_.device());
-  z_ = vqgan_.encode(add(mul(img, 2.0), -1.0));
-  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_).to(z_.device()), noise));
+  Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
+  // Encoded on the CPU once: the encoder's downsampling pads unevenly, which the device
+  // convolution does not take yet.
+  const Tensor x = add(mul(img, 2.0), -1.0);
+  z_ = vqgan_.device() == Device::cpu ? vqgan_.encode(x) : vqgan_.to(Device::cpu).encode(x);
+  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise));
+  z_ = z_.to(vqgan_.device());
   z_ = z_.contiguous();
   start_optimizer();
 }

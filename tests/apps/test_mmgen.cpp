@@ -93,7 +93,8 @@ TEST_CASE("mmgen --device cuda: the same generation on the device (or a clear er
   MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
   const std::string out = "/tmp/mm_test_mmgen_cuda_" + std::to_string(::getpid()) + ".png";
   auto [rc, t] = testing::run_command(mmgen + " \"a lighthouse\"" + models_args() +
-                                      " --size 72x64 --steps 2 --cutn 2 --seed 7 --device cuda --out " + out);
+                                      " --size 72x64 --steps 2 --cutn 2 --seed 7 --device cuda --init-image " +
+                                      std::string(MM_SHARED_DIR) + "/refs/image_1_shapes.png --out " + out);
   if (!cuda_ops::device_present()) {
     CHECK(rc == 1);
     CHECK(t.find(cuda_ops::built() ? "no CUDA device is present" : "built without CUDA") != std::string::npos);

@@ -18,12 +18,12 @@
 //   - barriers that cannot complete: a warp shuffle whose mask names lanes that exited or wait
 //     at __syncthreads ("deadlock"). Threads that have exited do not hold up a __syncthreads
 //     (as on the hardware), so an early `return` before a barrier is accepted;
-//   - a shuffle reading a lane that is not taking part.
+//   - a shuffle reading a lane that is not taking part (exited, or outside its mask).
 // Threads run one at a time, each until its next barrier; the order alternates between
 // ascending and descending thread index at every barrier, so a missing barrier between a
 // shared-memory write and another thread's read shows up as a wrong result one way or the
-// other. Dynamic shared memory is poisoned (NaN) at every block start; device allocations are
-// poisoned too.
+// other. Shared memory, dynamic and static, is poisoned (NaN) in every block before its first
+// use; device allocations are poisoned too.
 //
 // What it cannot check: speed (nothing here says anything about performance), the memory
 // model between blocks (blocks run one after another), the hardware's approximate intrinsics
@@ -200,6 +200,9 @@ void syncwarp(unsigned mask);
 enum class Shuffle { idx, up, down, bfly };
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width);
 void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes)
+// Fills a static __shared__ array with 0xFF bytes (NaN) the first time a block reaches its
+// declaration (translate.sh adds the call), so that a read before any write shows.
+void poison_shared(void* p, size_t bytes);
 
 // Is [p, p + 1) inside (or one past the end of) a live device allocation? Kernel pointer
 // arguments are checked with it.

@@ -24,6 +24,7 @@
 #include "engine/error.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #define MM_EMU_ASAN 1
 #else
@@ -68,6 +69,16 @@ bool device_range(const void* p, size_t bytes) {
 // floating-point control words on the old stack and load them from the new one (glibc's
 // swapcontext also saves the signal mask, a system call per switch, which made the
 // emulator's runs mostly kernel time); elsewhere ucontext.
+// A stack reused after a kernel was abandoned (a deadlock error) may keep ASan's poisoning of
+// the frames it held.
+void unpoison_stack(char* stack, size_t size) {
+#if MM_EMU_ASAN
+  __asan_unpoison_memory_region(stack, size);
+#else
+  (void)stack, (void)size;
+#endif
+}
+
 #if defined(__x86_64__)
 extern "C" void mm_emu_switch(void** save_sp, void* load_sp);
 asm(R"(
@@ -111,6 +122,7 @@ void fiber_main();
 // A fresh context that starts in fiber_main on [stack, stack + size): the frame mm_emu_switch
 // pops (control words, six registers, the return address).
 void make_context(Context& c, char* stack, size_t size, Context*) {
+  unpoison_stack(stack, size);
   auto top = reinterpret_cast<uintptr_t>(stack + size) & ~uintptr_t(15);
   auto* p = reinterpret_cast<uint64_t*>(top - 16);  // after `ret`, rsp = top - 8, as after a call
   p[0] = reinterpret_cast<uint64_t>(&fiber_trampoline);
@@ -126,6 +138,7 @@ struct Context {
 };
 void fiber_main();
 void make_context(Context& c, char* stack, size_t size, Context* link) {
+  unpoison_stack(stack, size);
   getcontext(&c.uc);
   c.uc.uc_stack.ss_sp = stack;
   c.uc.uc_stack.ss_size = size;
@@ -165,6 +178,7 @@ struct Scheduler {
   std::unique_ptr<unsigned char[]> smem;
   Fiber* running = nullptr;
   Body body{};
+  std::vector<const void*> poisoned;  // the static __shared__ arrays this block has poisoned
   const void* main_bottom = nullptr;
   size_t main_size = 0;
 
@@ -266,17 +280,12 @@ bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
     for (int l = 0; l < lanes; ++l)
       if (lane[l].state == State::at_warp) waiting |= 1u << l, mask |= lane[l].mask;
     if (!waiting) continue;
+    // CUDA requires the non-exited threads named in the mask to take part: lanes that have
+    // exited (or do not exist, past the end of a partial warp) are not waited for; reading
+    // from one is the error (below).
     bool ready = true;
-    for (int l = 0; l < 32; ++l) {
-      if (!(mask >> l & 1)) continue;
-      if (l >= lanes)
-        block_error(b, str_cat("a warp operation's mask 0x", std::hex, mask, std::dec, " names lane ", l, " of warp ",
-                               w0 / 32, ", which has only ", lanes, " threads"));
-      if (lane[l].state == State::done)
-        block_error(b, str_cat("a warp operation's mask 0x", std::hex, mask, std::dec, " names thread ", w0 + l,
-                               ", which has exited"));
-      if (lane[l].state != State::at_warp) ready = false;
-    }
+    for (int l = 0; l < lanes; ++l)
+      if ((mask >> l & 1) && lane[l].state != State::done && lane[l].state != State::at_warp) ready = false;
     if (!ready) continue;  // a lane of the mask is at __syncthreads: the deadlock check decides
     for (int l = 0; l < lanes; ++l) {
       if (!(waiting >> l & 1)) continue;
@@ -302,8 +311,11 @@ bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
           case Shuffle::down: src = l + f.arg < base + width ? l + f.arg : l; break;
           case Shuffle::bfly: src = (l ^ f.arg) < base + width ? (l ^ f.arg) : l; break;
         }
-        if (src >= lanes || !(waiting >> src & 1))
-          block_error(b, str_cat("thread ", w0 + l, " shuffles from lane ", src, ", which is not taking part"));
+        if (src >= lanes || !(waiting >> src & 1) || !(f.mask >> src & 1))
+          block_error(b, str_cat("thread ", w0 + l, " shuffles from lane ", src, ", which is not taking part (",
+                                 src >= lanes ? "past the end of the block" :
+                                 lane[src].state == State::done ? "it has exited" : "not in the mask or elsewhere",
+                                 "): the value is undefined on a GPU"));
         f.result = lane[src].value;
       }
       f.state = State::ready;
@@ -328,6 +340,7 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
     make_context(f.ctx, S.stack(i), kStack, &S.main);
   }
   if (smem) std::memset(S.smem.get(), 0xFF, smem);  // NaN: a read before any write shows
+  S.poisoned.clear();                                // and the static __shared__ arrays, at first use
   bool ascending = true;
   for (;;) {
     for (size_t k = 0; k < n; ++k) {
@@ -391,6 +404,14 @@ uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width
 }
 
 void* dynamic_shared() { return sched().smem.get(); }
+
+void poison_shared(void* p, size_t bytes) {
+  Scheduler& S = sched();
+  for (const void* q : S.poisoned)
+    if (q == p) return;  // once per block: the first thread to reach the declaration
+  S.poisoned.push_back(p);
+  std::memset(p, 0xFF, bytes);
+}
 
 bool is_device_pointer(const void* p) { return device_range(p, 0); }
 
