@@ -45,6 +45,14 @@ __global__ void warp_ops(int* out) {
   o[4] = sum;
 }
 
+// Lanes 0-15 use one mask, lanes 16-31 another that overlaps it. And the legal case: two
+// disjoint half-warp groups, each with its own mask.
+__global__ void masks(int* out, bool overlap) {
+  const unsigned lane = threadIdx.x & 31;
+  const unsigned mask = lane < 16 ? 0x0000ffffu : (overlap ? 0xffffffffu : 0xffff0000u);
+  out[threadIdx.x] = __shfl_xor_sync(mask, int(threadIdx.x), 1);
+}
+
 __global__ void touch(const float* p, float* out) { out[0] = p ? p[0] : 0.0f; }
 
 }  // namespace
@@ -53,6 +61,7 @@ void launch_divergent_barrier(float* out) { divergent_barrier<<<1, 32>>>(out); }
 void launch_shuffle_after_exit(float* out) { shuffle_after_exit<<<1, 32>>>(out); }
 void launch_neighbour(int* out, int n, int seed, bool barrier) { neighbour<<<1, n>>>(out, seed, barrier); }
 void launch_warp_ops(int* out, int threads) { warp_ops<<<1, threads>>>(out); }
+void launch_masks(int* out, bool overlap) { masks<<<1, 32>>>(out, overlap); }
 void launch_touch(const float* p, float* out, unsigned grid_x, unsigned grid_y, unsigned block) {
   touch<<<dim3(grid_x, grid_y), block>>>(p, out);
 }

@@ -65,6 +65,14 @@ TEST_CASE("cuda emulator: warp shuffles follow CUDA's lane rules") {
     CHECK(o[t * 5 + 3] == 100 + base + (lane & 16) + 2);
     CHECK(o[t * 5 + 4] == 31 * 32 / 2);
   }
+  // two half-warps with disjoint masks are fine; overlapping, different masks are not
+  DeviceArray<int> m(32);
+  emu_test::launch_masks(m.data(), /*overlap=*/false);
+  const std::vector<int> mv = m.download();
+  for (int t = 0; t < 32; ++t) CHECK(mv[t] == (t ^ 1));
+  CHECK_THROWS_WITH_AS(emu_test::launch_masks(m.data(), /*overlap=*/true),
+                       doctest::Contains("threads 16 and 0 meet at a warp operation with different masks (0xffffffff and 0xffff)"),
+                       Error);
   // a block that is not whole warps: lane 4 of the last warp (8 threads) reads lane 8 (down 4)
   CHECK_THROWS_WITH_AS(emu_test::launch_warp_ops(out.data(), 40),
                        doctest::Contains("thread 36 shuffles from lane 8, which is not taking part (past the end"),

@@ -289,6 +289,10 @@ bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
     if (!ready) continue;  // a lane of the mask is at __syncthreads: the deadlock check decides
     for (int l = 0; l < lanes; ++l) {
       if (!(waiting >> l & 1)) continue;
+      for (int m = 0; m < lanes; ++m)  // the lanes a mask names must name the same lanes
+        if ((lane[l].mask >> m & 1) && lane[m].state == State::at_warp && lane[m].mask != lane[l].mask)
+          block_error(b, str_cat("threads ", w0 + l, " and ", w0 + m, " meet at a warp operation with different masks (0x",
+                                 std::hex, lane[l].mask, " and 0x", lane[m].mask, std::dec, ")"));
       if (!(lane[l].mask >> l & 1))
         block_error(b, str_cat("thread ", w0 + l, " calls a warp operation whose mask 0x", std::hex, lane[l].mask,
                                std::dec, " does not include itself"));
