@@ -184,10 +184,9 @@ Tensor unary(const char* op, Unary u, const Tensor& x) {
     case Unary::relu: k = cuda::Unary::relu; break;
   }
   cuda::unary(k, fptr(xd), fptr(out), x.numel());
-  if (needs_grad({x})) {
+  if (u != Unary::neg && needs_grad({x})) {  // (neg's backward is recorded by mm::neg for both devices)
     Tensor saved = u == Unary::exp ? out.detach() : xd.detach();
     record_op(op, {x}, {out}, [u, k, saved](const Grads& g) -> Grads {
-      if (u == Unary::neg) return {mm::neg(g[0])};
       if (u == Unary::exp) return {mm::mul(g[0], saved)};  // d exp(x) = exp(x)
       Tensor dy = dense(g[0]);
       Tensor dx = Tensor::empty(saved.shape(), DType::f32, Device::cuda);
@@ -209,26 +208,6 @@ Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
                          : b == Binary::mul ? cuda::Binary::mul
                                             : cuda::Binary::div;
   cuda::binary(k, fptr(xd), fptr(yd), fptr(out), out.numel());
-  if (needs_grad({x, y})) {
-    // as the CPU ops: each gradient summed back to its input's (broadcast) shape
-    const Shape sx = x.shape(), sy = y.shape();
-    const bool want_x = x.requires_grad(), want_y = y.requires_grad();
-    Tensor xs = x.detach(), ys = y.detach(), os = out.detach();
-    record_op(op, {x, y}, {out}, [=](const Grads& g) -> Grads {
-      const Tensor& G = g[0];
-      switch (b) {
-        case Binary::add: return {want_x ? sum_to(G, sx) : Tensor(), want_y ? sum_to(G, sy) : Tensor()};
-        case Binary::sub: return {want_x ? sum_to(G, sx) : Tensor(), want_y ? mm::neg(sum_to(G, sy)) : Tensor()};
-        case Binary::mul:
-          return {want_x ? sum_to(mm::mul(G, ys), sx) : Tensor(), want_y ? sum_to(mm::mul(G, xs), sy) : Tensor()};
-        case Binary::div: {  // d(x/y) = g/y dx - g*out/y dy
-          Tensor gy = mm::div(G, ys);
-          return {want_x ? sum_to(gy, sx) : Tensor(), want_y ? mm::neg(sum_to(mm::mul(gy, os), sy)) : Tensor()};
-        }
-      }
-      return {};
-    });
-  }
   return out;
 }
 
@@ -246,18 +225,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   if (b.defined()) {
     Tensor yb = Tensor::empty(out_shape, DType::f32, Device::cuda);
     cuda::add_rows(fptr(y), fptr(dense(b)), fptr(yb), R, out_f);
-    y = yb;
-  }
-  if (needs_grad({x, w, b})) {
-    // dx = dy·W, dW = dyᵀ·x, db = the column sums of dy (dy as [R, out])
-    Tensor xs = x2.detach().reshape({R, in}), ws = wd.detach();
-    const Shape x_shape = x.shape();
-    const bool want_x = x.requires_grad(), want_w = w.requires_grad(), want_b = b.defined() && b.requires_grad();
-    record_op("linear", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
-      Tensor dy = g[0].reshape({R, out_f});
-      return {want_x ? mm::matmul(dy, ws).reshape(x_shape) : Tensor(), want_w ? mm::matmul(dy.t(), xs) : Tensor(),
-              want_b ? mm::sum(dy, {0}) : Tensor()};
-    });
+    return yb;
   }
   return y;
 }

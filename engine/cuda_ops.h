@@ -10,9 +10,11 @@
 // What exists so far are the ops CLIP's towers use (float32), forward and backward: copies
 // and views, broadcasting add/sub/mul/div, neg/exp/silu/quick_gelu/relu, sum over dims,
 // linear, matmul, layer_norm, softmax over the last dim, attention (causal or not, no mask),
-// conv2d (the input's gradient; not yet the weight's), embedding/index_select of rows. Each
-// records its device backward itself (record_op with closures over device ops and kernels),
-// so autograd runs on the device end to end. Nothing falls back to the CPU silently: an op
+// conv2d (the input's gradient; not yet the weight's), embedding/index_select of rows.
+// Where the engine op's backward is made of ops that run on either device (add, sub, mul,
+// div, the scalar forms, neg, linear), the engine op records it for both; the others record
+// their device backward here (record_op with closures over device ops and kernels). So
+// autograd runs on the device end to end. Nothing falls back to the CPU silently: an op
 // without a device path, a dtype other than float32, or a gradient not written yet is
 // refused with an error that names the op (unsupported()).
 // Built without CUDA, no device tensor can exist (Storage::allocate refuses), and these throw.

@@ -115,9 +115,13 @@ Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype
 // ---- arithmetic ---------------------------------------------------------------------------
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  if (cuda_ops::on_device("add", {&a, &b})) return cuda_ops::binary("add", cuda_ops::Binary::add, a, b);
-  Tensor out = vec_map2(a, b, kernels::vadd);  // same-shape float32: a residual sum
-  if (!out.defined()) out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
+  Tensor out;
+  if (cuda_ops::on_device("add", {&a, &b})) {  // the device computes; the backward below is shared
+    out = cuda_ops::binary("add", cuda_ops::Binary::add, a, b);
+  } else {
+    out = vec_map2(a, b, kernels::vadd);  // same-shape float32: a residual sum
+    if (!out.defined()) out = binary_map("add", a, b, [](auto x, auto y) { return x + y; });
+  }
   if (needs_grad({a, b})) {
     const Shape sa = a.shape(), sb = b.shape();
     record_op("add", {a, b}, {out}, [sa, sb](const Grads& g) {
@@ -128,8 +132,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  if (cuda_ops::on_device("sub", {&a, &b})) return cuda_ops::binary("sub", cuda_ops::Binary::sub, a, b);
-  Tensor out = binary_map("sub", a, b, [](auto x, auto y) { return x - y; });
+  Tensor out = cuda_ops::on_device("sub", {&a, &b}) ? cuda_ops::binary("sub", cuda_ops::Binary::sub, a, b)
+                                                    : binary_map("sub", a, b, [](auto x, auto y) { return x - y; });
   if (needs_grad({a, b})) {
     const Shape sa = a.shape(), sb = b.shape();
     record_op("sub", {a, b}, {out}, [sa, sb](const Grads& g) {
@@ -140,8 +144,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  if (cuda_ops::on_device("mul", {&a, &b})) return cuda_ops::binary("mul", cuda_ops::Binary::mul, a, b);
-  Tensor out = binary_map("mul", a, b, [](auto x, auto y) { return x * y; });
+  Tensor out = cuda_ops::on_device("mul", {&a, &b}) ? cuda_ops::binary("mul", cuda_ops::Binary::mul, a, b)
+                                                    : binary_map("mul", a, b, [](auto x, auto y) { return x * y; });
   if (needs_grad({a, b})) {
     // d(a*b) = g*b da + g*a db; save the inputs only when the other needs a gradient.
     Tensor sa = b.requires_grad() ? a.detach() : Tensor();
@@ -156,8 +160,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  if (cuda_ops::on_device("div", {&a, &b})) return cuda_ops::binary("div", cuda_ops::Binary::div, a, b);
-  Tensor out = binary_map("div", a, b, [](auto x, auto y) { return x / y; });
+  Tensor out = cuda_ops::on_device("div", {&a, &b}) ? cuda_ops::binary("div", cuda_ops::Binary::div, a, b)
+                                                    : binary_map("div", a, b, [](auto x, auto y) { return x / y; });
   if (needs_grad({a, b})) {
     // d(a/b) = g/b da - g*a/b^2 db = g/b da - g*out/b db
     Tensor bd = b.detach(), od = out.detach();
@@ -172,17 +176,17 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, double b) {
-  if (cuda_ops::on_device("add", {&a}))
-    return cuda_ops::binary("add", cuda_ops::Binary::add, a, Tensor::scalar(b, a.dtype()).to(Device::cuda));
-  Tensor out = binary_map("add", a, scalar_like(a, b), [](auto x, auto y) { return x + y; });
+  Tensor out = cuda_ops::on_device("add", {&a})
+                   ? cuda_ops::binary("add", cuda_ops::Binary::add, a, scalar_like(a, b).to(Device::cuda))
+                   : binary_map("add", a, scalar_like(a, b), [](auto x, auto y) { return x + y; });
   if (needs_grad({a})) record_op("add_scalar", {a}, {out}, [](const Grads& g) { return Grads{g[0]}; });
   return out;
 }
 
 Tensor mul(const Tensor& a, double b) {
-  if (cuda_ops::on_device("mul", {&a}))
-    return cuda_ops::binary("mul", cuda_ops::Binary::mul, a, Tensor::scalar(b, a.dtype()).to(Device::cuda));
-  Tensor out = binary_map("mul", a, scalar_like(a, b), [](auto x, auto y) { return x * y; });
+  Tensor out = cuda_ops::on_device("mul", {&a})
+                   ? cuda_ops::binary("mul", cuda_ops::Binary::mul, a, scalar_like(a, b).to(Device::cuda))
+                   : binary_map("mul", a, scalar_like(a, b), [](auto x, auto y) { return x * y; });
   if (needs_grad({a})) record_op("mul_scalar", {a}, {out}, [b](const Grads& g) { return Grads{mul(g[0], b)}; });
   return out;
 }
@@ -261,8 +265,8 @@ static void record_unary(const char* name, const Tensor& x, const Tensor& out, b
 }
 
 Tensor neg(const Tensor& x) {
-  if (cuda_ops::on_device("neg", {&x})) return cuda_ops::unary("neg", cuda_ops::Unary::neg, x);
-  Tensor out = unary_map("neg", x, [](auto v) { return -v; });
+  Tensor out = cuda_ops::on_device("neg", {&x}) ? cuda_ops::unary("neg", cuda_ops::Unary::neg, x)
+                                               : unary_map("neg", x, [](auto v) { return -v; });
   if (needs_grad({x})) record_op("neg", {x}, {out}, [](const Grads& g) { return Grads{neg(g[0])}; });
   return out;
 }

@@ -232,14 +232,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     MM_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "[linear] bias ", shape_str(bias.shape()), " and weight ",
              shape_str(weight.shape()), ": bias must be [", out_f, "]");
   }
-  if (cuda_ops::on_device("linear", {&x, &weight, &bias})) return cuda_ops::linear(x, weight, bias);
   int64_t R = 1;  // rows: all leading dims of x
   for (int64_t d = 0; d + 1 < x.dim(); ++d) R *= x.shape()[d];
   Tensor x2 = x.detach().reshape({R, in});  // x2: [R, in], a view when x's rows allow it
   Shape out_shape = x.shape();
   out_shape.back() = out_f;
-  Tensor y = Tensor::empty({R, out_f}, x.dtype());  // y: [R, out]
-  dispatch_float(x.dtype(), "linear", [&](auto tag) {
+  // (on the device cuBLAS computes y; the backward below is shared)
+  const bool device = cuda_ops::on_device("linear", {&x, &weight, &bias});
+  Tensor y = device ? cuda_ops::linear(x, weight, bias).reshape({R, out_f}) : Tensor::empty({R, out_f}, x.dtype());
+  if (!device) dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* py = y.data<T>();
     // W^T [in, out] is weight [out, in] with its strides swapped.

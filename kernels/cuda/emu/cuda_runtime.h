@@ -49,7 +49,6 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 // A block's threads run one after another on one host thread, and blocks one after another,
@@ -63,18 +62,10 @@ struct dim3 {
   unsigned x = 1, y = 1, z = 1;
   constexpr dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
 };
-struct alignas(8) float2 {
-  float x, y;
-};
 struct alignas(16) float4 {
   float x, y, z, w;
 };
-struct alignas(16) int4 {
-  int x, y, z, w;
-};
-inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
-inline int4 make_int4(int x, int y, int z, int w) { return {x, y, z, w}; }
 
 // Device math: CUDA's global overloads, and its fast intrinsics as the exact functions.
 template <typename A, typename B>
@@ -90,25 +81,13 @@ using std::isinf;
 using std::isnan;
 inline float __expf(float x) { return std::exp(x); }
 inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline float __saturatef(float x) { return x < 0.0f ? 0.0f : (x > 1.0f ? 1.0f : x); }
-template <typename T>
-inline T __ldg(const T* p) {
-  return *p;
-}
 // One host thread runs every CUDA thread and switches only at barriers: a read-modify-write
 // is atomic by construction.
 template <typename T>
 inline T atomicAdd(T* p, T v) {
   const T old = *p;
   *p = old + v;
-  return old;
-}
-template <typename T>
-inline T atomicMax(T* p, T v) {
-  const T old = *p;
-  if (old < v) *p = v;
   return old;
 }
 
@@ -118,8 +97,6 @@ enum cudaError_t {
   cudaErrorInvalidValue = 1,
   cudaErrorMemoryAllocation = 2,
   cudaErrorInvalidConfiguration = 9,
-  cudaErrorInvalidDevicePointer = 17,
-  cudaErrorInvalidMemcpyDirection = 21,
   cudaErrorNoDevice = 100,
   cudaErrorLaunchFailure = 719,
 };
@@ -149,12 +126,9 @@ struct cudaDeviceProp {
 
 const char* cudaGetErrorString(cudaError_t e);
 cudaError_t cudaGetLastError();
-cudaError_t cudaPeekAtLastError();
 cudaError_t cudaGetDeviceCount(int* n);
 cudaError_t cudaGetDevice(int* d);
-cudaError_t cudaSetDevice(int d);
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d);
-cudaError_t cudaDeviceSynchronize();
 cudaError_t cudaMalloc(void** p, size_t bytes);
 template <typename T>
 inline cudaError_t cudaMalloc(T** p, size_t bytes) {
@@ -173,7 +147,6 @@ cudaError_t cudaMemset(void* dst, int value, size_t bytes);
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t s = nullptr);
 cudaError_t cudaStreamCreate(cudaStream_t* s);
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned flags);
-cudaError_t cudaStreamDestroy(cudaStream_t s);
 cudaError_t cudaStreamSynchronize(cudaStream_t s);
 cudaError_t cudaEventCreate(cudaEvent_t* e);
 cudaError_t cudaEventDestroy(cudaEvent_t e);
@@ -204,18 +177,15 @@ void* dynamic_shared();  // this block's dynamic shared memory (the launch's sme
 // declaration (translate.sh adds the call), so that a read before any write shows.
 void poison_shared(void* p, size_t bytes);
 
-// Is [p, p + 1) inside (or one past the end of) a live device allocation? Kernel pointer
-// arguments are checked with it.
-bool is_device_pointer(const void* p);
-
 // Runs body once per CUDA thread of the grid, returning when every block is done. Throws
-// mm::Error on a deadlock; returns an error code for a launch configuration CUDA refuses.
+// mm::Error on a deadlock; a launch configuration CUDA refuses sets the error that
+// cudaGetLastError returns, as on a device.
 struct Body {
   void (*call)(void*);
   void* state;
 };
-cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body);
-void record_launch_error(cudaError_t e, const char* kernel, const char* why);
+void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body);
+// False (and the launch error set) when p is neither null nor inside device memory.
 bool check_pointer_argument(const char* kernel, int index, const void* p);
 
 // kernel<<<grid, block, smem, stream>>>(args...) is rewritten at build time (translate.sh) to

@@ -53,7 +53,7 @@ std::map<uintptr_t, size_t>& allocations() {
   static auto* m = new std::map<uintptr_t, size_t>;
   return *m;
 }
-// The allocation holding [p, p + bytes), or null.
+// Whether [p, p + bytes) lies inside one live device allocation (bytes 0: p may be its end).
 bool device_range(const void* p, size_t bytes) {
   std::lock_guard<std::mutex> lock(g_mem_mu);
   auto& m = allocations();
@@ -239,11 +239,17 @@ void resume(Scheduler& S, Fiber& f) {
   current = nullptr;
 }
 
+// The fiber of the CUDA thread calling a barrier or warp operation.
+Fiber& calling_fiber(const char* what) {
+  Fiber* f = sched().running;
+  MM_CHECK(f, "[cuda-emu] ", what, " outside a kernel");
+  return *f;
+}
+
 // Called on a fiber: wait (state already set) until the scheduler resumes us.
 void wait_here() {
   Scheduler& S = sched();
   Fiber* f = S.running;
-  MM_CHECK(f, "[cuda-emu] a barrier or warp operation was called outside a kernel");
   asan_start(&f->fake_stack, S.main_bottom, S.main_size);
   switch_context(f->ctx, S.main);
   asan_finish(f->fake_stack, nullptr, nullptr);
@@ -376,35 +382,22 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
 }  // namespace
 
 void syncthreads() {
-  Scheduler& S = sched();
-  MM_CHECK(S.running, "[cuda-emu] __syncthreads outside a kernel");
-  S.running->state = State::at_block_barrier;
+  calling_fiber("__syncthreads").state = State::at_block_barrier;
   wait_here();
 }
 
 void syncwarp(unsigned mask) {
-  Scheduler& S = sched();
-  MM_CHECK(S.running, "[cuda-emu] __syncwarp outside a kernel");
-  Fiber* f = S.running;
-  f->state = State::at_warp;
-  f->shuffle = false;
-  f->mask = mask;
+  Fiber& f = calling_fiber("__syncwarp");
+  f.state = State::at_warp, f.shuffle = false, f.mask = mask;
   wait_here();
 }
 
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width) {
-  Scheduler& S = sched();
-  MM_CHECK(S.running, "[cuda-emu] warp shuffle outside a kernel");
-  Fiber* f = S.running;
-  f->state = State::at_warp;
-  f->shuffle = true;
-  f->mask = mask;
-  f->kind = kind;
-  f->arg = arg;
-  f->width = width;
-  f->value = value;
+  Fiber& f = calling_fiber("a warp shuffle");
+  f.state = State::at_warp, f.shuffle = true, f.mask = mask;
+  f.kind = kind, f.arg = arg, f.width = width, f.value = value;
   wait_here();
-  return f->result;
+  return f.result;
 }
 
 void* dynamic_shared() { return sched().smem.get(); }
@@ -417,21 +410,15 @@ void poison_shared(void* p, size_t bytes) {
   std::memset(p, 0xFF, bytes);
 }
 
-bool is_device_pointer(const void* p) { return device_range(p, 0); }
-
-void record_launch_error(cudaError_t e, const char* kernel, const char* why) {
-  set_error(e, str_cat("kernel ", kernel, ": ", why));
-}
-
 bool check_pointer_argument(const char* kernel, int index, const void* p) {
-  if (!p || is_device_pointer(p)) return true;
+  if (!p || device_range(p, 0)) return true;
   set_error(cudaErrorLaunchFailure,
             str_cat("kernel ", kernel, ": argument ", index, " is a pointer outside device memory (", p,
                     "): a host pointer passed to a kernel faults on a GPU"));
   return false;
 }
 
-cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body) {
+void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   std::string bad;
   if (!grid.x || !grid.y || !grid.z || !block.x || !block.y || !block.z)
@@ -443,12 +430,12 @@ cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 bloc
     bad = str_cat("grid ", grid.x, "x", grid.y, "x", grid.z, " (y and z at most 65535)");
   if (!bad.empty()) {
     set_error(cudaErrorInvalidConfiguration, str_cat("kernel ", kernel, " at ", where, ": ", bad));
-    return cudaErrorInvalidConfiguration;
+    return;
   }
   if (smem > 232448) {  // an H100/H200 block's opt-in maximum, 227 KiB
     set_error(cudaErrorInvalidValue,
               str_cat("kernel ", kernel, " at ", where, ": ", smem, " bytes of dynamic shared memory (at most 232448)"));
-    return cudaErrorInvalidValue;
+    return;
   }
   Scheduler& S = sched();
   MM_CHECK(!S.running, "[cuda-emu] kernel ", kernel, " launched from inside a kernel");
@@ -458,7 +445,6 @@ cudaError_t run_grid(const char* kernel, const char* where, dim3 grid, dim3 bloc
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x)
         run_block(S, static_cast<size_t>(threads), BlockContext{kernel, where, uint3{x, y, z}}, block, grid, smem);
-  return cudaSuccess;
 }
 
 }  // namespace mm::emu
@@ -488,8 +474,6 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidValue: name = "invalid argument"; break;
     case cudaErrorMemoryAllocation: name = "out of memory"; break;
     case cudaErrorInvalidConfiguration: name = "invalid configuration argument"; break;
-    case cudaErrorInvalidDevicePointer: name = "invalid device pointer"; break;
-    case cudaErrorInvalidMemcpyDirection: name = "invalid copy direction for memcpy"; break;
     case cudaErrorNoDevice: name = "no CUDA-capable device is detected"; break;
     case cudaErrorLaunchFailure: name = "unspecified launch failure"; break;
   }
@@ -505,7 +489,6 @@ cudaError_t cudaGetLastError() {
   mm::emu::g_last_error = cudaSuccess;
   return e;
 }
-cudaError_t cudaPeekAtLastError() { return mm::emu::g_last_error; }
 
 namespace {
 int emulated_devices() {
@@ -525,7 +508,6 @@ cudaError_t cudaGetDevice(int* d) {
   *d = 0;
   return cudaSuccess;
 }
-cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : fail(cudaErrorInvalidValue, "one device"); }
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   if (d != 0) return fail(cudaErrorInvalidValue, "one emulated device");
   *p = cudaDeviceProp{};
@@ -537,7 +519,6 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int d) {
   p->maxThreadsPerBlock = 1024, p->warpSize = 32;
   return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   void* q = nullptr;
@@ -600,10 +581,6 @@ cudaError_t cudaStreamCreate(cudaStream_t* s) {
   return cudaSuccess;
 }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned) { return cudaStreamCreate(s); }
-cudaError_t cudaStreamDestroy(cudaStream_t s) {
-  delete s;
-  return cudaSuccess;
-}
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 cudaError_t cudaEventCreate(cudaEvent_t* e) {
   *e = new CUevent_st{};
