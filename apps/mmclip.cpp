@@ -145,13 +145,7 @@ ClipTokenizer::Truncate truncate_of(const Args& a) {
 // images are encoded one batch after another.
 ClipModel load_model(const Args& a) {
   ClipModel clip = apps::load_clip(a.model, a.model_config);
-  if (a.dev != Device::cpu) {
-    // Refused here rather than deep inside the first batch norm of the first image.
-    MM_CHECK(clip.config().vision == ClipVision::vit || a.command == "tokenize", "mmclip: --device cuda: ", a.model,
-             " has a ResNet image tower, whose batch norms and pooling have no device path yet; the ViT models ",
-             "and text towers do (or run with --device cpu)");
-    return clip.to(a.dev);
-  }
+  if (a.dev != Device::cpu) return clip.to(a.dev);
   clip.prepack("visual.");
   return clip;
 }

@@ -144,8 +144,6 @@ int main(int argc, char** argv) {
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.clip, clip.config().vocab_size);
     VQGAN vq = apps::load_vqgan(a.vqgan, a.vqgan_config);
     if (a.dev != Device::cpu) {
-      MM_CHECK(clip.config().vision == ClipVision::vit, "mmgen: --device cuda: ", a.clip, " has a ResNet image tower, ",
-               "whose batch norms and pooling have no device path yet; use a ViT CLIP (or --device cpu)");
       clip = clip.to(a.dev);
       vq = vq.to(a.dev);
     } else {

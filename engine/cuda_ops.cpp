@@ -45,13 +45,6 @@ bool on_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   return any_cuda;
 }
 
-void forward_only(const char* op, std::initializer_list<const Tensor*> tensors) {
-  std::vector<Tensor> ts;
-  for (const Tensor* t : tensors)
-    if (t && t->defined()) ts.push_back(*t);
-  if (needs_grad(ts)) unsupported(op, "the backward pass (an input requires grad)");
-}
-
 #if !MM_CUDA
 
 bool built() { return false; }
@@ -67,7 +60,24 @@ Tensor layer_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, double) 
   unsupported("layer_norm", "mm was built without CUDA:");
 }
 Tensor softmax_last(const Tensor&) { unsupported("softmax", "mm was built without CUDA:"); }
-Tensor attention(const Tensor&, const Tensor&, const Tensor&, bool, double) {
+Tensor compare(const char* op, Cmp, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
+Tensor where(const Tensor&, const Tensor&, const Tensor&) { unsupported("where", "mm was built without CUDA:"); }
+Tensor logical_not(const Tensor&) { unsupported("logical_not", "mm was built without CUDA:"); }
+void convert(const Tensor&, const Tensor&) { unsupported("to", "mm was built without CUDA:"); }
+Tensor index_axis(const char* op, const Tensor&, int64_t, const std::vector<int64_t>&, double) {
+  unsupported(op, "mm was built without CUDA:");
+}
+Tensor gather(const Tensor&, int64_t, const Tensor&) { unsupported("gather", "mm was built without CUDA:"); }
+std::pair<Tensor, Tensor> extreme(const char* op, const Tensor&, int64_t, bool) {
+  unsupported(op, "mm was built without CUDA:");
+}
+Tensor avg_pool2d(const Tensor&, const std::array<int64_t, 6>&, bool) {
+  unsupported("avg_pool2d", "mm was built without CUDA:");
+}
+Tensor max_pool2d(const Tensor&, const std::array<int64_t, 6>&) {
+  unsupported("max_pool2d", "mm was built without CUDA:");
+}
+Tensor attention(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, double) {
   unsupported("scaled_dot_product_attention", "mm was built without CUDA:");
 }
 Tensor conv2d(const Tensor&, const Tensor&, const Tensor&, int64_t, int64_t) {
@@ -122,6 +132,18 @@ Tensor dense_as(const Tensor& t, const Shape& shape) {
   Tensor out = Tensor::empty(shape, t.dtype(), Device::cuda);
   copy(out, t);
   return out;
+}
+
+// The operands of a broadcasting binary op: checked float32, dense in their common shape.
+struct Operands {
+  Shape shape;
+  Tensor a, b;
+};
+Operands broadcast_operands(const char* op, const Tensor& a, const Tensor& b) {
+  check_f32(op, a);
+  check_f32(op, b);
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
+  return {shape, dense_as(a, shape), dense_as(b, shape)};
 }
 
 }  // namespace
@@ -198,17 +220,51 @@ Tensor unary(const char* op, Unary u, const Tensor& x) {
 }
 
 Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
-  check_f32(op, x);
-  check_f32(op, y);
-  const Shape shape = broadcast_shapes(x.shape(), y.shape(), op);
-  Tensor xd = dense_as(x, shape), yd = dense_as(y, shape);
-  Tensor out = Tensor::empty(shape, DType::f32, Device::cuda);
+  const Operands o = broadcast_operands(op, x, y);
+  Tensor out = Tensor::empty(o.shape, DType::f32, Device::cuda);
   const cuda::Binary k = b == Binary::add   ? cuda::Binary::add
                          : b == Binary::sub ? cuda::Binary::sub
                          : b == Binary::mul ? cuda::Binary::mul
-                                            : cuda::Binary::div;
-  cuda::binary(k, fptr(xd), fptr(yd), fptr(out), out.numel());
+                         : b == Binary::div ? cuda::Binary::div
+                                            : cuda::Binary::pow;
+  cuda::binary(k, fptr(o.a), fptr(o.b), fptr(out), out.numel());
   return out;
+}
+
+Tensor compare(const char* op, Cmp c, const Tensor& a, const Tensor& b) {
+  const Operands o = broadcast_operands(op, a, b);
+  Tensor y = Tensor::empty(o.shape, DType::boolean, Device::cuda);
+  static constexpr cuda::Cmp kCmp[] = {cuda::Cmp::eq, cuda::Cmp::ne, cuda::Cmp::lt,
+                                       cuda::Cmp::le, cuda::Cmp::gt, cuda::Cmp::ge};
+  cuda::compare(kCmp[static_cast<int>(c)], fptr(o.a), fptr(o.b), static_cast<bool*>(y.device_ptr()), y.numel());
+  return y;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  check_f32("where", a);
+  check_f32("where", b);
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  Tensor cd = dense_as(cond, shape), ad = dense_as(a, shape), bd = dense_as(b, shape);
+  Tensor y = Tensor::empty(shape, DType::f32, Device::cuda);
+  cuda::select(static_cast<const bool*>(cd.device_ptr()), fptr(ad), fptr(bd), fptr(y), y.numel());
+  return y;
+}
+
+Tensor logical_not(const Tensor& mask) {
+  Tensor md = dense(mask);
+  Tensor y = Tensor::empty(mask.shape(), DType::boolean, Device::cuda);
+  cuda::logical_not(static_cast<const bool*>(md.device_ptr()), static_cast<bool*>(y.device_ptr()), y.numel());
+  return y;
+}
+
+void convert(const Tensor& dst, const Tensor& src) {
+  MM_CHECK(dst.shape() == src.shape() && dst.device() == Device::cuda && src.device() == Device::cuda,
+           "[to] internal: a device conversion of ", src.str(), " into ", dst.str());
+  Tensor sd = dense(src);
+  Tensor out = dst.is_contiguous() ? dst : Tensor::empty(dst.shape(), dst.dtype(), Device::cuda);
+  cuda::convert(sd.device_ptr(), static_cast<int>(src.dtype()), out.device_ptr(), static_cast<int>(dst.dtype()),
+                src.numel());
+  if (!dst.is_contiguous()) copy(dst, out);
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -323,20 +379,57 @@ Tensor softmax_last(const Tensor& x) {
   return y;
 }
 
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale) {
-  const char* op = "scaled_dot_product_attention";
-  for (const Tensor* t : {&q, &k, &v}) check_f32(op, *t);
-  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4)
-    unsupported(op, str_cat("q ", q.str(), " (the device kernel takes [B, H, T, D])"));
-  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tk = k.size(2);
-  if (v.size(3) != D || D > 128) {
-    // Beyond the fused kernel (VQGAN's single head of 512 channels): S = scale·QKᵀ, softmax,
-    // O = P·V, batched GEMMs on cuBLAS; each of them records its own backward.
-    if (causal) unsupported(op, str_cat("causal attention with head size ", D, " (the fused kernel takes <= 128)"));
-    const int64_t Dv = v.size(3);
-    Tensor s = mm::mul(mm::matmul(q.reshape({B * H, Tq, D}), k.reshape({B * H, Tk, D}).transpose(1, 2)), scale);
-    return mm::matmul(mm::softmax(s, -1), v.reshape({B * H, Tk, Dv})).reshape({B, H, Tq, Dv});
+namespace {
+// Attention as S = scale·QKᵀ, masking, softmax, O = P·V, each a device op with its own
+// backward: what the fused kernel does not take (a mask, causal with Tq != Tk, head sizes
+// beyond 128 such as VQGAN's single 512-wide head).
+Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal,
+                          double scale) {
+  const int64_t Tq = q.size(-2), D = q.size(-1), Tk = k.size(-2), Dv = v.size(-1);
+  const Shape lead(q.shape().begin(), q.shape().end() - 2);
+  const int64_t BH = numel(lead);
+  Shape score_shape = lead, out_shape = lead;
+  score_shape.push_back(Tq), score_shape.push_back(Tk);
+  out_shape.push_back(Tq), out_shape.push_back(Dv);
+  Tensor s = mm::mul(mm::matmul(q.reshape({BH, Tq, D}), k.reshape({BH, Tk, D}).transpose(1, 2)), scale)
+                 .reshape(score_shape);
+  const bool masked = mask.defined() || causal;
+  if (mask.defined() && mask.dtype() != DType::boolean) s = mm::add(s, mask);
+  const Tensor minus_inf = Tensor::scalar(-INFINITY, DType::f32).to(Device::cuda);
+  if (mask.defined() && mask.dtype() == DType::boolean) s = mm::where(mask, s, minus_inf);
+  if (causal) {  // key j is masked for query i when j > i (top-left aligned)
+    std::vector<float> keep(static_cast<size_t>(Tq * Tk));
+    for (int64_t i = 0; i < Tq; ++i)
+      for (int64_t j = 0; j < Tk; ++j) keep[i * Tk + j] = j <= i ? 1.0f : 0.0f;
+    const Tensor keep_mask = mm::gt(Tensor::from_vector(keep, {Tq, Tk}).to(Device::cuda), 0.5);
+    s = mm::where(keep_mask, s, minus_inf);
   }
+  Tensor p;
+  if (masked) {
+    // A row with every key masked gives zeros, and no NaN reaches softmax's backward: such
+    // rows are softmaxed as zeros (finite) and then replaced by 0.
+    Tensor row_ok;
+    {
+      NoGradGuard no_grad;
+      row_ok = mm::gt(mm::max(s.detach(), -1, KeepDim::yes).first, -INFINITY);
+    }
+    const Tensor zero = Tensor::scalar(0.0, DType::f32).to(Device::cuda);
+    p = mm::where(row_ok, mm::softmax(mm::where(row_ok, s, zero), -1), zero);
+  } else {
+    p = mm::softmax(s, -1);
+  }
+  return mm::matmul(p.reshape({BH, Tq, Tk}), v.reshape({BH, Tk, Dv})).reshape(out_shape);
+}
+}  // namespace
+
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale) {
+  const char* op = "scaled_dot_product_attention";
+  for (const Tensor* t : {&q, &k, &v, &mask})
+    if (t->defined() && t->dtype() != DType::boolean) check_f32(op, *t);
+  const bool fused = !mask.defined() && q.dim() == 4 && q.size(3) <= 128 && v.size(-1) == q.size(3) &&
+                     (!causal || q.size(2) == k.size(2));
+  if (!fused) return attention_composed(q, k, v, mask, causal, scale);
+  const int64_t B = q.size(0), H = q.size(1), Tq = q.size(2), D = q.size(3), Tk = k.size(2);
   Tensor qd = dense(q), kd = dense(k), vd = dense(v);
   Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
@@ -360,7 +453,6 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
 
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("conv2d", *t);
-  forward_only("conv2d", {&w, &b});  // the weight's and bias's gradients are not written yet
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t O = w.size(0), KH = w.size(2), KW = w.size(3);
   const int64_t OH = (H + 2 * pad - KH) / stride + 1, OW = (W + 2 * pad - KW) / stride + 1;
@@ -372,27 +464,48 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     cuda::cudnn_conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
   else
     cuda::conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
-  if (needs_grad({x})) {
-    Tensor ws = wd.detach();
+  if (needs_grad({x, w, b})) {
+    const bool want_x = x.requires_grad(), want_w = w.requires_grad(), want_b = b.defined() && b.requires_grad();
+    Tensor ws = want_x ? wd.detach() : Tensor(), xs = want_w ? xd.detach() : Tensor();
     const bool patchify = stride == KH && stride == KW && pad == 0;
     record_op("conv2d", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
-      if (patchify) {
+      Tensor dx, dw, db;
+      if (want_x && patchify) {
         // Non-overlapping patches (a ViT's patch embedding): dx's patches are one GEMM,
         // dy [N·OH·OW, O] · W [O, C·KH·KW], laid back out as an image. The implicit GEMM of
         // the general case would walk all O·KH·KW taps for each input pixel, of which only O
         // are non-zero here.
         Tensor cols = mm::matmul(g[0].permute({0, 2, 3, 1}).reshape({N * OH * OW, O}), ws.reshape({O, C * KH * KW}));
         Tensor img = cols.reshape({N, OH, OW, C, KH, KW}).permute({0, 3, 1, 4, 2, 5}).reshape({N, C, OH * KH, OW * KW});
-        if (OH * KH == H && OW * KW == W) return {img, Tensor(), Tensor()};
-        Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);  // rows/cols no patch covers: 0
-        dx.fill_(0.0);
-        dx.narrow(2, 0, OH * KH).narrow(3, 0, OW * KW).copy_(img);
-        return {dx, Tensor(), Tensor()};
+        if (OH * KH == H && OW * KW == W) {
+          dx = img;
+        } else {
+          dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);  // rows/cols no patch covers: 0
+          dx.fill_(0.0);
+          dx.narrow(2, 0, OH * KH).narrow(3, 0, OW * KW).copy_(img);
+        }
+      } else if (want_x) {
+        Tensor dy = dense(g[0]);
+        dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
+        cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
       }
-      Tensor dy = dense(g[0]);
-      Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
-      cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
-      return {dx, Tensor(), Tensor()};
+      if (want_w) {
+        // dW [O, C·KH·KW] = dy as [O, N·OH·OW] · cols [N·OH·OW, C·KH·KW], the patches of x
+        // (im2col), built for a few samples at a time so that cols stays under ~256 MB.
+        const int64_t K = C * KH * KW, per_sample = OH * OW * K;
+        const int64_t step = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(per_sample, 1));
+        Tensor dyt = dense(g[0].permute({1, 0, 2, 3})).reshape({O, N * OH * OW});
+        for (int64_t n0 = 0; n0 < N; n0 += step) {
+          const int64_t nb = std::min(step, N - n0);
+          Tensor cols = Tensor::empty({nb * OH * OW, K}, DType::f32, Device::cuda);
+          cuda::im2col(fptr(xs) + n0 * C * H * W, fptr(cols), nb, C, H, W, KH, KW, stride, pad);
+          Tensor part = mm::matmul(dyt.narrow(1, n0 * OH * OW, nb * OH * OW), cols);
+          dw = dw.defined() ? mm::add(dw, part) : part;
+        }
+        dw = dw.reshape({O, C, KH, KW});
+      }
+      if (want_b) db = mm::sum(g[0], {0, 2, 3});
+      return {dx, dw, db};
     });
   }
   return y;
@@ -454,7 +567,8 @@ Tensor math(const char* op, const Tensor& x, double a, double b) {
       {"abs", cuda::Map::abs},         {"asin", cuda::Map::asin},   {"sqrt", cuda::Map::sqrt},
       {"rsqrt", cuda::Map::rsqrt},     {"log", cuda::Map::log},     {"square", cuda::Map::square},
       {"tanh", cuda::Map::tanh},       {"sigmoid", cuda::Map::sigmoid}, {"clamp", cuda::Map::clamp},
-      {"pow", cuda::Map::pow}};
+      {"pow", cuda::Map::pow},         {"sin", cuda::Map::sin},     {"cos", cuda::Map::cos},
+      {"gelu", cuda::Map::gelu},       {"gelu_tanh", cuda::Map::gelu_tanh}};
   const cuda::Map* m = nullptr;
   for (const auto& [name, k] : kMaps)
     if (std::strcmp(name, op) == 0) m = &k;
@@ -495,11 +609,9 @@ Tensor clamp_with_grad(const Tensor& x, double lo, double hi) {
 }
 
 Tensor maximum(const char* op, const Tensor& a, const Tensor& b, bool min) {
-  check_f32(op, a);
-  check_f32(op, b);
-  const Shape shape = broadcast_shapes(a.shape(), b.shape(), op);
-  Tensor ad = dense_as(a, shape), bd = dense_as(b, shape);
-  Tensor y = Tensor::empty(shape, DType::f32, Device::cuda);
+  const Operands o = broadcast_operands(op, a, b);
+  const Tensor &ad = o.a, &bd = o.b;
+  Tensor y = Tensor::empty(o.shape, DType::f32, Device::cuda);
   cuda::maximum(fptr(ad), fptr(bd), fptr(y), y.numel(), min);
   if (needs_grad({a, b})) {
     const Shape sa = a.shape(), sb = b.shape();
@@ -563,6 +675,164 @@ Tensor warp_perspective(const Tensor& x, const Tensor& M, bool border, int64_t o
       Tensor dx = Tensor::empty({B, C, H, W}, DType::f32, Device::cuda);
       cuda::warp_perspective_backward(fptr(dense(g[0])), static_cast<const double*>(m.device_ptr()), fptr(dx), B, C,
                                       H, W, out_h, out_w, border);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor index_axis(const char* op, const Tensor& x, int64_t dim, const std::vector<int64_t>& map, double fill) {
+  check_f32(op, x);
+  const int64_t n_in = x.size(dim), n_out = static_cast<int64_t>(map.size());
+  for (size_t j = 0; j < map.size(); ++j)
+    MM_CHECK(map[j] < n_in, "[", op, "] index ", map[j], " at position ", j, " is out of range for dim ", dim,
+             " of ", x.str());
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < x.dim(); ++d) {
+    if (d < dim) outer *= x.size(d);
+    if (d > dim) inner *= x.size(d);
+  }
+  Shape out_shape = x.shape();
+  out_shape[dim] = n_out;
+  Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  Tensor dev_map = Tensor::from_vector(map, {n_out}).to(Device::cuda);
+  const int64_t* pm = static_cast<const int64_t*>(dev_map.device_ptr());
+  cuda::index_axis(fptr(dense(x)), pm, fptr(y), outer, n_in, n_out, inner, static_cast<float>(fill));
+  if (needs_grad({x})) {
+    const Shape in_shape = x.shape();
+    record_op(op, {x}, {y}, [=](const Grads& g) -> Grads {
+      Tensor dx = Tensor::empty(in_shape, DType::f32, Device::cuda);
+      cuda::index_axis_backward(fptr(dense(g[0])), static_cast<const int64_t*>(dev_map.device_ptr()), fptr(dx), outer,
+                                n_in, n_out, inner);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+namespace {
+// The permutation that moves `dim` last, and its inverse.
+std::vector<int64_t> dim_last(int64_t ndim, int64_t dim) {
+  std::vector<int64_t> order;
+  for (int64_t d = 0; d < ndim; ++d)
+    if (d != dim) order.push_back(d);
+  order.push_back(dim);
+  return order;
+}
+std::vector<int64_t> inverse(const std::vector<int64_t>& order) {
+  std::vector<int64_t> inv(order.size());
+  for (size_t i = 0; i < order.size(); ++i) inv[static_cast<size_t>(order[i])] = static_cast<int64_t>(i);
+  return inv;
+}
+}  // namespace
+
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  check_f32("gather", x);
+  // The index is checked on the host: the kernel reads x without bounds.
+  Tensor host_idx = index.device() == Device::cuda ? index.to(Device::cpu) : index.contiguous();
+  const int64_t n = x.size(dim);
+  const int64_t* p = host_idx.data<int64_t>();
+  for (int64_t i = 0; i < host_idx.numel(); ++i)
+    MM_CHECK(p[i] >= 0 && p[i] < n, "[gather] index ", p[i], " at position ", i, " is out of range for dim ", dim,
+             " of ", x.str());
+  // x narrowed to the index's extent in the other dims, the gathered dim moved last: then
+  // each row gathers from its own row.
+  Tensor xn = x;
+  for (int64_t d = 0; d < x.dim(); ++d)
+    if (d != dim && index.size(d) != x.size(d)) xn = xn.narrow(d, 0, index.size(d));
+  const std::vector<int64_t> order = dim_last(x.dim(), dim), back = inverse(order);
+  Tensor xp = dense(xn.permute(order)), ip = dense(host_idx.to(Device::cuda).permute(order));
+  const int64_t m = index.size(dim), rows = index.numel() / std::max<int64_t>(m, 1);
+  Tensor y = Tensor::empty(ip.shape(), DType::f32, Device::cuda);
+  const int64_t* pi = static_cast<const int64_t*>(ip.device_ptr());
+  cuda::gather_last(fptr(xp), pi, fptr(y), rows, n, m);
+  Tensor out = dense(y.permute(back));
+  if (needs_grad({x})) {
+    const Shape x_shape = x.shape(), xp_shape = xp.shape();
+    const bool narrowed = xn.shape() != x.shape();
+    Tensor ips = ip;
+    record_op("gather", {x}, {out}, [=](const Grads& g) -> Grads {
+      Tensor dxp = Tensor::empty(xp_shape, DType::f32, Device::cuda);
+      cuda::gather_last_backward(fptr(dense(g[0].permute(order))), static_cast<const int64_t*>(ips.device_ptr()),
+                                 fptr(dxp), rows, n, m);
+      Tensor dxn = dxp.permute(back);
+      if (!narrowed) return {dense(dxn)};
+      Tensor dx = Tensor::empty(x_shape, DType::f32, Device::cuda);
+      dx.fill_(0.0);
+      Tensor view = dx;
+      for (int64_t d = 0; d < static_cast<int64_t>(x_shape.size()); ++d)
+        if (d != dim && dxn.size(d) != x_shape[d]) view = view.narrow(d, 0, dxn.size(d));
+      view.copy_(dxn);
+      return {dx};
+    });
+  }
+  return out;
+}
+
+std::pair<Tensor, Tensor> extreme(const char* op, const Tensor& x, int64_t dim, bool max) {
+  check_f32(op, x);
+  const std::vector<int64_t> order = dim_last(x.dim(), dim);
+  Tensor xp = dense(x.permute(order));
+  const int64_t R = x.size(dim), rows = x.numel() / std::max<int64_t>(R, 1);
+  Shape kept = x.shape();
+  kept[dim] = 1;
+  Tensor values = Tensor::empty(kept, DType::f32, Device::cuda), indices = Tensor::empty(kept, DType::i64, Device::cuda);
+  // (kept has the rows in the permuted order too: the dim of size 1 moves nothing)
+  cuda::row_extreme(fptr(xp), fptr(values), static_cast<int64_t*>(indices.device_ptr()), rows, R, max);
+  if (needs_grad({x})) {
+    const Shape xp_shape = xp.shape();
+    const std::vector<int64_t> back = inverse(order);
+    record_op(op, {x}, {values}, [=](const Grads& g) -> Grads {
+      Tensor dxp = Tensor::empty(xp_shape, DType::f32, Device::cuda);
+      cuda::gather_last_backward(fptr(dense(g[0])), static_cast<const int64_t*>(indices.device_ptr()), fptr(dxp),
+                                 rows, R, 1);
+      return {dense(dxp.permute(back))};
+    });
+  }
+  return {values, indices};
+}
+
+namespace {
+cuda::Pool2d pool_geometry(const Tensor& x, const std::array<int64_t, 6>& w) {
+  const int64_t H = x.size(-2), W = x.size(-1);
+  return {x.numel() / std::max<int64_t>(H * W, 1), H, W, (H + 2 * w[4] - w[0]) / w[2] + 1,
+          (W + 2 * w[5] - w[1]) / w[3] + 1, w[0], w[1], w[2], w[3], w[4], w[5]};
+}
+Shape pooled(const Tensor& x, const cuda::Pool2d& g) {
+  Shape s = x.shape();
+  s[s.size() - 2] = g.OH, s.back() = g.OW;
+  return s;
+}
+}  // namespace
+
+Tensor avg_pool2d(const Tensor& x, const std::array<int64_t, 6>& window, bool count_include_pad) {
+  check_f32("avg_pool2d", x);
+  const cuda::Pool2d g = pool_geometry(x, window);
+  Tensor y = Tensor::empty(pooled(x, g), DType::f32, Device::cuda);
+  cuda::avg_pool2d_window(fptr(dense(x)), fptr(y), g, count_include_pad);
+  if (needs_grad({x})) {
+    const Shape in_shape = x.shape();
+    record_op("avg_pool2d", {x}, {y}, [=](const Grads& grads) -> Grads {
+      Tensor dx = Tensor::empty(in_shape, DType::f32, Device::cuda);
+      cuda::avg_pool2d_window_backward(fptr(dense(grads[0])), fptr(dx), g, count_include_pad);
+      return {dx};
+    });
+  }
+  return y;
+}
+
+Tensor max_pool2d(const Tensor& x, const std::array<int64_t, 6>& window) {
+  check_f32("max_pool2d", x);
+  const cuda::Pool2d g = pool_geometry(x, window);
+  const Shape out_shape = pooled(x, g);
+  Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
+  Tensor argmax = Tensor::empty(out_shape, DType::i64, Device::cuda);
+  cuda::max_pool2d(fptr(dense(x)), fptr(y), static_cast<int64_t*>(argmax.device_ptr()), g);
+  if (needs_grad({x})) {
+    const Shape in_shape = x.shape();
+    record_op("max_pool2d", {x}, {y}, [=](const Grads& grads) -> Grads {
+      Tensor dx = Tensor::empty(in_shape, DType::f32, Device::cuda);
+      cuda::max_pool2d_backward(fptr(dense(grads[0])), static_cast<const int64_t*>(argmax.device_ptr()), fptr(dx), g);
       return {dx};
     });
   }

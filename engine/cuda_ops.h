@@ -7,19 +7,22 @@
 //   mm::Tensor y = mm::quick_gelu(mm::linear(x, w_cuda, b_cuda));   // runs on the GPU
 //   std::vector<float> v = y.to_vector<float>();                    // copied back
 //
-// What exists so far are the ops CLIP's towers use (float32), forward and backward: copies
-// and views, broadcasting add/sub/mul/div, neg/exp/silu/quick_gelu/relu, sum over dims,
-// linear, matmul, layer_norm, softmax over the last dim, attention (causal or not, no mask),
-// conv2d (the input's gradient; not yet the weight's), embedding/index_select of rows.
+// Every engine op has a device path here, forward and backward, in float32: copies and
+// views, broadcasting arithmetic and math, comparisons and where, reductions with indices,
+// linear/matmul, the norms, attention (fused, or composed for masks and wide heads), conv2d
+// (all three gradients), gathers and index maps, pooling, resizing, VQ search, the warp, Adam.
 // Where the engine op's backward is made of ops that run on either device (add, sub, mul,
-// div, the scalar forms, neg, linear), the engine op records it for both; the others record
-// their device backward here (record_op with closures over device ops and kernels). So
-// autograd runs on the device end to end. Nothing falls back to the CPU silently: an op
-// without a device path, a dtype other than float32, or a gradient not written yet is
-// refused with an error that names the op (unsupported()).
+// div, pow, where, the scalar forms, neg, linear), the engine op records it for both; the
+// others record their device backward here (record_op with closures over device ops and
+// kernels). So autograd runs on the device end to end. Nothing falls back to the CPU
+// silently: a dtype other than float32 in the math, or a case without a device path
+// (grouped, dilated or unevenly strided convolution), is refused with an error that names
+// the op (unsupported()).
 // Built without CUDA, no device tensor can exist (Storage::allocate refuses), and these throw.
 #pragma once
+#include <array>
 #include <cstddef>
+#include <utility>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -37,8 +40,6 @@ void deallocate(void* p);
 // Whether any of the (defined) tensors lives on the device; then all of them must, or the
 // error names the op and both devices. Undefined tensors (an absent bias) are skipped.
 bool on_device(const char* op, std::initializer_list<const Tensor*> tensors);
-// Refuses a device op whose inputs need a gradient (for a backward not written yet).
-void forward_only(const char* op, std::initializer_list<const Tensor*> tensors);
 [[noreturn]] void unsupported(const char* op, const std::string& what);
 
 // dst = src (src broadcast to dst's shape; same dtype), any strides, where at least one of
@@ -46,22 +47,33 @@ void forward_only(const char* op, std::initializer_list<const Tensor*> tensors);
 void copy(const Tensor& dst, const Tensor& src);
 
 enum class Unary { neg, exp, silu, quick_gelu, relu };
-enum class Binary { add, sub, mul, div };
+enum class Binary { add, sub, mul, div, pow };
 Tensor unary(const char* op, Unary u, const Tensor& x);
 Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y);  // broadcasting
+enum class Cmp { eq, ne, lt, le, gt, ge };
+Tensor compare(const char* op, Cmp c, const Tensor& a, const Tensor& b);  // broadcasting, into bool
+// cond ? a : b over the broadcast shape (its gradient is recorded by mm::where, for both devices)
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+Tensor logical_not(const Tensor& mask);
+// dst = src converted to dst's dtype (one shape, both on the device)
+void convert(const Tensor& dst, const Tensor& src);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);            // b may be undefined
 Tensor matmul(const Tensor& a, const Tensor& b);  // [M, K] @ [K, N]; [.., M, K] @ [K, N]; [B, M, K] @ [B, K, N]
 Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps);
 Tensor softmax_last(const Tensor& x);
-// q [B, H, Tq, D], k/v [B, H, Tk, D] (any strides) -> [B, H, Tq, D]
-Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal, double scale);
+// q [.., Tq, D], k/v [.., Tk, D] (any strides) -> [.., Tq, Dv], mm::scaled_dot_product_attention's
+// semantics (mask: bool keep or float added; causal top-left aligned; a row with every key
+// masked gives zeros). The fused kernel takes [B, H, T, D] with D <= 128 and no mask; the
+// rest runs as GEMM, masking, softmax, GEMM, each with its own backward.
+Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& mask, bool causal, double scale);
+// Symmetric stride and padding (the engine pads first for uneven padding); gradients for x, w, b.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad);
 // out[i] = table[ids[i]] for rows of a 2-D table; ids int64 on either device.
 Tensor gather_rows(const char* op, const Tensor& table, const Tensor& ids);
 // The sum over `dims` (sorted, distinct), the kept dims in order: sum_forward's device path.
 Tensor sum(const Tensor& x, const std::vector<int64_t>& dims);
 // Elementwise math by name: "abs", "asin", "sqrt", "rsqrt", "log", "square", "tanh",
-// "sigmoid", "clamp" (a = lo, b = hi), "pow" (a = exponent).
+// "sigmoid", "clamp" (a = lo, b = hi), "pow" (a = exponent), "sin", "cos", "gelu", "gelu_tanh".
 Tensor math(const char* op, const Tensor& x, double a = 0, double b = 0);
 Tensor clamp_with_grad(const Tensor& x, double lo, double hi);
 Tensor maximum(const char* op, const Tensor& a, const Tensor& b, bool min);  // broadcasting
@@ -70,6 +82,16 @@ Tensor upsample_nearest2x(const Tensor& x);
 Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w);
 // x [B, C, H, W]; M [B, 3, 3] on either device (read as float64)
 Tensor warp_perspective(const Tensor& x, const Tensor& M, bool border, int64_t out_h, int64_t out_w);
+// Dim `dim` of x re-indexed through map: y.size(dim) = map.size(), y[.., j, ..] = x[.., map[j], ..],
+// or `fill` where map[j] < 0 (padding, index_select on any dim, nearest resampling).
+Tensor index_axis(const char* op, const Tensor& x, int64_t dim, const std::vector<int64_t>& map, double fill = 0);
+// torch.gather along dim; index int64 (either device), checked against x.size(dim).
+Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
+// The max (or min) along dim, the dim kept with size 1: values and int64 indices (first on ties; NaN wins).
+std::pair<Tensor, Tensor> extreme(const char* op, const Tensor& x, int64_t dim, bool max);
+// Window pooling of x [.., H, W]; window = {kh, kw, sh, sw, ph, pw}, torch's semantics.
+Tensor avg_pool2d(const Tensor& x, const std::array<int64_t, 6>& window, bool count_include_pad);
+Tensor max_pool2d(const Tensor& x, const std::array<int64_t, 6>& window);
 // nearest codebook rows of z [N, D] (int64 [N], on the device)
 Tensor nearest_codes(const Tensor& z, const Tensor& codebook);
 // One Adam step on a device parameter (as Adam::step on the CPU: float64 arithmetic per element).

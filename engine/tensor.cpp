@@ -418,7 +418,7 @@ Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 // dst[i] = convert(src[i]) over dst's shape, src broadcast to it; any strides and dtypes.
 // With a device tensor on either side the copy runs there (engine/cuda_ops.h); a dtype
-// conversion is then done on the CPU side of the transfer.
+// conversion is done on the CPU side of a transfer, or on the device when both are there.
 static void copy_kernel(const Tensor& dst, const Tensor& src) {
   if (dst.device() != Device::cpu || src.device() != Device::cpu) {
     if (dst.dtype() == src.dtype()) return cuda_ops::copy(dst, src);
@@ -432,7 +432,10 @@ static void copy_kernel(const Tensor& dst, const Tensor& src) {
       copy_kernel(host, src);
       return cuda_ops::copy(dst, host);
     }
-    cuda_ops::unsupported("to", str_cat("the conversion of ", src.str(), " to ", dtype_name(dst.dtype())));
+    if (src.shape() == dst.shape()) return cuda_ops::convert(dst, src);  // both on the device
+    Tensor converted = Tensor::empty(src.shape(), dst.dtype(), Device::cuda);  // convert, then broadcast
+    cuda_ops::convert(converted, src);
+    return cuda_ops::copy(dst, converted);
   }
   const Shape& shape = dst.shape();
   const Shape src_strides = kernels::broadcast_strides(src.shape(), src.strides(), shape);

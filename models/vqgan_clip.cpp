@@ -189,9 +189,8 @@ VQGANCLIP::VQGANCLIP(const VQGAN& vqgan, const ClipModel& clip, const ClipTokeni
   NoGradGuard ng;
   const Tensor& cb = vqgan_.codebook();  // [K, D]
   const int64_t D = cb.size(1);
-  const Tensor cb_host = cb.to(Device::cpu);  // (min/max reductions are CPU ops)
-  z_min_ = min(cb_host, 0).first.reshape({1, D, 1, 1}).to(cb.device());
-  z_max_ = max(cb_host, 0).first.reshape({1, D, 1, 1}).to(cb.device());
+  z_min_ = min(cb, 0).first.reshape({1, D, 1, 1});
+  z_max_ = max(cb, 0).first.reshape({1, D, 1, 1});
 }
 
 void VQGANCLIP::add_text_prompts(const std::string& text) {
@@ -238,12 +237,8 @@ void VQGANCLIP::init_from_image(const Tensor& image, double noise) {
   NoGradGuard ng;
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] init image must be [3, H, W], got ", image.str());
   Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
-  // Encoded on the CPU once: the encoder's downsampling pads unevenly, which the device
-  // convolution does not take yet.
-  const Tensor x = add(mul(img, 2.0), -1.0);
-  z_ = vqgan_.device() == Device::cpu ? vqgan_.encode(x) : vqgan_.to(Device::cpu).encode(x);
-  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise));
-  z_ = z_.to(vqgan_.device());
+  z_ = vqgan_.encode(add(mul(img, 2.0), -1.0).to(vqgan_.device()));
+  if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise).to(z_.device()));  // drawn on the CPU
   z_ = z_.contiguous();
   start_optimizer();
 }

@@ -240,11 +240,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
     MM_CHECK(ok, "[", op, "] mask ", shape_str(mask.shape()), " does not broadcast to the scores ",
              shape_str(score_shape));
   }
-  if (cuda_ops::on_device(op, {&q, &k, &v, &mask})) {
-    if (mask.defined()) cuda_ops::unsupported(op, "a mask");
-    if (s.causal && s.Tq != s.Tk) cuda_ops::unsupported(op, "causal attention with Tq != Tk");
-    return cuda_ops::attention(q, k, v, s.causal, s.scale);
-  }
+  if (cuda_ops::on_device(op, {&q, &k, &v, &mask})) return cuda_ops::attention(q, k, v, mask, s.causal, s.scale);
   Shape out_shape = s.lead;
   out_shape.push_back(s.Tq);
   out_shape.push_back(s.HSv);

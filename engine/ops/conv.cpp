@@ -27,6 +27,7 @@
 
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
+#include "engine/ops/pool.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/gemm.h"
 
@@ -356,10 +357,12 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
   const ConvGeom g = check_and_plan(x, weight, bias, options);
   if (cuda_ops::on_device("conv2d", {&x, &weight, &bias})) {
     const auto& o = options;
-    if (o.stride[0] != o.stride[1] || o.padding[0] != o.padding[1] || o.padding[0] != o.padding[2] ||
-        o.padding[0] != o.padding[3] || o.dilation[0] != 1 || o.dilation[1] != 1 || o.groups != 1)
-      cuda_ops::unsupported("conv2d", "uneven stride or padding, dilation or groups");
-    return cuda_ops::conv2d(x, weight, bias, o.stride[0], o.padding[0]);
+    if (o.stride[0] != o.stride[1] || o.dilation[0] != 1 || o.dilation[1] != 1 || o.groups != 1)
+      cuda_ops::unsupported("conv2d", "uneven stride, dilation or groups");
+    const auto& p = o.padding;  // {top, bottom, left, right}
+    if (p[0] == p[1] && p[0] == p[2] && p[0] == p[3]) return cuda_ops::conv2d(x, weight, bias, o.stride[0], p[0]);
+    // uneven padding (taming's Downsample): pad explicitly, then convolve without
+    return cuda_ops::conv2d(pad(x, {p[2], p[3], p[0], p[1]}), weight, bias, o.stride[0], 0);
   }
   // Computation runs on contiguous detached copies; the graph records the caller's tensors.
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();

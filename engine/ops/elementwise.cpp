@@ -108,7 +108,8 @@ Tensor binary_map(const char* op, const Tensor& a, const Tensor& b, F f) {
   return out;
 }
 
-Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype()); }
+// A 0-dim tensor of x's dtype on x's device.
+Tensor scalar_like(const Tensor& x, double v) { return Tensor::scalar(v, x.dtype()).to(x.device()); }
 
 }  // namespace
 
@@ -177,7 +178,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 
 Tensor add(const Tensor& a, double b) {
   Tensor out = cuda_ops::on_device("add", {&a})
-                   ? cuda_ops::binary("add", cuda_ops::Binary::add, a, scalar_like(a, b).to(Device::cuda))
+                   ? cuda_ops::binary("add", cuda_ops::Binary::add, a, scalar_like(a, b))
                    : binary_map("add", a, scalar_like(a, b), [](auto x, auto y) { return x + y; });
   if (needs_grad({a})) record_op("add_scalar", {a}, {out}, [](const Grads& g) { return Grads{g[0]}; });
   return out;
@@ -185,7 +186,7 @@ Tensor add(const Tensor& a, double b) {
 
 Tensor mul(const Tensor& a, double b) {
   Tensor out = cuda_ops::on_device("mul", {&a})
-                   ? cuda_ops::binary("mul", cuda_ops::Binary::mul, a, scalar_like(a, b).to(Device::cuda))
+                   ? cuda_ops::binary("mul", cuda_ops::Binary::mul, a, scalar_like(a, b))
                    : binary_map("mul", a, scalar_like(a, b), [](auto x, auto y) { return x * y; });
   if (needs_grad({a})) record_op("mul_scalar", {a}, {out}, [b](const Grads& g) { return Grads{mul(g[0], b)}; });
   return out;
@@ -207,17 +208,17 @@ Tensor pow(const Tensor& a, double p) {
 }
 
 Tensor pow(const Tensor& a, const Tensor& e) {
-  Tensor out = binary_map("pow", a, e, [](auto x, auto y) { return static_cast<decltype(x)>(std::pow(x, y)); });
+  Tensor out = cuda_ops::on_device("pow", {&a, &e})
+                   ? cuda_ops::binary("pow", cuda_ops::Binary::pow, a, e)
+                   : binary_map("pow", a, e, [](auto x, auto y) { return static_cast<decltype(x)>(std::pow(x, y)); });
   if (needs_grad({a, e})) {
     Tensor ad = a.detach(), ed = e.detach(), od = out.detach();
-    const bool want_e = e.requires_grad();
-    record_op("pow", {a, e}, {out}, [ad, ed, od, want_e](const Grads& g) {
-      // d/da = e * a^(e-1); d/de = a^e * log(a)
-      Tensor da = binary_map("pow_backward", ad, ed, [](auto x, auto y) {
-        return static_cast<decltype(x)>(y * std::pow(x, y - 1));
-      });
+    const bool want_a = a.requires_grad(), want_e = e.requires_grad();
+    record_op("pow", {a, e}, {out}, [ad, ed, od, want_a, want_e](const Grads& g) {
+      // d/da = e * a^(e-1); d/de = a^e * log(a)   (ops of either device)
+      Tensor da = want_a ? sum_to(mul(g[0], mul(ed, pow(ad, add(ed, -1.0)))), ad.shape()) : Tensor();
       Tensor de = want_e ? sum_to(mul(mul(g[0], od), log(ad)), ed.shape()) : Tensor();
-      return Grads{sum_to(mul(g[0], da), ad.shape()), de};
+      return Grads{da, de};
     });
   }
   return out;
@@ -310,12 +311,14 @@ Tensor abs(const Tensor& x) {  // dy/dx = sign(x), 0 at 0
 }
 
 Tensor sin(const Tensor& x) {  // dy/dx = cos x
+  if (cuda_ops::on_device("sin", {&x})) return cuda_ops::math("sin", x);
   Tensor out = unary_map("sin", x, [](auto v) { return std::sin(v); });
   if (needs_grad({x})) record_unary("sin", x, out, false, [](auto v) { return std::cos(v); });
   return out;
 }
 
 Tensor cos(const Tensor& x) {  // dy/dx = -sin x
+  if (cuda_ops::on_device("cos", {&x})) return cuda_ops::math("cos", x);
   Tensor out = unary_map("cos", x, [](auto v) { return std::cos(v); });
   if (needs_grad({x})) record_unary("cos", x, out, false, [](auto v) { return -std::sin(v); });
   return out;
@@ -369,6 +372,7 @@ constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040
 constexpr double kSqrt2OverPi = 0.79788456080286535588, kCubic = 0.044715;
 
 Tensor gelu(const Tensor& x, GeluApprox approx) {
+  if (cuda_ops::on_device("gelu", {&x})) return cuda_ops::math(approx == GeluApprox::none ? "gelu" : "gelu_tanh", x);
   Tensor out;
   if (approx == GeluApprox::none) {  // x * Phi(x)
     out = unary_map("gelu", x, [](auto v) {
@@ -449,8 +453,10 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_mask("where", cond);
   check_binary("where", a, b);
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
-  Tensor out = Tensor::empty(shape, a.dtype());
-  dispatch_float(a.dtype(), "where", [&](auto tag) {
+  Tensor out;
+  if (cuda_ops::on_device("where", {&cond, &a, &b})) out = cuda_ops::where(cond, a, b);
+  else out = Tensor::empty(shape, a.dtype());
+  if (out.device() == Device::cpu) dispatch_float(a.dtype(), "where", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = out.data<T>();
     const bool* pc = static_cast<const bool*>(cond.raw_data());
@@ -469,7 +475,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
     const Shape sa = a.shape(), sb = b.shape();
     Tensor c = cond.detach();
     record_op("where", {a, b}, {out}, [c, sa, sb](const Grads& g) {
-      Tensor zero = Tensor::zeros({}, g[0].dtype());
+      Tensor zero = scalar_like(g[0], 0.0);
       return Grads{sum_to(where(c, g[0], zero), sa), sum_to(where(c, zero, g[0]), sb)};
     });
   }
@@ -480,12 +486,13 @@ Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
   check_mask("masked_fill", mask);
   MM_CHECK(broadcast_shapes(mask.shape(), x.shape(), "masked_fill") == x.shape(), "[masked_fill] mask ",
            mask.str(), " does not broadcast to ", x.str());
-  return where(mask, Tensor::scalar(value, x.dtype()).expand(x.shape()), x);
+  return where(mask, scalar_like(x, value).expand(x.shape()), x);
 }
 
-#define MM_COMPARISON(NAME, EXPR)                                                           \
-  Tensor NAME(const Tensor& a, const Tensor& b) {                                           \
-    return binary_map<std::true_type>(#NAME, a, b, [](auto x, auto y) { return EXPR; }); \
+#define MM_COMPARISON(NAME, EXPR)                                                                \
+  Tensor NAME(const Tensor& a, const Tensor& b) {                                                \
+    if (cuda_ops::on_device(#NAME, {&a, &b})) return cuda_ops::compare(#NAME, cuda_ops::Cmp::NAME, a, b); \
+    return binary_map<std::true_type>(#NAME, a, b, [](auto x, auto y) { return EXPR; });      \
   }
 MM_COMPARISON(eq, x == y)
 MM_COMPARISON(ne, x != y)
@@ -499,6 +506,7 @@ Tensor lt(const Tensor& a, double b) { return lt(a, scalar_like(a, b)); }
 
 Tensor logical_not(const Tensor& mask) {
   check_mask("logical_not", mask);
+  if (cuda_ops::on_device("logical_not", {&mask})) return cuda_ops::logical_not(mask);
   Tensor out = Tensor::empty(mask.shape(), DType::boolean);
   bool* o = out.data<bool>();
   const bool* p = static_cast<const bool*>(mask.raw_data());

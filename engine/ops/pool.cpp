@@ -39,7 +39,7 @@ void check_image(const char* op, const Tensor& x, bool device_path = false) {
 
 PoolGeom plan_window_pool(const char* op, const Tensor& x, std::array<int64_t, 2> k, std::array<int64_t, 2> s,
                           std::array<int64_t, 2> p) {
-  check_image(op, x);
+  check_image(op, x, /*device_path=*/true);
   if (s[0] == 0 && s[1] == 0) s = k;
   MM_CHECK(k[0] >= 1 && k[1] >= 1, "[", op, "] kernel must be >= 1, got {", k[0], ", ", k[1], "}");
   MM_CHECK(s[0] >= 1 && s[1] >= 1, "[", op, "] stride must be >= 1, got {", s[0], ", ", s[1], "}");
@@ -89,6 +89,8 @@ Window avg_window(const PoolGeom& g, int64_t i, int64_t j, CountIncludePad count
 Tensor avg_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                   std::array<int64_t, 2> padding, CountIncludePad count) {
   const PoolGeom g = plan_window_pool("avg_pool2d", x, kernel, stride, padding);
+  if (cuda_ops::on_device("avg_pool2d", {&x}))
+    return cuda_ops::avg_pool2d(x, {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw}, count == CountIncludePad::yes);
   const Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(pooled_shape(x.shape(), g.OH, g.OW), x.dtype());
   dispatch_float(x.dtype(), "avg_pool2d", [&](auto tag) {
@@ -209,6 +211,7 @@ Tensor adaptive_avg_pool2d(const Tensor& x, int64_t out_h, int64_t out_w) {
 Tensor max_pool2d(const Tensor& x, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                   std::array<int64_t, 2> padding) {
   const PoolGeom g = plan_window_pool("max_pool2d", x, kernel, stride, padding);
+  if (cuda_ops::on_device("max_pool2d", {&x})) return cuda_ops::max_pool2d(x, {g.kh, g.kw, g.sh, g.sw, g.ph, g.pw});
   const Tensor xc = x.detach().contiguous();
   const Shape out_shape = pooled_shape(x.shape(), g.OH, g.OW);
   Tensor y = Tensor::empty(out_shape, x.dtype());
@@ -340,6 +343,13 @@ void for_each_pad_row(const PadPlan& plan, int64_t r0, int64_t r1, F fn) {
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, PadMode mode, double value) {
   MM_CHECK(x.defined() && x.dim() >= 1, "[pad] expects a tensor with at least one dim");
   const PadPlan plan = plan_pad(x, pads, mode);
+  if (cuda_ops::on_device("pad", {&x})) {  // one index map per padded dim (-1: the value)
+    Tensor y = x;
+    for (int64_t d = 0; d < x.dim(); ++d)
+      if (plan.out_shape[d] != plan.in_shape[d] || pads.size() > static_cast<size_t>(2 * (x.dim() - 1 - d)))
+        y = cuda_ops::index_axis("pad", y, d, plan.src[d], value);
+    return y;
+  }
   const Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(plan.out_shape, x.dtype());
   const int64_t nd = x.dim(), row = plan.out_shape[nd - 1];

@@ -188,6 +188,11 @@ template <bool Greater>
 std::pair<Tensor, Tensor> extreme(const Tensor& x_in, int64_t dim, KeepDim keep, const char* op) {
   dim = wrap_dim(dim, x_in.dim(), op);
   MM_CHECK(x_in.dim() == 0 || x_in.shape()[dim] > 0, "[", op, "] empty dim ", dim, " of ", x_in.str());
+  if (x_in.dim() > 0 && cuda_ops::on_device(op, {&x_in})) {
+    auto [v, i] = cuda_ops::extreme(op, x_in, dim, Greater);
+    if (keep == KeepDim::yes) return {v, i};
+    return {v.squeeze(dim), i.squeeze(dim)};
+  }
   Tensor x = x_in.detach().contiguous();
   const DimView v = dim_view(x.shape(), x.dim() == 0 ? 0 : dim);
   Shape out_shape = x.dim() == 0 ? Shape{} : reduced_shape(x.shape(), {dim}, keep);
@@ -311,8 +316,8 @@ static Tensor softmax_forward(const Tensor& x_in, int64_t dim, const char* op) {
 Tensor softmax(const Tensor& x, int64_t dim) {
   dim = wrap_dim(dim, x.dim(), "softmax");
   if (cuda_ops::on_device("softmax", {&x})) {
-    if (dim != x.dim() - 1) cuda_ops::unsupported("softmax", "a dim other than the last");
-    return cuda_ops::softmax_last(x);
+    if (dim == x.dim() - 1) return cuda_ops::softmax_last(x);
+    return cuda_ops::softmax_last(x.transpose(dim, -1)).transpose(dim, -1);  // the dim moved last and back
   }
   Tensor out = softmax_forward<false>(x, dim, "softmax");
   if (needs_grad({x})) {
@@ -326,6 +331,7 @@ Tensor softmax(const Tensor& x, int64_t dim) {
 
 Tensor log_softmax(const Tensor& x, int64_t dim) {
   dim = wrap_dim(dim, x.dim(), "log_softmax");
+  if (cuda_ops::on_device("log_softmax", {&x})) return sub(x, logsumexp(x, dim, KeepDim::yes));
   Tensor out = softmax_forward<true>(x, dim, "log_softmax");
   if (needs_grad({x})) {
     Tensor y = out.detach();  // saved output: dx = g - exp(y) * sum(g)
@@ -342,7 +348,8 @@ Tensor logsumexp(const Tensor& x, int64_t dim, KeepDim keep) {
   {
     NoGradGuard ng;
     m = max(x, dim, KeepDim::yes).first;
-    m = where(eq(m, Tensor::scalar(-INFINITY, x.dtype())), Tensor::zeros({}, x.dtype()), m);
+    const Tensor minus_inf = Tensor::scalar(-INFINITY, x.dtype()).to(x.device());
+    m = where(eq(m, minus_inf), Tensor::zeros({}, x.dtype()).to(x.device()), m);
   }
   Tensor r = add(log(sum(exp(sub(x, m)), {dim}, KeepDim::yes)), m);
   return keep == KeepDim::yes ? r : r.squeeze(dim);

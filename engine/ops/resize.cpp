@@ -15,6 +15,7 @@
 
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
+#include "engine/ops/linalg.h"
 #include "kernels/cpu/loops.h"
 
 namespace mm {
@@ -62,11 +63,12 @@ std::vector<int64_t> nearest_map(int64_t in, int64_t out, double scale_factor) {
 
 Tensor upsample_nearest_impl(const Tensor& x, int64_t out_h, int64_t out_w, double scale_h, double scale_w) {
   const int64_t H = x.size(-2), W = x.size(-1), planes = x.numel() / (H * W);
-  if (cuda_ops::on_device("upsample_nearest2d", {&x})) {
-    if (out_h != 2 * H || out_w != 2 * W) cuda_ops::unsupported("upsample_nearest2d", "a factor other than 2");
-    return cuda_ops::upsample_nearest2x(x);
-  }
   const std::vector<int64_t> mh = nearest_map(H, out_h, scale_h), mw = nearest_map(W, out_w, scale_w);
+  if (cuda_ops::on_device("upsample_nearest2d", {&x})) {
+    if (out_h == 2 * H && out_w == 2 * W) return cuda_ops::upsample_nearest2x(x);  // taming's decoder
+    return cuda_ops::index_axis("upsample_nearest2d", cuda_ops::index_axis("upsample_nearest2d", x, x.dim() - 2, mh),
+                                x.dim() - 1, mw);
+  }
   const Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(resized_shape(x.shape(), out_h, out_w), x.dtype());
   dispatch_float(x.dtype(), "upsample_nearest2d", [&](auto tag) {
@@ -279,8 +281,23 @@ void resample_axis_backward(const AxisWeights& a, const T* dout, T* din, int64_t
 
 // ---- resize (float) ---------------------------------------------------------------------------
 
+namespace {
+// The pass as a dense matrix [a.out, a.in] (taps that clamp to one index add up), transposed
+// to [a.in, a.out] and moved to `device`: x [.., in] @ it resamples the last dim.
+Tensor axis_matrix_t(const AxisWeights& a, Device device) {
+  std::vector<float> m(static_cast<size_t>(a.in * a.out), 0.0f);
+  std::vector<double> acc(static_cast<size_t>(a.in));
+  for (int64_t o = 0; o < a.out; ++o) {
+    std::fill(acc.begin(), acc.end(), 0.0);
+    for (int64_t t = 0; t < a.taps; ++t) acc[a.index[o * a.taps + t]] += a.weight[o * a.taps + t];
+    for (int64_t i = 0; i < a.in; ++i) m[i * a.out + o] = static_cast<float>(acc[i]);
+  }
+  return Tensor::from_vector(m, {a.in, a.out}).to(device);
+}
+}  // namespace
+
 Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeFilter filter, Antialias antialias) {
-  check_image("resize", x);
+  check_image("resize", x, /*device_path=*/true);
   MM_CHECK(out_h >= 1 && out_w >= 1, "[resize] output size must be >= 1, got ", out_h, "x", out_w, " for input ",
            x.str());
   const int64_t H = x.size(-2), W = x.size(-1), planes = x.numel() / (H * W);
@@ -290,6 +307,13 @@ Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeFilter filter
   // A pass whose size does not change is the identity in both semantics: skip it (as PIL).
   const bool do_w = out_w != W, do_h = out_h != H;
   const AxisWeights ax = do_w ? weights(W, out_w) : AxisWeights(), ay = do_h ? weights(H, out_h) : AxisWeights();
+  if (cuda_ops::on_device("resize", {&x})) {  // each pass one GEMM with its weight matrix (float32)
+    MM_CHECK(x.dtype() == DType::f32, "[resize] float32 only on cuda, got ", x.str());
+    Tensor y = x;
+    if (do_w) y = matmul(y, axis_matrix_t(ax, Device::cuda));                                    // [.., H, OW]
+    if (do_h) y = matmul(y.transpose(-1, -2), axis_matrix_t(ay, Device::cuda)).transpose(-1, -2);  // [.., OH, OW]
+    return y;
+  }
   const Tensor xc = x.detach().contiguous();
   Tensor y = Tensor::empty(resized_shape(x.shape(), out_h, out_w), x.dtype());
   dispatch_float(x.dtype(), "resize", [&](auto tag) {

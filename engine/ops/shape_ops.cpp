@@ -82,7 +82,7 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
 
 static void check_index(const char* op, const Tensor& index, int64_t limit, const std::string& what) {
   MM_CHECK(index.dtype() == DType::i64, "[", op, "] index must be int64, got ", index.str());
-  Tensor c = index.contiguous();
+  Tensor c = index.to(Device::cpu).contiguous();  // (a device index is checked on the host)
   const int64_t* p = c.data<int64_t>();
   for (int64_t i = 0; i < c.numel(); ++i)
     MM_CHECK(p[i] >= 0 && p[i] < limit, "[", op, "] index ", p[i], " out of range [0, ", limit, ") for ", what);
@@ -91,11 +91,11 @@ static void check_index(const char* op, const Tensor& index, int64_t limit, cons
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   dim = wrap_dim(dim, x.dim(), "index_select");
   MM_CHECK(index.dim() == 1, "[index_select] index must be 1-D, got ", index.str());
-  if (cuda_ops::on_device("index_select", {&x})) {
-    if (dim != 0 || x.dim() != 2) cuda_ops::unsupported("index_select", "a dim other than 0 of a 2-D tensor");
-    return cuda_ops::gather_rows("index_select", x, index);
-  }
+  if (cuda_ops::on_device("index_select", {&x}) && dim == 0 && x.dim() == 2)
+    return cuda_ops::gather_rows("index_select", x, index);  // (checks the ids itself)
   check_index("index_select", index, x.shape()[dim], str_cat("dim ", dim, " of ", x.str()));
+  if (x.device() == Device::cuda)
+    return cuda_ops::index_axis("index_select", x, dim, index.to(Device::cpu).to_vector<int64_t>());
   // View x as [outer, n, inner] and copy the picked rows of n.
   Tensor xc = x.detach().contiguous();
   Tensor idx = index.contiguous();
@@ -150,12 +150,14 @@ Tensor embedding(const Tensor& ids, const Tensor& weight) {
 }
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
-  if (cuda_ops::on_device("gather", {&x, &index})) cuda_ops::unsupported("gather", "this op");
+  const bool device = cuda_ops::on_device("gather", {&x, &index});
   dim = wrap_dim(dim, x.dim(), "gather");
   MM_CHECK(index.dim() == x.dim(), "[gather] index ", index.str(), " must have the rank of input ", x.str());
   for (int64_t d = 0; d < x.dim(); ++d)
     MM_CHECK(d == dim || index.shape()[d] <= x.shape()[d], "[gather] index ", index.str(), " larger than input ",
              x.str(), " in dim ", d);
+  MM_CHECK(index.dtype() == DType::i64, "[gather] index must be int64, got ", index.str());
+  if (device) return cuda_ops::gather(x, dim, index);  // (checks the index on the host itself)
   check_index("gather", index, x.shape()[dim], str_cat("dim ", dim, " of ", x.str()));
   Tensor idx = index.contiguous();
   Tensor out = Tensor::empty(index.shape(), x.dtype());

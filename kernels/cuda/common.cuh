@@ -21,6 +21,19 @@ inline unsigned grid_for(int64_t n, int threads) {
 
 inline unsigned ceil_div(int64_t a, int64_t b) { return static_cast<unsigned>((a + b - 1) / b); }
 
+// f(i) for every i in [0, n), grid-stride: the shape of most memory-bound kernels here,
+// written as a __device__ lambda at the call (launch_each does the launch and its check).
+template <typename F>
+__global__ void each_index_k(int64_t n, F f) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) f(i);
+}
+template <typename F>
+void launch_each(int64_t n, const char* name, F f) {
+  if (n == 0) return;
+  each_index_k<<<grid_for(n, 256), 256, 0, stream()>>>(n, f);
+  MM_CUDA_LAUNCHED(name);
+}
+
 // Picks version 0 -> the family's default, and checks the range.
 int resolve_version(const char* family, int version);
 

@@ -155,6 +155,19 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N,
   MM_CUDA_LAUNCHED("conv2d_backward_data");
 }
 
+void im2col(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+            int64_t stride, int64_t pad) {
+  const ConvShape s = make_shape("im2col", N, C, H, W, 1, KH, KW, stride, pad);
+  const int64_t K = C * KH * KW, n = N * s.OH * s.OW * K;
+  launch_each(n, "im2col", [=] __device__(int64_t e) {
+    const int64_t k = e % K, m = e / K;  // m: output pixel (n, oh, ow); k: (c, kh, kw)
+    const int64_t ow = m % s.OW, oh = (m / s.OW) % s.OH, b = m / (s.OW * s.OH);
+    const int64_t kw = k % KW, kh = (k / KW) % KH, c = k / (KW * KH);
+    const int64_t h = oh * stride - pad + kh, w = ow * stride - pad + kw;
+    cols[e] = h >= 0 && h < H && w >= 0 && w < W ? x[((b * C + c) * H + h) * W + w] : 0.0f;
+  });
+}
+
 // ---- cuDNN -------------------------------------------------------------------------------------
 #if MM_HAVE_CUDNN
 namespace {

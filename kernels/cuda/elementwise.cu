@@ -2,6 +2,7 @@
 // floor is the bytes moved over the copy bandwidth. v1 moves 4 bytes per load; v2 moves 16
 // (float4), with a scalar tail when n is not a multiple of 4 or a pointer is misaligned.
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include "kernels/cuda/common.cuh"
 
@@ -29,13 +30,9 @@ __device__ __forceinline__ float apply(Binary op, float a, float b) {
     case Binary::sub: return a - b;
     case Binary::mul: return a * b;
     case Binary::div: return a / b;
+    case Binary::pow: return powf(a, b);
   }
   return a;
-}
-
-template <typename F>
-__global__ void map_v1(int64_t n, F f) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) f(i);
 }
 
 __global__ void unary_v1(Unary op, const float* __restrict__ x, float* __restrict__ y, int64_t n) {
@@ -109,7 +106,7 @@ void binary(Binary op, const float* a, const float* b, float* y, int64_t n, int 
 void add_rows(const float* x, const float* bias, float* y, int64_t rows, int64_t cols) {
   const int64_t n = rows * cols;
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
       n, [=] __device__(int64_t i) { y[i] = x[i] + bias[i % cols]; });
   MM_CUDA_LAUNCHED("add_rows");
 }
@@ -118,7 +115,7 @@ void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_
   if (n == 0) return;
   MM_CHECK(op == Unary::silu || op == Unary::quick_gelu || op == Unary::relu || op == Unary::neg,
            "[cuda] unary_backward: not implemented for this op");
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
     const float v = x[i];
     float d = 0.0f;
     switch (op) {
@@ -154,6 +151,13 @@ __device__ __forceinline__ float apply_map(Map op, float x, float a, float b) {
     case Map::clamp: return x < a ? a : (x > b ? b : x);
     case Map::pow: return powf(x, a);
     case Map::clamp_grad_rule: return x;
+    case Map::sin: return sinf(x);
+    case Map::cos: return cosf(x);
+    case Map::gelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case Map::gelu_tanh: {
+      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+      return 0.5f * x * (1.0f + tanhf(u));
+    }
   }
   return x;
 }
@@ -171,6 +175,15 @@ __device__ __forceinline__ float map_derivative(Map op, float x, float y, float 
     case Map::clamp: return x >= a && x <= b ? 1.0f : 0.0f;
     case Map::pow: return a * powf(x, a - 1.0f);
     case Map::clamp_grad_rule: return dy * (x - y) >= 0.0f ? 1.0f : 0.0f;
+    case Map::sin: return cosf(x);
+    case Map::cos: return -sinf(x);
+    case Map::gelu:  // Phi(x) + x phi(x)
+      return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * 0.39894228040143268f * expf(-0.5f * x * x);
+    case Map::gelu_tanh: {
+      const float u = 0.79788456080286536f * (x + 0.044715f * x * x * x);
+      const float t = tanhf(u), du = 0.79788456080286536f * (1.0f + 3.0f * 0.044715f * x * x);
+      return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+    }
   }
   return 0.0f;
 }
@@ -178,14 +191,14 @@ __device__ __forceinline__ float map_derivative(Map op, float x, float y, float 
 
 void map(Map op, const float* x, float* y, int64_t n, float a, float b) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(
       n, [=] __device__(int64_t i) { y[i] = apply_map(op, x[i], a, b); });
   MM_CUDA_LAUNCHED("map");
 }
 
 void map_backward(Map op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float a, float b) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
     const float g = dy[i];
     dx[i] = g * map_derivative(op, x ? x[i] : 0.0f, y ? y[i] : 0.0f, a, b, g);
   });
@@ -194,7 +207,7 @@ void map_backward(Map op, const float* x, const float* y, const float* dy, float
 
 void maximum(const float* a, const float* b, float* y, int64_t n, bool min) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
     const float p = a[i], q = b[i];
     y[i] = (min ? p <= q : p >= q) ? p : q;
   });
@@ -203,7 +216,7 @@ void maximum(const float* a, const float* b, float* y, int64_t n, bool min) {
 
 void maximum_backward(const float* a, const float* b, const float* dy, float* da, float* db, int64_t n, bool min) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
     const float p = a[i], q = b[i], g = dy[i];
     const bool pick_a = min ? p <= q : p >= q;
     da[i] = pick_a ? g : 0.0f;
@@ -215,7 +228,7 @@ void maximum_backward(const float* a, const float* b, const float* dy, float* da
 void adam_step(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
                double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t j) {
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t j) {
     double pj = p[j], gj = g[j];
     if (decoupled)
       pj *= 1 - lr * weight_decay;
@@ -229,6 +242,69 @@ void adam_step(float* p, const float* g, float* m, float* v, int64_t n, double l
   MM_CUDA_LAUNCHED("adam_step");
 }
 
+void compare(Cmp op, const float* a, const float* b, bool* y, int64_t n) {
+  if (n == 0) return;
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const float p = a[i], q = b[i];
+    switch (op) {
+      case Cmp::eq: y[i] = p == q; break;
+      case Cmp::ne: y[i] = p != q; break;
+      case Cmp::lt: y[i] = p < q; break;
+      case Cmp::le: y[i] = p <= q; break;
+      case Cmp::gt: y[i] = p > q; break;
+      case Cmp::ge: y[i] = p >= q; break;
+    }
+  });
+  MM_CUDA_LAUNCHED("compare");
+}
+
+void select(const bool* c, const float* a, const float* b, float* y, int64_t n) {
+  if (n == 0) return;
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = c[i] ? a[i] : b[i]; });
+  MM_CUDA_LAUNCHED("select");
+}
+
+void logical_not(const bool* x, bool* y, int64_t n) {
+  if (n == 0) return;
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = !x[i]; });
+  MM_CUDA_LAUNCHED("logical_not");
+}
+
+namespace {
+// Reads element i of a typed buffer as double (exact for every type but int64 beyond 2^53).
+__device__ __forceinline__ double load_as_double(const void* x, int t, int64_t i) {
+  switch (t) {
+    case 0: return static_cast<const float*>(x)[i];
+    case 1: return __half2float(static_cast<const __half*>(x)[i]);
+    case 2: return __bfloat162float(static_cast<const __nv_bfloat16*>(x)[i]);
+    case 3: return static_cast<const double*>(x)[i];
+    case 4: return static_cast<const int32_t*>(x)[i];
+    case 5: return double(static_cast<const int64_t*>(x)[i]);
+    case 6: return static_cast<const uint8_t*>(x)[i];
+    default: return static_cast<const bool*>(x)[i] ? 1.0 : 0.0;
+  }
+}
+}  // namespace
+
+void convert(const void* x, int from, void* y, int to, int64_t n) {
+  if (n == 0) return;
+  MM_CHECK(from >= 0 && from <= 7 && to >= 0 && to <= 7, "[cuda] convert: unknown type ", from, " -> ", to);
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
+    const double v = load_as_double(x, from, i);
+    switch (to) {
+      case 0: static_cast<float*>(y)[i] = float(v); break;
+      case 1: static_cast<__half*>(y)[i] = __float2half_rn(float(v)); break;
+      case 2: static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16(float(v)); break;
+      case 3: static_cast<double*>(y)[i] = v; break;
+      case 4: static_cast<int32_t*>(y)[i] = int32_t(v); break;
+      case 5: static_cast<int64_t*>(y)[i] = int64_t(v); break;
+      case 6: static_cast<uint8_t*>(y)[i] = uint8_t(v); break;
+      default: static_cast<bool*>(y)[i] = v != 0.0; break;
+    }
+  });
+  MM_CUDA_LAUNCHED("convert");
+}
+
 void copy(const float* x, float* y, int64_t n) {
   if (n == 0) return;
   MM_CUDA_CHECK(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");
@@ -236,7 +312,7 @@ void copy(const float* x, float* y, int64_t n) {
 
 void to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
   if (n == 0) return;
-  map_v1<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = __float2bfloat16(x[i]); });
+  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = __float2bfloat16(x[i]); });
   MM_CUDA_LAUNCHED("to_bf16");
 }
 

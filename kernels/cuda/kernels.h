@@ -19,7 +19,7 @@ int version_count(const char* family);
 // ---- elementwise.cu -------------------------------------------------------------------------
 // v1: one element per thread, grid-stride. v2: four per thread through 16-byte loads.
 enum class Unary { neg, exp, silu, quick_gelu, gelu_tanh, relu };
-enum class Binary { add, sub, mul, div };
+enum class Binary { add, sub, mul, div, pow };
 void unary(Unary op, const float* x, float* y, int64_t n, int version = 0);
 void binary(Binary op, const float* a, const float* b, float* y, int64_t n, int version = 0);
 // y[r, c] = x[r, c] + bias[c] (a linear layer's bias, broadcast over rows)
@@ -31,7 +31,7 @@ void unary_backward(Unary op, const float* x, const float* dy, float* dx, int64_
 // derivative needs: dx = dy * f'(x). clamp(a, b) passes dy inside [a, b];
 // clamp_grad_rule (backward only) passes dy except where it would push y = clamp(x, a, b)
 // further outside, i.e. where dy * (x - y) < 0 (VQGAN+CLIP's clamp with gradient).
-enum class Map { abs, asin, sqrt, rsqrt, log, square, tanh, sigmoid, clamp, pow, clamp_grad_rule };
+enum class Map { abs, asin, sqrt, rsqrt, log, square, tanh, sigmoid, clamp, pow, clamp_grad_rule, sin, cos, gelu, gelu_tanh };
 void map(Map op, const float* x, float* y, int64_t n, float a = 0, float b = 0);
 void map_backward(Map op, const float* x, const float* y, const float* dy, float* dx, int64_t n, float a = 0,
                   float b = 0);
@@ -42,6 +42,16 @@ void maximum_backward(const float* a, const float* b, const float* dy, float* da
 // One Adam(W) step over n parameters, each element in float64 as the CPU optimiser does.
 void adam_step(float* p, const float* g, float* m, float* v, int64_t n, double lr, double beta1, double beta2,
                double eps, double weight_decay, bool decoupled, double step_size, double sqrt_bc2);
+// Comparisons of dense operands of one shape into bool (one byte: 0 or 1), the selection
+// y = c ? a : b, and logical not.
+enum class Cmp { eq, ne, lt, le, gt, ge };
+void compare(Cmp op, const float* a, const float* b, bool* y, int64_t n);
+void select(const bool* c, const float* a, const float* b, float* y, int64_t n);
+void logical_not(const bool* x, bool* y, int64_t n);
+// Element type conversion on the device, types numbered as mm::DType: 0 float32, 1 float16,
+// 2 bfloat16, 3 float64, 4 int32, 5 int64, 6 uint8, 7 bool (nonzero -> 1). Floats to
+// integers truncate toward zero (as a C++ cast); to 16-bit floats rounds to nearest even.
+void convert(const void* x, int from, void* y, int to, int64_t n);
 void copy(const float* x, float* y, int64_t n);  // device-to-device, the bandwidth ceiling
 void to_bf16(const float* x, __nv_bfloat16* y, int64_t n);
 
@@ -50,6 +60,21 @@ void to_bf16(const float* x, __nv_bfloat16* y, int64_t n);
 // bits. The engine's contiguous(), cat, copy_ and fill_ on device tensors.
 void strided_copy(void* dst, const int64_t* dst_strides, const void* src, const int64_t* src_strides,
                   const int64_t* shape, int ndim, int elem_size);
+
+// ---- index.cu: index maps along one axis, gathers, extremes -----------------------------------
+// x viewed as [outer, n_in, inner] -> y [outer, n_out, inner] with y[o, j, i] = x[o, map[j], i],
+// or `fill` where map[j] < 0 (pad, index_select on any dim, nearest resampling). The backward
+// adds dy into dx (overwritten first) at the mapped rows; rows mapped twice add up (atomics).
+void index_axis(const float* x, const int64_t* map, float* y, int64_t outer, int64_t n_in, int64_t n_out,
+                int64_t inner, float fill);
+void index_axis_backward(const float* dy, const int64_t* map, float* dx, int64_t outer, int64_t n_in, int64_t n_out,
+                         int64_t inner);
+// Along the last dim: y[r, j] = x[r, idx[r, j]] for x [rows, n], idx [rows, m] (torch.gather);
+// the backward adds dy[r, j] into dx[r, idx[r, j]] (dx overwritten with zeros first).
+void gather_last(const float* x, const int64_t* idx, float* y, int64_t rows, int64_t n, int64_t m);
+void gather_last_backward(const float* dy, const int64_t* idx, float* dx, int64_t rows, int64_t n, int64_t m);
+// The max (or min) of each row of x [rows, cols] and its first index; NaN wins, as torch.
+void row_extreme(const float* x, float* value, int64_t* index, int64_t rows, int64_t cols, bool max);
 
 // ---- softmax.cu: over the last dimension of [rows, cols] --------------------------------------
 // v1: a block per row, three passes (max, sum, write). v2: a warp per row, one read with an
@@ -143,6 +168,10 @@ void conv2d(const float* x, const float* w, const float* bias, float* y, int64_t
 // dx (overwritten) from dy: an implicit GEMM of dy with the flipped, transposed weights.
 void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N, int64_t C, int64_t H, int64_t W,
                           int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
+// cols [N·OH·OW, C·KH·KW]: the patches of x, one row per output pixel (zeros where the window
+// leaves the image); the weight gradient is dyᵀ·cols (conv2d's backward, as a GEMM).
+void im2col(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+            int64_t stride, int64_t pad);
 bool have_cudnn();  // false when mm was built without cuDNN (cudnn_conv2d then throws)
 void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C, int64_t H,
                   int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
@@ -164,6 +193,16 @@ void warp_perspective(const float* x, const double* m, float* y, int64_t B, int6
                       int64_t OH, int64_t OW, bool border);
 void warp_perspective_backward(const float* dy, const double* m, float* dx, int64_t B, int64_t C, int64_t H,
                                int64_t W, int64_t OH, int64_t OW, bool border);
-void avg_pool2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t k);  // stride k
+// Window pooling of x [planes, H, W] -> [planes, OH, OW] with kernel (kh, kw), stride (sh, sw)
+// and implicit padding (ph, pw), as torch's avg_pool2d / max_pool2d. Average: the divisor is
+// the window clipped to the padded input (count_pad) or to the input. Max: padding never
+// wins, NaN does; argmax [planes, OH, OW] (h·W + w within the plane) is kept for the backward.
+struct Pool2d {
+  int64_t planes, H, W, OH, OW, kh, kw, sh, sw, ph, pw;
+};
+void avg_pool2d_window(const float* x, float* y, const Pool2d& g, bool count_pad);
+void avg_pool2d_window_backward(const float* dy, float* dx, const Pool2d& g, bool count_pad);  // dx overwritten
+void max_pool2d(const float* x, float* y, int64_t* argmax, const Pool2d& g);
+void max_pool2d_backward(const float* dy, const int64_t* argmax, float* dx, const Pool2d& g);  // dx overwritten
 
 }  // namespace mm::cuda

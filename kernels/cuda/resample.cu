@@ -1,5 +1,5 @@
-// kernels/cuda/resample.cu: nearest 2x upsampling (taming's decoder), average pooling with
-// stride = kernel (ModifiedResNet's anti-aliased downsampling), adaptive average pooling
+// kernels/cuda/resample.cu: nearest 2x upsampling (taming's decoder), window average and max
+// pooling (ModifiedResNet's anti-aliased downsampling) with their backwards, adaptive average pooling
 // (VQGAN+CLIP's cutouts resized by area) and the bilinear perspective warp of the cutouts'
 // augmentations, with the backwards generation needs. Memory-bound gathers.
 #include "kernels/cuda/common.cuh"
@@ -12,18 +12,6 @@ __global__ void upsample2x_k(const float* __restrict__ x, float* __restrict__ y,
   for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
     const int64_t ow = t % W2, oh = (t / W2) % H2, p = t / (W2 * H2);
     y[t] = x[(p * H + oh / 2) * W + ow / 2];
-  }
-}
-__global__ void avg_pool_k(const float* __restrict__ x, float* __restrict__ y, int64_t H, int64_t W, int64_t k,
-                           int64_t n) {
-  const int64_t OH = H / k, OW = W / k;
-  const float inv = 1.0f / float(k * k);
-  for (int64_t t = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; t < n; t += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t ow = t % OW, oh = (t / OW) % OH, p = t / (OW * OH);
-    float s = 0.0f;
-    for (int64_t i = 0; i < k; ++i)
-      for (int64_t j = 0; j < k; ++j) s += x[(p * H + oh * k + i) * W + ow * k + j];
-    y[t] = s * inv;
   }
 }
 __global__ void upsample2x_backward_k(const float* __restrict__ dy, float* __restrict__ dx, int64_t H, int64_t W,
@@ -176,12 +164,78 @@ void upsample_nearest2x(const float* x, float* y, int64_t planes, int64_t H, int
   MM_CUDA_LAUNCHED("upsample_nearest2x");
 }
 
-void avg_pool2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t k) {
-  MM_CHECK(k >= 1 && H >= k && W >= k, "[cuda] avg_pool2d: kernel ", k, " does not fit ", H, "x", W);
-  const int64_t n = planes * (H / k) * (W / k);
-  if (n == 0) return;
-  avg_pool_k<<<grid_for(n, 256), 256, 0, stream()>>>(x, y, H, W, k, n);
-  MM_CUDA_LAUNCHED("avg_pool2d");
+namespace {
+// Output (i, j)'s window: rows [h0, h1), columns [w0, w1) of the input, and torch's divisor.
+struct Window {
+  int64_t h0, h1, w0, w1;
+  float divisor;
+};
+__device__ __forceinline__ Window avg_window(const Pool2d& g, int64_t i, int64_t j, bool count_pad) {
+  int64_t h0 = i * g.sh - g.ph, w0 = j * g.sw - g.pw;
+  int64_t h1 = min(h0 + g.kh, g.H + g.ph), w1 = min(w0 + g.kw, g.W + g.pw);
+  const int64_t padded_area = (h1 - h0) * (w1 - w0);
+  h0 = max(h0, int64_t(0)), w0 = max(w0, int64_t(0)), h1 = min(h1, g.H), w1 = min(w1, g.W);
+  return {h0, h1, w0, w1, float(count_pad ? padded_area : (h1 - h0) * (w1 - w0))};
+}
+}  // namespace
+
+void avg_pool2d_window(const float* x, float* y, const Pool2d& g, bool count_pad) {
+  launch_each(g.planes * g.OH * g.OW, "avg_pool2d", [=] __device__(int64_t t) {
+    const int64_t j = t % g.OW, i = (t / g.OW) % g.OH, p = t / (g.OW * g.OH);
+    const Window w = avg_window(g, i, j, count_pad);
+    const float* in = x + p * g.H * g.W;
+    float s = 0.0f;
+    for (int64_t h = w.h0; h < w.h1; ++h)
+      for (int64_t c = w.w0; c < w.w1; ++c) s += in[h * g.W + c];
+    y[t] = s / w.divisor;
+  });
+}
+
+void avg_pool2d_window_backward(const float* dy, float* dx, const Pool2d& g, bool count_pad) {
+  // a gather: each input pixel sums dy / divisor over the windows that cover it
+  launch_each(g.planes * g.H * g.W, "avg_pool2d_backward", [=] __device__(int64_t t) {
+    const int64_t c = t % g.W, h = (t / g.W) % g.H, p = t / (g.W * g.H);
+    // windows i with i·sh - ph <= h < i·sh - ph + kh
+    const int64_t i0 = max(int64_t(0), (h + g.ph - g.kh + g.sh) / g.sh), i1 = min(g.OH - 1, (h + g.ph) / g.sh);
+    const int64_t j0 = max(int64_t(0), (c + g.pw - g.kw + g.sw) / g.sw), j1 = min(g.OW - 1, (c + g.pw) / g.sw);
+    const float* go = dy + p * g.OH * g.OW;
+    float s = 0.0f;
+    for (int64_t i = i0; i <= i1; ++i)
+      for (int64_t j = j0; j <= j1; ++j) {
+        const Window w = avg_window(g, i, j, count_pad);
+        if (h >= w.h0 && h < w.h1 && c >= w.w0 && c < w.w1) s += go[i * g.OW + j] / w.divisor;
+      }
+    dx[t] = s;
+  });
+}
+
+void max_pool2d(const float* x, float* y, int64_t* argmax, const Pool2d& g) {
+  launch_each(g.planes * g.OH * g.OW, "max_pool2d", [=] __device__(int64_t t) {
+    const int64_t j = t % g.OW, i = (t / g.OW) % g.OH, p = t / (g.OW * g.OH);
+    const int64_t h0 = max(i * g.sh - g.ph, int64_t(0)), h1 = min(i * g.sh - g.ph + g.kh, g.H);
+    const int64_t w0 = max(j * g.sw - g.pw, int64_t(0)), w1 = min(j * g.sw - g.pw + g.kw, g.W);
+    const float* in = x + p * g.H * g.W;
+    float best = -INFINITY;
+    int64_t at = h0 * g.W + w0;
+    for (int64_t h = h0; h < h1 && !isnan(best); ++h)
+      for (int64_t c = w0; c < w1; ++c) {
+        const float v = in[h * g.W + c];
+        if (v > best || isnan(v)) {
+          best = v, at = h * g.W + c;
+          if (isnan(v)) break;
+        }
+      }
+    y[t] = best;
+    argmax[t] = at;
+  });
+}
+
+void max_pool2d_backward(const float* dy, const int64_t* argmax, float* dx, const Pool2d& g) {
+  fill_bytes(dx, 0, g.planes * g.H * g.W * sizeof(float));
+  launch_each(g.planes * g.OH * g.OW, "max_pool2d_backward", [=] __device__(int64_t t) {
+    const int64_t p = t / (g.OW * g.OH);
+    atomicAdd(dx + p * g.H * g.W + argmax[t], dy[t]);
+  });
 }
 
 }  // namespace mm::cuda

@@ -43,6 +43,45 @@ double rel_err(const Tensor& a, const Tensor& b) {
   return testing::rel_err(a.to_vector<float>(), b.to_vector<double>());
 }
 
+// f(leaves) on both devices: the values and the gradients of sum(f * G) must agree (relative
+// error on the norm below tol). An exception is reported as a failure of this check only.
+void check(const char* what, const std::vector<Tensor>& inputs,
+           const std::function<Tensor(const std::vector<Tensor>&)>& f, double tol = 1e-5) {
+  const std::string name = what;
+  CAPTURE(name);
+  try {
+    std::vector<Tensor> cpu, gpu;
+    for (const Tensor& t : inputs) {
+      const bool want = is_floating(t.dtype());
+      cpu.push_back(want ? t.detach().set_requires_grad(true) : t);
+      gpu.push_back(want ? dev(t.detach()).set_requires_grad(true) : dev(t));
+    }
+    const Tensor yc = f(cpu), yg = f(gpu);
+    REQUIRE(yg.device() == Device::cuda);
+    REQUIRE(yg.dtype() == yc.dtype());
+    if (!is_floating(yc.dtype())) {  // bool and integer results: exactly
+      CHECK(yg.to(DType::i64).to_vector<int64_t>() == yc.to(DType::i64).to_vector<int64_t>());
+      return;
+    }
+    CHECK(rel_err(yg, yc) < tol);
+    std::vector<Tensor> cl, gl;
+    for (size_t j = 0; j < cpu.size(); ++j)
+      if (cpu[j].requires_grad()) cl.push_back(cpu[j]), gl.push_back(gpu[j]);
+    if (cl.empty() || !yc.requires_grad()) return;
+    const Tensor G = rnd(yc.shape(), 99);
+    const std::vector<Tensor> want = grad({yc}, cl, {G}), got = grad({yg}, gl, {dev(G)});
+    for (size_t j = 0; j < got.size(); ++j) {
+      CAPTURE(j);
+      REQUIRE(got[j].defined() == want[j].defined());
+      if (!want[j].defined()) continue;  // (an input the result does not depend on)
+      CHECK(got[j].device() == Device::cuda);
+      CHECK(rel_err(got[j], want[j]) < tol);
+    }
+  } catch (const std::exception& e) {
+    FAIL_CHECK(std::string(e.what()));
+  }
+}
+
 }  // namespace
 
 TEST_CASE("cuda engine: transfers, strided copies, fill, broadcast copy_, cat") {
@@ -192,26 +231,6 @@ TEST_CASE("cuda engine: a ViT block (patch conv, class token, positions, attenti
 
 TEST_CASE("cuda engine: backward of each op with a device path, broadcasting included") {
   MM_REQUIRE_DEVICE();
-  // f(leaves) on both devices; the gradients of sum(f * G) must agree.
-  auto check = [](const char* what, const std::vector<Tensor>& inputs,
-                  const std::function<Tensor(const std::vector<Tensor>&)>& f) {
-    CAPTURE(what);
-    std::vector<Tensor> cpu, gpu;
-    for (const Tensor& t : inputs) {
-      cpu.push_back(t.detach().set_requires_grad(true));
-      gpu.push_back(dev(t.detach()).set_requires_grad(true));
-    }
-    const Tensor yc = f(cpu), yg = f(gpu);
-    REQUIRE(yg.device() == Device::cuda);
-    CHECK(rel_err(yg, yc) < 1e-5);
-    const Tensor G = rnd(yc.shape(), 99);
-    const std::vector<Tensor> want = grad({yc}, cpu, {G}), got = grad({yg}, gpu, {dev(G)});
-    for (size_t j = 0; j < got.size(); ++j) {
-      CAPTURE(j);
-      CHECK(got[j].device() == Device::cuda);
-      CHECK(rel_err(got[j], want[j]) < 1e-5);
-    }
-  };
   const Tensor a = rnd({2, 3, 5}, 60), b = rnd({3, 1}, 61, 0.5, 2), c = rnd({5}, 62);
   check("add", {a, b}, [](auto& t) { return t[0] + t[1]; });
   check("sub", {a, c}, [](auto& t) { return t[0] - t[1]; });
@@ -263,6 +282,110 @@ TEST_CASE("cuda engine: backward of each op with a device path, broadcasting inc
         [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), Causal::no); });
 }
 
+TEST_CASE("cuda engine: every other engine op, forward and backward, against the CPU") {
+  MM_REQUIRE_DEVICE();
+  const Tensor a = rnd({2, 3, 5}, 100), b = rnd({3, 1}, 101), pos = rnd({2, 3, 5}, 102, 0.2, 2);
+  // elementwise math, comparisons and selection
+  check("sin cos", {a}, [](auto& t) { return mul(sin(t[0]), cos(t[0])); });
+  check("gelu (erf, tanh)", {rnd({4, 33}, 103, -4, 4)},
+        [](auto& t) { return add(gelu(t[0]), gelu(t[0], GeluApprox::tanh)); });
+  check("pow (tensor exponent, broadcast)", {pos, b}, [](auto& t) { return pow(t[0], t[1]); });
+  const Tensor ties = Tensor::from_vector(std::vector<float>{0.5f, -1, 2, 0.5f, 3, -1}, {2, 3}),
+               other = Tensor::from_vector(std::vector<float>{0.5f, 0, 2}, {3});
+  for (const auto& [x, y] : {std::pair{a, b}, std::pair{ties, other}}) {
+    check("eq ne lt le gt ge, into bool", {x, y}, [](auto& t) {
+      const std::vector<Tensor> r = {eq(t[0], t[1]), ne(t[0], t[1]), lt(t[0], t[1]),
+                                     le(t[0], t[1]), gt(t[0], t[1]), ge(t[0], t[1])};
+      Tensor code = r[0].to(DType::f32);  // the six bits of each element as one number
+      for (size_t i = 1; i < r.size(); ++i) code = add(code, mul(r[i].to(DType::f32), double(1 << i)));
+      return code;
+    });
+    check("logical_not, scalar comparisons", {x}, [](auto& t) { return logical_not(gt(t[0], 0.5)); });
+  }
+  check("where (broadcast cond and operands)", {a, b},
+        [](auto& t) { return where(gt(t[1], 0.0), t[0], mul(t[1], 2.0)); });
+  check("masked_fill", {a, b}, [](auto& t) { return masked_fill(mul(t[0], t[1]), lt(t[1], 0.0), -7.0); });
+  check("straight_through", {a, pos}, [](auto& t) { return straight_through(t[0], t[1]); });
+  // reductions
+  check("var mean", {a}, [](auto& t) { return add(var(t[0], {0, 2}), mean(t[0], {0, 2})); });
+  check("norm p=1, p=3", {a}, [](auto& t) { return add(norm(t[0], 1.0, {2}), norm(t[0], 3.0, {2})); });
+  for (int64_t d : {0, 1, 2}) {
+    CAPTURE(d);
+    check("max/min over a dim", {a}, [d](auto& t) { return add(max(t[0], d).first, sum(min(t[0], d, KeepDim::yes).first, {d})); });
+    check("argmax", {a}, [d](auto& t) { return argmax(t[0], d); });
+    check("argmin", {a}, [d](auto& t) { return argmin(t[0], d, KeepDim::yes); });
+    check("softmax/log_softmax over any dim", {a}, [d](auto& t) { return add(softmax(t[0], d), log_softmax(t[0], d)); });
+    check("logsumexp", {a}, [d](auto& t) { return logsumexp(t[0], d, KeepDim::yes); });
+  }
+  check("max/min of all", {a}, [](auto& t) { return add(max(t[0]), min(t[0])); });
+  // losses
+  const Tensor target = Tensor::from_vector(std::vector<int64_t>{2, 0, 4, 4}, {4});
+  check("cross_entropy", {rnd({4, 5}, 104), target}, [](auto& t) { return cross_entropy(t[0], t[1]); });
+  check("mse_loss cosine_similarity", {rnd({4, 6}, 105), rnd({4, 6}, 106)},
+        [](auto& t) { return add(mse_loss(t[0], t[1]), sum(cosine_similarity(t[0], t[1], 1))); });
+  // shape and index ops
+  check("stack split chunk", {a}, [](auto& t) {
+    const auto s = split(t[0], 2, 2);
+    const auto c = chunk(t[0], 2, 1);
+    return add(sum(stack({s[0], s[1]}, 0), {0}), cat({c[0], c[1]}, 1).narrow(2, 0, 2));
+  });
+  const Tensor sel = Tensor::from_vector(std::vector<int64_t>{4, 0, 4, 2}, {4});
+  check("index_select on dim 2 of a 3-D tensor", {a, sel}, [](auto& t) { return index_select(t[0], 2, t[1]); });
+  const Tensor gi = Tensor::from_vector(std::vector<int64_t>{1, 0, 2, 2, 1, 1, 0, 0}, {2, 2, 2});
+  check("gather on dim 1", {a, gi}, [](auto& t) { return gather(t[0], 1, t[1]); });
+  check("gather on dim 2", {a, gi}, [](auto& t) { return gather(t[0], 2, t[1]); });
+  // normalisation
+  check("batch_norm", {rnd({2, 4, 3, 3}, 107), rnd({4}, 108), rnd({4}, 109, 0.5, 2), rnd({4}, 110), rnd({4}, 111)},
+        [](auto& t) { return batch_norm(t[0], t[1], t[2], t[3], t[4], 1e-5); });
+  // pooling and padding
+  const Tensor img = rnd({2, 3, 9, 8}, 112);
+  check("avg_pool2d", {img}, [](auto& t) { return avg_pool2d(t[0], {2, 2}); });
+  check("avg_pool2d, stride and padding, both counts", {img}, [](auto& t) {
+    return add(avg_pool2d(t[0], {3, 3}, {2, 2}, {1, 1}),
+               avg_pool2d(t[0], {3, 3}, {2, 2}, {1, 1}, CountIncludePad::no));
+  });
+  check("max_pool2d", {img}, [](auto& t) { return max_pool2d(t[0], {3, 3}, {2, 2}, {1, 1}); });
+  for (PadMode mode : {PadMode::constant, PadMode::reflect, PadMode::replicate})
+    check("pad", {img}, [mode](auto& t) { return pad(t[0], {2, 1, 0, 3}, mode, 0.5); });
+  check("pad, negative (crop)", {img}, [](auto& t) { return pad(t[0], {-1, 2, 1, -2}); });
+  // resampling
+  check("upsample_nearest2d, other sizes", {img}, [](auto& t) {
+    return add(sum(upsample_nearest2d(t[0], 13, 5), {2, 3}), sum(upsample_nearest2d(t[0], 3.0), {2, 3}));
+  });
+  for (ResizeFilter f : {ResizeFilter::bilinear, ResizeFilter::bicubic, ResizeFilter::box})
+    for (Antialias aa : {Antialias::no, Antialias::yes}) {
+      check("resize down", {img}, [f, aa](auto& t) { return resize(t[0], 4, 5, f, aa); });
+      check("resize up", {img}, [f, aa](auto& t) { return resize(t[0], 14, 11, f, aa); });
+    }
+  // convolution: weight and bias gradients, uneven padding, 1x1
+  check("conv2d (input, weight, bias)", {rnd({2, 3, 9, 8}, 113), rnd({4, 3, 3, 3}, 114), rnd({4}, 115)},
+        [](auto& t) { return conv2d(t[0], t[1], t[2], conv2d_options(2, 1)); });
+  check("conv2d patchify (weight)", {rnd({2, 3, 9, 13}, 116), rnd({5, 3, 4, 4}, 117)},
+        [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv2d_options(4)); });
+  Conv2dOptions down;  // taming's Downsample: pad right and bottom by 1, stride 2
+  down.stride = {2, 2}, down.padding = {0, 1, 0, 1};
+  check("conv2d, uneven padding", {rnd({1, 4, 8, 7}, 118), rnd({4, 4, 3, 3}, 119), rnd({4}, 120)},
+        [down](auto& t) { return conv2d(t[0], t[1], t[2], down); });
+  check("conv2d 1x1", {rnd({2, 6, 5, 4}, 121), rnd({3, 6, 1, 1}, 122)},
+        [](auto& t) { return conv2d(t[0], t[1], Tensor()); });
+  // attention with masks, causal with Tq != Tk, and the multi-head layer
+  const Tensor q = rnd({2, 2, 5, 8}, 123), k = rnd({2, 2, 7, 8}, 124), v = rnd({2, 2, 7, 8}, 125);
+  const Tensor keep = gt(rnd({5, 7}, 126), -0.5);
+  check("attention, bool mask", {q, k, v}, [keep](auto& t) {
+    return scaled_dot_product_attention(t[0], t[1], t[2], keep.to(t[0].device()));
+  });
+  check("attention, float mask (with its gradient)", {q, k, v, rnd({2, 1, 5, 7}, 127)},
+        [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], t[3]); });
+  check("attention, causal, Tq != Tk", {q, k, v},
+        [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), Causal::yes); });
+  const Tensor row_masked = gt(Tensor::from_vector(std::vector<float>{0, 0, 0, 1, 1, 1, 1, 0, 1}, {3, 3}), 0.5);
+  check("attention, a fully masked row gives zeros", {rnd({1, 1, 3, 4}, 128), rnd({1, 1, 3, 4}, 129), rnd({1, 1, 3, 4}, 130)},
+        [row_masked](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], row_masked.to(t[0].device())); });
+  check("multi_head_attention (cross, causal)", {rnd({2, 4, 16}, 131), rnd({2, 6, 16}, 132), rnd({48, 16}, 133),
+                                                  rnd({48}, 134), rnd({16, 16}, 135), rnd({16}, 136)},
+        [](auto& t) { return multi_head_attention(t[0], t[1], t[2], t[3], t[4], t[5], 4, Tensor(), Causal::yes); });
+}
+
 TEST_CASE("cuda engine: vector quantisation and Adam on the device") {
   MM_REQUIRE_DEVICE();
   const Tensor z = rnd({37, 8}, 90), codebook = rnd({50, 8}, 91);
@@ -288,21 +411,23 @@ TEST_CASE("cuda engine: refusals name the op") {
   MM_REQUIRE_DEVICE();
   const Tensor a = rnd({2, 3}, 50);
   CHECK(error_of([&] { (void)add(dev(a), a); }).find("different devices") != std::string::npos);
-  Tensor cw = dev(rnd({2, 3, 1, 1}, 52)).set_requires_grad(true);
-  CHECK(error_of([&] { (void)conv2d(dev(rnd({1, 3, 2, 2}, 53)), cw, Tensor()); }).find("[conv2d] the backward pass") !=
-        std::string::npos);
   CHECK(error_of([&] { (void)quick_gelu(a.to(DType::f64).to(Device::cuda)); }).find("float32 only") !=
         std::string::npos);
-  CHECK(error_of([&] { (void)dev(a).to(DType::f64); }).find("[to] the conversion") != std::string::npos);
-  CHECK(error_of([&] { (void)softmax(dev(a), 0); }).find("[softmax] a dim other than the last") != std::string::npos);
-  // ops with no device path say so by name: no crash, no silent copy to the CPU
-  CHECK(error_of([&] { (void)sin(dev(a)); }).find("[sin] this op on cuda") != std::string::npos);
-  CHECK(error_of([&] { (void)pow(dev(a), dev(a)); }).find("[pow] this op on cuda") != std::string::npos);
-  CHECK(error_of([&] { (void)max_pool2d(dev(a).reshape({1, 1, 2, 3}), {2, 2}); }).find("[max_pool2d] this op on cuda") !=
-        std::string::npos);
+  // conversions run on the device; the math stays float32
+  CHECK(dev(a).to(DType::f64).to_vector<double>() == a.to(DType::f64).to_vector<double>());
+  CHECK(dev(a).to(DType::bf16).to(DType::f32).to_vector<float>() == a.to(DType::bf16).to(DType::f32).to_vector<float>());
+  CHECK(dev(mul(a, 7.0)).to(DType::i64).to_vector<int64_t>() == mul(a, 7.0).to(DType::i64).to_vector<int64_t>());
+  // what has no device path says so by name: no crash, no silent copy to the CPU
+  Conv2dOptions grouped = conv2d_options(1, 0, 1, 2);
+  CHECK(error_of([&] { (void)conv2d(dev(rnd({1, 4, 3, 3}, 52)), dev(rnd({2, 2, 1, 1}, 53)), Tensor(), grouped); })
+            .find("[conv2d] uneven stride, dilation or groups on cuda") != std::string::npos);
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
   CHECK(error_of([&] { (void)gather(dev(a), 0, gi); }).find("different devices") != std::string::npos);
+  const Tensor far = Tensor::from_vector(std::vector<int64_t>{0, 3, 0}, {1, 3});
+  CHECK(error_of([&] { (void)gather(dev(a), 1, dev(far)); }).find("[gather] index 3 at position 1 is out of range") !=
+        std::string::npos);
   const Tensor table = rnd({4, 3}, 51);
   const Tensor bad = Tensor::from_vector(std::vector<int64_t>{1, 4}, {2});
   CHECK(error_of([&] { (void)index_select(dev(table), 0, bad); }).find("out of range") != std::string::npos);
+  CHECK(error_of([&] { (void)index_select(dev(table), 1, bad); }).find("out of range") != std::string::npos);
 }

@@ -463,7 +463,7 @@ TEST_CASE("cuda resampling: nearest 2x upsampling, average pooling") {
       for (int64_t j = 0; j < 2 * W; ++j) ref[(p * 2 * H + i) * 2 * W + j] = xv[(p * H + i / 2) * W + j / 2];
   CHECK(rel_err(up.download(), ref) == 0);
   DeviceArray<float> pooled = out_buffer(P * (H / 2) * (W / 2));
-  cuda::avg_pool2d(x.data(), pooled.data(), P, H, W, 2);
+  cuda::avg_pool2d_window(x.data(), pooled.data(), cuda::Pool2d{P, H, W, H / 2, W / 2, 2, 2, 2, 2, 0, 0}, true);
   std::vector<double> pref;
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < H / 2; ++i)

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "tests/errors.h"
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "models/clip.h"
 #include "models/clip_config.h"
@@ -479,6 +480,36 @@ TEST_CASE("clip encode_image is differentiable w.r.t. pixel_values") {
       REQUIRE(g32.defined());
       check_tensor(std::string(stem) + " float32 vs float64 image gradient", g32, g64, 1e-3);
       CHECK_FALSE(model32.weight("visual.conv1.weight").requires_grad());
+    }
+  }
+}
+
+TEST_CASE("clip on the device: both image towers and the text tower match OpenAI CLIP, the image gradient the CPU's") {
+  if (!cuda_ops::device_present()) {
+    MESSAGE("no CUDA device here: this case runs in the CUDA emulator's build and on the GPU machine");
+    return;
+  }
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("clip_rn_tiny.safetensors");
+  for (const char* stem : {"clip_vit_tiny", "clip_rn_tiny"}) {
+    SUBCASE(stem) {
+      const ClipModel cpu = load_tiny(load_ref(std::string(stem) + ".safetensors"), stem);
+      const ClipModel gpu = cpu.to(Device::cuda);
+      const TensorFile exp = load_ref(std::string(stem) + "_expected.safetensors");
+      const Tensor pixels = exp.get("pixel_values").to(Device::cuda);
+      const Tensor image = gpu.encode_image(pixels), text = gpu.encode_text(exp.get("text_tokens").to(Device::cuda));
+      CHECK(image.device() == Device::cuda);
+      check_tensor(std::string(stem) + " image_features on cuda", image, exp.get("image_features"));
+      check_tensor(std::string(stem) + " text_features on cuda", text, exp.get("text_features"));
+      // the gradient VQGAN+CLIP takes through the image tower
+      Generator gen(3);
+      const Tensor w = Tensor::randn({pixels.size(0), cpu.config().embed_dim}, gen);
+      Tensor xc = exp.get("pixel_values").clone().set_requires_grad(true);
+      Tensor xg = pixels.clone().set_requires_grad(true);
+      const Tensor gc = mm::grad({sum(cpu.encode_image(xc) * w)}, {xc})[0];
+      const Tensor gg = mm::grad({sum(gpu.encode_image(xg) * w.to(Device::cuda))}, {xg})[0];
+      CHECK(gg.device() == Device::cuda);
+      check_tensor(std::string(stem) + " image gradient on cuda vs cpu", gg, gc, 1e-4);
     }
   }
 }
