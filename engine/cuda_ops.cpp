@@ -395,7 +395,7 @@ Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, con
                  .reshape(score_shape);
   const bool masked = mask.defined() || causal;
   if (mask.defined() && mask.dtype() != DType::boolean) s = mm::add(s, mask);
-  const Tensor minus_inf = Tensor::scalar(-INFINITY, DType::f32).to(Device::cuda);
+  const Tensor minus_inf = masked ? Tensor::scalar(-INFINITY, DType::f32).to(Device::cuda) : Tensor();
   if (mask.defined() && mask.dtype() == DType::boolean) s = mm::where(mask, s, minus_inf);
   if (causal) {  // key j is masked for query i when j > i (top-left aligned)
     std::vector<float> keep(static_cast<size_t>(Tq * Tk));
@@ -407,11 +407,12 @@ Tensor attention_composed(const Tensor& q, const Tensor& k, const Tensor& v, con
   Tensor p;
   if (masked) {
     // A row with every key masked gives zeros, and no NaN reaches softmax's backward: such
-    // rows are softmaxed as zeros (finite) and then replaced by 0.
+    // rows are softmaxed as zeros (finite) and then replaced by 0. (A row holding NaN stays
+    // NaN, as on the CPU: its max is NaN, which is not -inf.)
     Tensor row_ok;
     {
       NoGradGuard no_grad;
-      row_ok = mm::gt(mm::max(s.detach(), -1, KeepDim::yes).first, -INFINITY);
+      row_ok = mm::ne(mm::max(s.detach(), -1, KeepDim::yes).first, minus_inf);
     }
     const Tensor zero = Tensor::scalar(0.0, DType::f32).to(Device::cuda);
     p = mm::where(row_ok, mm::softmax(mm::where(row_ok, s, zero), -1), zero);

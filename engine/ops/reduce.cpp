@@ -188,7 +188,11 @@ template <bool Greater>
 std::pair<Tensor, Tensor> extreme(const Tensor& x_in, int64_t dim, KeepDim keep, const char* op) {
   dim = wrap_dim(dim, x_in.dim(), op);
   MM_CHECK(x_in.dim() == 0 || x_in.shape()[dim] > 0, "[", op, "] empty dim ", dim, " of ", x_in.str());
-  if (x_in.dim() > 0 && cuda_ops::on_device(op, {&x_in})) {
+  if (cuda_ops::on_device(op, {&x_in})) {
+    if (x_in.dim() == 0) {  // one element: itself, at index 0
+      auto [v, i] = cuda_ops::extreme(op, x_in.reshape({1}), 0, Greater);
+      return {v.reshape({}), i.reshape({})};
+    }
     auto [v, i] = cuda_ops::extreme(op, x_in, dim, Greater);
     if (keep == KeepDim::yes) return {v, i};
     return {v.squeeze(dim), i.squeeze(dim)};

@@ -307,7 +307,10 @@ Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeFilter filter
   // A pass whose size does not change is the identity in both semantics: skip it (as PIL).
   const bool do_w = out_w != W, do_h = out_h != H;
   const AxisWeights ax = do_w ? weights(W, out_w) : AxisWeights(), ay = do_h ? weights(H, out_h) : AxisWeights();
-  if (cuda_ops::on_device("resize", {&x})) {  // each pass one GEMM with its weight matrix (float32)
+  // On the device each pass is one GEMM with its dense weight matrix (float32). Its zero
+  // weights multiply too, so a non-finite pixel spreads along its row or column there
+  // (the CPU skips zero taps).
+  if (cuda_ops::on_device("resize", {&x})) {
     MM_CHECK(x.dtype() == DType::f32, "[resize] float32 only on cuda, got ", x.str());
     Tensor y = x;
     if (do_w) y = matmul(y, axis_matrix_t(ax, Device::cuda));                                    // [.., H, OW]

@@ -271,17 +271,36 @@ void logical_not(const bool* x, bool* y, int64_t n) {
 }
 
 namespace {
-// Reads element i of a typed buffer as double (exact for every type but int64 beyond 2^53).
+// Reads element i of an integer or bool buffer as int64 (exact).
+__device__ __forceinline__ int64_t load_as_int64(const void* x, int t, int64_t i) {
+  switch (t) {
+    case 4: return static_cast<const int32_t*>(x)[i];
+    case 5: return static_cast<const int64_t*>(x)[i];
+    case 6: return static_cast<const uint8_t*>(x)[i];
+    default: return static_cast<const bool*>(x)[i] ? 1 : 0;
+  }
+}
+// Reads element i of a float buffer as double (exact).
 __device__ __forceinline__ double load_as_double(const void* x, int t, int64_t i) {
   switch (t) {
     case 0: return static_cast<const float*>(x)[i];
     case 1: return __half2float(static_cast<const __half*>(x)[i]);
     case 2: return __bfloat162float(static_cast<const __nv_bfloat16*>(x)[i]);
-    case 3: return static_cast<const double*>(x)[i];
-    case 4: return static_cast<const int32_t*>(x)[i];
-    case 5: return double(static_cast<const int64_t*>(x)[i]);
-    case 6: return static_cast<const uint8_t*>(x)[i];
-    default: return static_cast<const bool*>(x)[i] ? 1.0 : 0.0;
+    default: return static_cast<const double*>(x)[i];
+  }
+}
+// Element i of y (type t) = v, with C++'s conversion from V (as the CPU's static_cast).
+template <typename V>
+__device__ __forceinline__ void store_as(void* y, int t, int64_t i, V v) {
+  switch (t) {
+    case 0: static_cast<float*>(y)[i] = float(v); break;
+    case 1: static_cast<__half*>(y)[i] = __float2half_rn(float(v)); break;
+    case 2: static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16(float(v)); break;
+    case 3: static_cast<double*>(y)[i] = double(v); break;
+    case 4: static_cast<int32_t*>(y)[i] = int32_t(v); break;
+    case 5: static_cast<int64_t*>(y)[i] = int64_t(v); break;
+    case 6: static_cast<uint8_t*>(y)[i] = uint8_t(v); break;
+    default: static_cast<bool*>(y)[i] = v != V(0); break;
   }
 }
 }  // namespace
@@ -290,17 +309,8 @@ void convert(const void* x, int from, void* y, int to, int64_t n) {
   if (n == 0) return;
   MM_CHECK(from >= 0 && from <= 7 && to >= 0 && to <= 7, "[cuda] convert: unknown type ", from, " -> ", to);
   each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) {
-    const double v = load_as_double(x, from, i);
-    switch (to) {
-      case 0: static_cast<float*>(y)[i] = float(v); break;
-      case 1: static_cast<__half*>(y)[i] = __float2half_rn(float(v)); break;
-      case 2: static_cast<__nv_bfloat16*>(y)[i] = __float2bfloat16(float(v)); break;
-      case 3: static_cast<double*>(y)[i] = v; break;
-      case 4: static_cast<int32_t*>(y)[i] = int32_t(v); break;
-      case 5: static_cast<int64_t*>(y)[i] = int64_t(v); break;
-      case 6: static_cast<uint8_t*>(y)[i] = uint8_t(v); break;
-      default: static_cast<bool*>(y)[i] = v != 0.0; break;
-    }
+    if (from >= 4) store_as(y, to, i, load_as_int64(x, from, i));  // integers convert exactly, or wrap
+    else store_as(y, to, i, load_as_double(x, from, i));
   });
   MM_CUDA_LAUNCHED("convert");
 }

@@ -318,6 +318,11 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
     check("logsumexp", {a}, [d](auto& t) { return logsumexp(t[0], d, KeepDim::yes); });
   }
   check("max/min of all", {a}, [](auto& t) { return add(max(t[0]), min(t[0])); });
+  check("max of a 0-dim tensor", {Tensor::scalar(0.25)}, [](auto& t) { return max(t[0], 0).first; });
+  const Tensor nan_ties = Tensor::from_vector(std::vector<float>{1, 3, 3, NAN, 2, 2, -1, -1}, {2, 4});
+  for (int64_t d : {0, 1}) {  // ties pick the first, NaN wins
+    check("argmax/argmin with ties and NaN", {nan_ties}, [d](auto& t) { return add(mul(argmax(t[0], d).to(DType::f32), 10.0), argmin(t[0], d).to(DType::f32)); });
+  }
   // losses
   const Tensor target = Tensor::from_vector(std::vector<int64_t>{2, 0, 4, 4}, {4});
   check("cross_entropy", {rnd({4, 5}, 104), target}, [](auto& t) { return cross_entropy(t[0], t[1]); });
@@ -334,6 +339,15 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{1, 0, 2, 2, 1, 1, 0, 0}, {2, 2, 2});
   check("gather on dim 1", {a, gi}, [](auto& t) { return gather(t[0], 1, t[1]); });
   check("gather on dim 2", {a, gi}, [](auto& t) { return gather(t[0], 2, t[1]); });
+  check("gather on dim 0, a longer index", {rnd({3, 4}, 137), Tensor::from_vector(std::vector<int64_t>{2, 0, 1, 2, 2, 1}, {3, 2})},
+        [](auto& t) { return gather(t[0], 0, t[1]); });
+  // conversions on the device, integers as the CPU converts them (wrapping)
+  const Tensor ints = Tensor::from_vector(std::vector<int64_t>{-1, 300, 7, 0, (int64_t(1) << 40) + 3}, {5});
+  for (DType to : {DType::u8, DType::i32, DType::f32, DType::boolean}) {
+    CAPTURE(dtype_name(to));
+    check("to(dtype) of int64", {ints}, [to](auto& t) { return t[0].to(to).to(DType::f64).to(DType::f32); });
+  }
+  check("to(f16) and back", {mul(a, 100.0)}, [](auto& t) { return t[0].to(DType::f16).to(DType::f32); }, 1e-12);
   // normalisation
   check("batch_norm", {rnd({2, 4, 3, 3}, 107), rnd({4}, 108), rnd({4}, 109, 0.5, 2), rnd({4}, 110), rnd({4}, 111)},
         [](auto& t) { return batch_norm(t[0], t[1], t[2], t[3], t[4], 1e-5); });
@@ -345,6 +359,9 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
                avg_pool2d(t[0], {3, 3}, {2, 2}, {1, 1}, CountIncludePad::no));
   });
   check("max_pool2d", {img}, [](auto& t) { return max_pool2d(t[0], {3, 3}, {2, 2}, {1, 1}); });
+  check("pools with kh != kw, sh != sw, ph != pw", {img}, [](auto& t) {
+    return add(max_pool2d(t[0], {3, 2}, {1, 2}, {1, 0}), avg_pool2d(t[0], {3, 2}, {1, 2}, {1, 0}, CountIncludePad::no));
+  });
   for (PadMode mode : {PadMode::constant, PadMode::reflect, PadMode::replicate})
     check("pad", {img}, [mode](auto& t) { return pad(t[0], {2, 1, 0, 3}, mode, 0.5); });
   check("pad, negative (crop)", {img}, [](auto& t) { return pad(t[0], {-1, 2, 1, -2}); });
