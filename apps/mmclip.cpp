@@ -8,7 +8,8 @@
 //   mmclip search DIR "query or image path" [--top K] [--json]
 //   mmclip tokenize TEXT... [--context-length N] [--truncate] [--json]
 // Models: --model FILE (CLIP weights, any format) [--model-config JSON] [--vocab FILE];
-// --device cpu|cuda, --threads N, --batch N (images or texts per forward pass, 16).
+// --device cpu|cuda, --precision fp32|bf16|fp16 (with cuda), --threads N, --batch N (images or texts per
+// forward pass, 16).
 //
 // Zero-shot classification follows CLIP's notebook (prompt ensembling): each label's prompts
 // (one per template, "{}" replaced by the label) are embedded and normalised, averaged over
@@ -32,6 +33,7 @@
 #include "apps/common/clip_preprocess.h"
 #include "apps/common/model_files.h"
 #include "apps/common/progress.h"
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 
 using namespace mm;
@@ -41,7 +43,7 @@ using json = nlohmann::json;
 namespace {
 
 struct Args {
-  std::string command, model, model_config, vocab, out, labels, labels_file, device = "cpu";
+  std::string command, model, model_config, vocab, out, labels, labels_file, device = "cpu", precision = "fp32";
   Device dev = Device::cpu;  // parsed from device
   std::vector<std::string> positional, templates, images, texts;
   int64_t top = 5, batch = 16, threads = 0, context_length = 77;
@@ -67,7 +69,8 @@ int usage(FILE* f) {
                "  --vocab FILE         bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --model, ~/.cache/mm)\n"
                "  --truncate           cut texts longer than the context instead of failing\n"
                "  --batch N (16)       images or texts per forward pass\n"
-               "  --threads N          --device cpu|cuda\n");
+               "  --threads N          --device cpu|cuda\n"
+               "  --precision fp32|bf16|fp16   the device's GEMMs (16-bit operands, float32 sums)\n");
   return f == stdout ? 0 : 2;
 }
 
@@ -89,6 +92,7 @@ const std::map<std::string, std::set<std::string>> kOptionCommands = {
     {"--context-length", {"tokenize"}},
     {"--threads", {"classify", "embed", "search", "tokenize"}},
     {"--device", {"classify", "embed", "search", "tokenize"}},
+    {"--precision", {"classify", "embed", "search"}},
 };
 
 Args parse(int argc, char** argv) {
@@ -126,8 +130,11 @@ Args parse(int argc, char** argv) {
     else if (k == "--context-length") a.context_length = apps::parse_int("mmclip", k, value(), 2, 100000);
     else if (k == "--threads") a.threads = apps::parse_int("mmclip", k, value(), 1, 1024);
     else if (k == "--device") a.device = value();
+    else if (k == "--precision") a.precision = value();
   }
   a.dev = apps::parse_device("mmclip", a.device);
+  MM_CHECK(cuda_ops::parse_precision(a.precision, "mmclip") == cuda_ops::Precision::fp32 || a.dev == Device::cuda,
+           "mmclip: --precision ", a.precision, " needs --device cuda (the tensor cores); the CPU computes in fp32");
   // The shipped models by name, and mm-mini's CLIP when no model is given (for tokenize only
   // when no vocabulary is given either: then its own vocabulary is the one meant).
   const bool vocab_given = !a.vocab.empty() || (std::getenv("MM_VOCAB") && *std::getenv("MM_VOCAB"));
@@ -476,6 +483,7 @@ int main(int argc, char** argv) {
     const Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
     NoGradGuard no_grad;
+    cuda_ops::PrecisionScope precision(cuda_ops::parse_precision(a.precision, "mmclip"));  // the device's GEMMs
     if (a.command == "classify") return run_classify(a);
     if (a.command == "embed") return run_embed(a);
     if (a.command == "search") return run_search(a);

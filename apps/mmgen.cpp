@@ -4,7 +4,7 @@
 //   mmgen "watercolor portrait of a teacher" --clip ViT-B-32.pt --vqgan last.ckpt [--vqgan-config model.yaml]
 //         [--size 256x256] [--steps 300] [--lr 0.1] [--cutn 32] [--cut-pow 1] [--seed 0]
 //         [--init-image F] [--init-noise X] [--init-weight W] [--image-prompt F[:w]]... [--noise-prompt SEED[:w]]...
-//         [--save-every N] [--out out.png] [--device cpu|cuda] [--precision fp32] [--threads N]
+//         [--save-every N] [--out out.png] [--device cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
 //
 // Prompts: "text:weight:stop" separated by '|'. The PNG records the prompt and settings in
 // an iTXt chunk. Ctrl-C saves the current image before exiting. Same seed, same device and
@@ -22,6 +22,7 @@
 #include "apps/common/image_io.h"
 #include "apps/common/model_files.h"
 #include "apps/common/progress.h"
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "models/vqgan_clip.h"
 
@@ -106,8 +107,9 @@ Args parse(int argc, char** argv) {
            positional.size());
   a.prompt = positional[0];
   a.dev = apps::parse_device("mmgen", a.device);
-  MM_CHECK(a.precision == "fp32" || a.precision == "bf16" || a.precision == "fp16", "mmgen: --precision must be fp32, bf16 or fp16");
-  MM_CHECK(a.precision == "fp32", "mmgen: --precision ", a.precision, " needs the CUDA backend; the CPU computes in fp32");
+  const cuda_ops::Precision p = cuda_ops::parse_precision(a.precision, "mmgen");
+  MM_CHECK(p == cuda_ops::Precision::fp32 || a.dev == Device::cuda, "mmgen: --precision ", a.precision,
+           " needs --device cuda (the tensor cores); the CPU computes in fp32");
   return a;
 }
 
@@ -136,6 +138,8 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage(stderr);
     Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
+    // the device's GEMMs (CLIP's and the decoder's), forward and backward, for the whole run
+    cuda_ops::PrecisionScope precision(cuda_ops::parse_precision(a.precision, "mmgen"));
     parse_prompts(a.prompt);  // validates before the slow loads
     if (a.clip.empty()) a.clip = apps::default_model("clip_vit");
     if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");
@@ -188,7 +192,8 @@ int main(int argc, char** argv) {
     settings << "mmgen prompt=\"" << a.prompt << "\" size=" << a.width << "x" << a.height << " steps=" << a.steps
              << " lr=" << a.lr << " cutn=" << a.cutn << " cut_pow=" << a.cut_pow << " seed=" << a.seed
              << " augment=" << (a.augment ? 1 : 0) << " init_weight=" << a.init_weight << " clip=" << a.clip
-             << " vqgan=" << a.vqgan << " device=" << a.device << " threads=" << num_threads();
+             << " vqgan=" << a.vqgan << " device=" << a.device << " precision=" << a.precision
+             << " threads=" << num_threads();
     const std::vector<std::pair<std::string, std::string>> text = {{"Title", a.prompt}, {"parameters", settings.str()},
                                                                    {"Software", "mm (mmgen)"}};
     std::fprintf(stderr, "mmgen: \"%s\" %lldx%lld, %lld steps, cutn %lld, CLIP %s (%lldpx), %s, %d threads\n",

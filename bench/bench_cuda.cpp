@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
@@ -319,7 +320,8 @@ void bench_conv2d(const Opts& o) {
 }
 
 // vit: CLIP ViT-B/32's image tower (224², patch 32, width 768, 12 layers of 12 heads, output
-// 512) as the engine runs it on device tensors (engine/cuda_ops.h), random weights, float32.
+// 512) as the engine runs it on device tensors (engine/cuda_ops.h), random weights, float32
+// and --precision bf16.
 // Issue 4's device target: throughput at batch 256 at least PyTorch eager fp16's
 // (bench/peers/torch_cuda.py vit, same run). This is the whole engine path, not one kernel:
 // the rate is the model's multiply-adds x 2 over the time.
@@ -351,11 +353,17 @@ void bench_vit(const Opts& o) {
   };
   const double macs_per_image = double(T - 1) * 3 * P * P * W + double(L) * (double(T) * W * 12 * W + 2.0 * T * T * W) +
                                 double(W) * E;
-  const double ms = time_it([&] { forward(); });
-  Row r = flop_row("vit", "ViT-B/32 encode B" + std::to_string(B) + " fp32", "mm engine", ms, 2 * macs_per_image * B);
-  r.target = "images/s >= torch eager fp16";
-  add(r);
-  std::printf("vit: %.0f images/s (batch %lld)\n", B / (ms / 1e3), static_cast<long long>(B));
+  // float32, then --precision bf16 (the GEMMs and the patch conv on 16-bit operands)
+  for (cuda_ops::Precision p : {cuda_ops::Precision::fp32, cuda_ops::Precision::bf16}) {
+    cuda_ops::PrecisionScope scope(p);
+    const double ms = time_it([&] { forward(); });
+    Row r = flop_row("vit", "ViT-B/32 encode B" + std::to_string(B) + " " + cuda_ops::precision_name(p), "mm engine", ms,
+                     2 * macs_per_image * B);
+    r.target = "images/s >= torch eager fp16";
+    add(r);
+    std::printf("vit %s: %.0f images/s (batch %lld)\n", cuda_ops::precision_name(p), B / (ms / 1e3),
+                static_cast<long long>(B));
+  }
 }
 
 void summary() {

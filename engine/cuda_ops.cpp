@@ -45,6 +45,19 @@ bool on_device(const char* op, std::initializer_list<const Tensor*> tensors) {
   return any_cuda;
 }
 
+namespace {
+thread_local Precision t_precision = Precision::fp32;
+}
+Precision precision() { return t_precision; }
+const char* precision_name(Precision p) { return p == Precision::bf16 ? "bf16" : p == Precision::fp16 ? "fp16" : "fp32"; }
+Precision parse_precision(const std::string& name, const char* what) {
+  for (Precision p : {Precision::fp32, Precision::bf16, Precision::fp16})
+    if (name == precision_name(p)) return p;
+  throw Error(str_cat(what, ": --precision must be fp32, bf16 or fp16, got '", name, "'"));
+}
+PrecisionScope::PrecisionScope(Precision p) : saved_(t_precision) { t_precision = p; }
+PrecisionScope::~PrecisionScope() { t_precision = saved_; }
+
 #if !MM_CUDA
 
 bool built() { return false; }
@@ -132,6 +145,28 @@ Tensor dense_as(const Tensor& t, const Shape& shape) {
   Tensor out = Tensor::empty(shape, t.dtype(), Device::cuda);
   copy(out, t);
   return out;
+}
+
+// A dense float32 device tensor rounded to this thread's 16-bit GEMM precision.
+Tensor to_half(const Tensor& t) {
+  Tensor h = Tensor::empty(t.shape(), precision() == Precision::fp16 ? DType::f16 : DType::bf16, Device::cuda);
+  cuda::convert(t.device_ptr(), static_cast<int>(DType::f32), h.device_ptr(), static_cast<int>(h.dtype()), t.numel());
+  return h;
+}
+
+// C [M, N] = op(A)·op(B) for dense float32 device operands, at this thread's precision.
+void gemm_at_precision(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const Tensor& A, const Tensor& B,
+                       float* C) {
+  if (precision() == Precision::fp32) return cuda::cublas_gemm(trans_a, trans_b, M, N, K, fptr(A), fptr(B), C, false);
+  const Tensor a = to_half(A), b = to_half(B);
+  cuda::cublas_gemm_half(trans_a, trans_b, M, N, K, a.device_ptr(), b.device_ptr(), C, precision() == Precision::fp16);
+}
+// C_i = A_i·B_i over `batch` dense [M, K] and [K, N] blocks.
+void gemm_batched_at_precision(int64_t batch, int64_t M, int64_t N, int64_t K, const Tensor& A, const Tensor& B,
+                               float* C) {
+  if (precision() == Precision::fp32) return cuda::cublas_gemm_batched(false, batch, M, N, K, fptr(A), fptr(B), C);
+  const Tensor a = to_half(A), b = to_half(B);
+  cuda::cublas_gemm_half_batched(batch, M, N, K, a.device_ptr(), b.device_ptr(), C, precision() == Precision::fp16);
 }
 
 // The operands of a broadcasting binary op: checked float32, dense in their common shape.
@@ -277,7 +312,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
   if (in == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));  // an empty sum
   // y [R, out] = x [R, in] . w^T, with w [out, in] row-major read transposed
-  cuda::cublas_gemm(false, true, R, out_f, in, fptr(x2), fptr(wd), fptr(y), /*allow_tf32=*/false);
+  gemm_at_precision(false, true, R, out_f, in, x2, wd, fptr(y));
   if (b.defined()) {
     Tensor yb = Tensor::empty(out_shape, DType::f32, Device::cuda);
     cuda::add_rows(fptr(y), fptr(dense(b)), fptr(yb), R, out_f);
@@ -293,7 +328,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (needs_grad({a, b})) {
     Tensor as = a.detach(), bs = b.detach();
     const bool want_a = a.requires_grad(), want_b = b.requires_grad();
+    const Precision prec = precision();
     record_op("matmul", {a, b}, {y}, [=](const Grads& g) -> Grads {
+      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision
       const Tensor& G = g[0];
       if (bs.dim() == 2) {  // [.., M, K] @ [K, N]: dA = G·Bᵀ; dB = Aᵀ·G over all rows
         const int64_t K = bs.size(0), N = bs.size(1);
@@ -317,7 +354,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
     const int64_t R = numel(Shape(out_shape.begin(), out_shape.end() - 1));
     Tensor y = Tensor::empty(out_shape, DType::f32, Device::cuda);
     if (K == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));
-    cuda::cublas_gemm(false, false, R, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y), false);
+    gemm_at_precision(false, false, R, N, K, dense(a), dense(b), fptr(y));
     return y;
   }
   if (a.dim() == 3 && b.dim() == 3 && a.size(0) == b.size(0)) {
@@ -325,7 +362,7 @@ Tensor matmul_forward(const Tensor& a, const Tensor& b) {
     MM_CHECK(b.size(1) == K, "[matmul] ", a.str(), " @ ", b.str(), ": inner dims differ");
     Tensor y = Tensor::empty({B, M, N}, DType::f32, Device::cuda);
     if (K == 0) cuda::fill_bytes(y.device_ptr(), 0, y.numel() * sizeof(float));
-    cuda::cublas_gemm_batched(false, B, M, N, K, fptr(dense(a)), fptr(dense(b)), fptr(y));
+    gemm_batched_at_precision(B, M, N, K, dense(a), dense(b), fptr(y));
     return y;
   }
   unsupported("matmul", str_cat("the shapes ", a.str(), " @ ", b.str(),
@@ -461,7 +498,26 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
   Tensor bd = b.defined() ? dense(b) : Tensor();
   Tensor y = Tensor::empty({N, O, OH, OW}, DType::f32, Device::cuda);
   const float* pb = bd.defined() ? fptr(bd) : nullptr;
-  if (cuda::have_cudnn())
+  if (precision() != Precision::fp32) {
+    // 16-bit operands on the tensor cores: the patches of a few samples at a time (im2col,
+    // rounded as they are written, under ~128 MB), one GEMM with the rounded weights, the
+    // bias, and the rows [n, oh, ow, o] laid out as [n, o, oh, ow].
+    const int64_t K = C * KH * KW, P = OH * OW;
+    const DType half = precision() == Precision::fp16 ? DType::f16 : DType::bf16;
+    const Tensor wh = to_half(wd);
+    const int64_t step = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(P * K, 1));
+    for (int64_t n0 = 0; n0 < N; n0 += step) {
+      const int64_t nb = std::min(step, N - n0);
+      Tensor cols = Tensor::empty({nb * P, K}, half, Device::cuda);
+      cuda::im2col(fptr(xd) + n0 * C * H * W, cols.device_ptr(), static_cast<int>(half), nb, C, H, W, KH, KW, stride,
+                   pad);
+      Tensor rows = Tensor::empty({nb * P, O}, DType::f32, Device::cuda);
+      cuda::cublas_gemm_half(false, true, nb * P, O, K, cols.device_ptr(), wh.device_ptr(), fptr(rows),
+                             half == DType::f16);
+      if (pb) cuda::add_rows(fptr(rows), pb, fptr(rows), nb * P, O);
+      copy(y.narrow(0, n0, nb), rows.reshape({nb, OH, OW, O}).permute({0, 3, 1, 2}));
+    }
+  } else if (cuda::have_cudnn())
     cuda::cudnn_conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
   else
     cuda::conv2d(fptr(xd), fptr(wd), pb, fptr(y), N, C, H, W, O, KH, KW, stride, pad);
@@ -469,7 +525,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     const bool want_x = x.requires_grad(), want_w = w.requires_grad(), want_b = b.defined() && b.requires_grad();
     Tensor ws = want_x ? wd.detach() : Tensor(), xs = want_w ? xd.detach() : Tensor();
     const bool patchify = stride == KH && stride == KW && pad == 0;
+    const Precision prec = precision();
     record_op("conv2d", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision
       Tensor dx, dw, db;
       if (want_x && patchify) {
         // Non-overlapping patches (a ViT's patch embedding): dx's patches are one GEMM,
@@ -499,7 +557,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
         for (int64_t n0 = 0; n0 < N; n0 += step) {
           const int64_t nb = std::min(step, N - n0);
           Tensor cols = Tensor::empty({nb * OH * OW, K}, DType::f32, Device::cuda);
-          cuda::im2col(fptr(xs) + n0 * C * H * W, fptr(cols), nb, C, H, W, KH, KW, stride, pad);
+          cuda::im2col(fptr(xs) + n0 * C * H * W, fptr(cols), 0, nb, C, H, W, KH, KW, stride, pad);
           Tensor part = mm::matmul(dyt.narrow(1, n0 * OH * OW, nb * OH * OW), cols);
           dw = dw.defined() ? mm::add(dw, part) : part;
         }

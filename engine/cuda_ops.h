@@ -31,6 +31,28 @@
 
 namespace mm::cuda_ops {
 
+// The precision of the device's GEMMs (linear, matmul, and so the composed attention and
+// conv2d's weight gradient; conv2d's forward as im2col + GEMM): fp32, or bf16/fp16 operands
+// with float32 accumulation and float32 results, the tensor-core rate. Tensors stay float32
+// in memory (the master values of whatever is optimised); operands are rounded to 16 bits
+// as each GEMM reads them. The fused attention kernel and the other ops stay float32, and the
+// CPU always computes in float32. Per thread: PrecisionScope sets it for a block, and each
+// backward step runs at the precision its forward ran at.
+enum class Precision { fp32, bf16, fp16 };
+Precision precision();
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& name, const char* what);  // "fp32" | "bf16" | "fp16"
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(Precision p);
+  ~PrecisionScope();
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  Precision saved_;
+};
+
 bool built();           // mm was built with CUDA
 bool device_present();  // built, and a device is there (never throws)
 

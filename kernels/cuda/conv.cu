@@ -9,6 +9,8 @@
 #if MM_HAVE_CUDNN
 #include <cudnn.h>
 #endif
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <map>
 #include <tuple>
@@ -155,17 +157,31 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N,
   MM_CUDA_LAUNCHED("conv2d_backward_data");
 }
 
-void im2col(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-            int64_t stride, int64_t pad) {
-  const ConvShape s = make_shape("im2col", N, C, H, W, 1, KH, KW, stride, pad);
-  const int64_t K = C * KH * KW, n = N * s.OH * s.OW * K;
+namespace {
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16(v); }
+
+template <typename T>
+void im2col_as(const float* x, T* cols, const ConvShape& s) {
+  const int64_t K = s.C * s.KH * s.KW, n = s.N * s.OH * s.OW * K;
   launch_each(n, "im2col", [=] __device__(int64_t e) {
     const int64_t k = e % K, m = e / K;  // m: output pixel (n, oh, ow); k: (c, kh, kw)
     const int64_t ow = m % s.OW, oh = (m / s.OW) % s.OH, b = m / (s.OW * s.OH);
-    const int64_t kw = k % KW, kh = (k / KW) % KH, c = k / (KW * KH);
-    const int64_t h = oh * stride - pad + kh, w = ow * stride - pad + kw;
-    cols[e] = h >= 0 && h < H && w >= 0 && w < W ? x[((b * C + c) * H + h) * W + w] : 0.0f;
+    const int64_t kw = k % s.KW, kh = (k / s.KW) % s.KH, c = k / (s.KW * s.KH);
+    const int64_t h = oh * s.stride - s.pad + kh, w = ow * s.stride - s.pad + kw;
+    store(cols + e, h >= 0 && h < s.H && w >= 0 && w < s.W ? x[((b * s.C + c) * s.H + h) * s.W + w] : 0.0f);
   });
+}
+}  // namespace
+
+void im2col(const float* x, void* cols, int dtype, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+            int64_t KW, int64_t stride, int64_t pad) {
+  const ConvShape s = make_shape("im2col", N, C, H, W, 1, KH, KW, stride, pad);
+  MM_CHECK(dtype >= 0 && dtype <= 2, "[cuda] im2col: dtype ", dtype, " (float32, float16 or bfloat16)");
+  if (dtype == 0) im2col_as(x, static_cast<float*>(cols), s);
+  if (dtype == 1) im2col_as(x, static_cast<__half*>(cols), s);
+  if (dtype == 2) im2col_as(x, static_cast<__nv_bfloat16*>(cols), s);
 }
 
 // ---- cuDNN -------------------------------------------------------------------------------------

@@ -241,14 +241,20 @@ void cublas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, co
                   "cublas_gemm");
 }
 
-void cublas_gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C) {
-  check_gemm_sizes("cublas_gemm_bf16", M, N, K);
+void cublas_gemm_half(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B,
+                      float* C, bool fp16) {
+  check_gemm_sizes("cublas_gemm_half", M, N, K);
   if (M == 0 || N == 0) return;
   const float one = 1.0f, zero = 0.0f;
-  MM_CUBLAS_CHECK(cublasGemmEx(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &one, B, CUDA_R_16BF,
-                               ld(N), A, CUDA_R_16BF, ld(K), &zero, C, CUDA_R_32F, ld(N), CUBLAS_COMPUTE_32F,
-                               CUBLAS_GEMM_DEFAULT),
-                  "cublas_gemm_bf16");
+  const cudaDataType t = fp16 ? CUDA_R_16F : CUDA_R_16BF;
+  MM_CUBLAS_CHECK(cublasGemmEx(cublas(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
+                               int(N), int(M), int(K), &one, B, t, ld(trans_b ? K : N), A, t, ld(trans_a ? M : K),
+                               &zero, C, CUDA_R_32F, ld(N), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  "cublas_gemm_half");
+}
+
+void cublas_gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C) {
+  cublas_gemm_half(false, false, M, N, K, A, B, C, /*fp16=*/false);
 }
 
 void cublas_gemm_batched(bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const float* A,
@@ -260,6 +266,18 @@ void cublas_gemm_batched(bool trans_b, int64_t batch, int64_t M, int64_t N, int6
                                             int(M), int(K), &alpha, B, ld(trans_b ? K : N), K * N, A, ld(K), M * K,
                                             &zero, C, ld(N), M * N, int(batch)),
                   "cublas_gemm_batched");
+}
+
+void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
+                              bool fp16) {
+  check_gemm_sizes("cublas_gemm_half_batched", M, N, K);
+  if (batch == 0 || M == 0 || N == 0) return;
+  const float one = 1.0f, zero = 0.0f;
+  const cudaDataType t = fp16 ? CUDA_R_16F : CUDA_R_16BF;
+  MM_CUBLAS_CHECK(cublasGemmStridedBatchedEx(cublas(), CUBLAS_OP_N, CUBLAS_OP_N, int(N), int(M), int(K), &one, B, t,
+                                             ld(N), K * N, A, t, ld(K), M * K, &zero, C, CUDA_R_32F, ld(N), M * N,
+                                             int(batch), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                  "cublas_gemm_half_batched");
 }
 
 }  // namespace mm::cuda

@@ -113,13 +113,18 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 // v1: WMMA 16x16x16 fragments, a warp per 32x32 tile, operands staged in shared memory.
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C,
                int version = 0);
-// cuBLAS: float32 (tf32 tensor cores when allow_tf32), and bf16 with float32 accumulate.
+// cuBLAS: float32 (tf32 tensor cores when allow_tf32), and 16-bit operands (bf16, or fp16
+// when fp16) with float32 accumulate and output: the tensor-core path of --precision.
 void cublas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
                  float* C, bool allow_tf32 = false);
+void cublas_gemm_half(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A, const void* B,
+                      float* C, bool fp16);
 void cublas_gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C);
 // Batched: C_b = A_b · B_b^T (attention scores) and C_b = A_b · B_b (probabilities · values).
 void cublas_gemm_batched(bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K, const float* A,
                          const float* B, float* C, float alpha = 1.0f);
+void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, const void* A, const void* B, float* C,
+                              bool fp16);
 
 // ---- attention.cu: fused attention, q/k/v/o [B, H, T, D] (D = 64 or 128 or any <= 128) ---------
 // Flash-attention style: a block takes 64 query rows, streams the keys and values through
@@ -169,9 +174,11 @@ void conv2d(const float* x, const float* w, const float* bias, float* y, int64_t
 void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N, int64_t C, int64_t H, int64_t W,
                           int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
 // cols [N·OH·OW, C·KH·KW]: the patches of x, one row per output pixel (zeros where the window
-// leaves the image); the weight gradient is dyᵀ·cols (conv2d's backward, as a GEMM).
-void im2col(const float* x, float* cols, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
-            int64_t stride, int64_t pad);
+// leaves the image); the weight gradient is dyᵀ·cols (conv2d's backward, as a GEMM), and with
+// 16-bit cols (dtype as mm::DType: 0 float32, 1 float16, 2 bfloat16) cols·Wᵀ is the forward
+// of --precision bf16/fp16.
+void im2col(const float* x, void* cols, int dtype, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
+            int64_t KW, int64_t stride, int64_t pad);
 bool have_cudnn();  // false when mm was built without cuDNN (cudnn_conv2d then throws)
 void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C, int64_t H,
                   int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);

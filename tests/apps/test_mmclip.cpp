@@ -273,6 +273,14 @@ TEST_CASE("mmclip embed reproduces the reference image and text features") {
     CHECK(max_rel("image_features", got.get("image_features"), expected.get("image_features")) <= 1e-4);
     CHECK(max_rel("text_features", got.get("text_features"), expected.get("text_features")) <= 1e-4);
   }
+  if (mm::cuda_ops::device_present()) {  // 16-bit GEMM operands: close to the references, not equal
+    auto [rc, text] = testing::run_command(cmd + " --device cuda --precision bf16 --out " + out);
+    REQUIRE_MESSAGE(rc == 0, text);
+    const TensorFile got = load_safetensors(out);
+    const double r = max_rel("image_features", got.get("image_features"), expected.get("image_features"));
+    CHECK(r <= 5e-2);
+    CHECK(r > 1e-6);
+  }
   // without --truncate the long text is an error naming the fix
   auto [rc2, t2] = testing::run_command(mmclip + " embed" + models + " --text " + quote(manifest["notes"]["clip_texts"][3].get<std::string>()) + " --out " + out);
   CHECK(rc2 == 1);
@@ -395,6 +403,7 @@ TEST_CASE("mmclip bad input: clear errors") {
       {mmclip + " search /nonexistent_dir cat" + models, "is not a directory"},
       {mmclip + " classify" + img + models + " --labels cat,dog --top zero", "--top expects an integer"},
       {mmclip + " tokenize x --device gpu", "--device must be cpu or cuda, got 'gpu'"},
+      {mmclip + " embed --text cat --out /tmp/x.safetensors --precision bf16" + models, "--precision bf16 needs --device cuda"},
   };
   // Without a usable device, --device cuda says which of the two is missing.
   if (!mm::cuda_ops::device_present())

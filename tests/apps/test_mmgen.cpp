@@ -106,6 +106,15 @@ TEST_CASE("mmgen --device cuda: the same generation on the device (or a clear er
   CHECK(be32(png, 16) == 72);
   CHECK(be32(png, 20) == 64);
   CHECK(png.find("device=cuda") != std::string::npos);
+  // the tensor-core precision: 16-bit GEMM operands, the same image size, recorded in the PNG
+  auto [rc2, t2] = testing::run_command(mmgen + " \"a lighthouse\"" + models_args() +
+                                        " --size 72x64 --steps 1 --cutn 2 --seed 7 --device cuda --precision bf16 --out " +
+                                        out);
+  REQUIRE_MESSAGE(rc2 == 0, t2);
+  const std::string png2 = slurp(out);
+  REQUIRE(png2.size() > 33);
+  CHECK(be32(png2, 16) == 72);
+  CHECK(png2.find("precision=bf16") != std::string::npos);
   std::remove(out.c_str());
 }
 
@@ -120,6 +129,12 @@ TEST_CASE("mmgen bad input: clear errors") {
   auto [rc3, t3] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --init-image /nonexistent.png");
   CHECK(rc3 == 1);
   CHECK(t3.find("cannot read image '/nonexistent.png'") != std::string::npos);
+  auto [rc7, t7] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --precision bf16");
+  CHECK(rc7 == 1);
+  CHECK(t7.find("--precision bf16 needs --device cuda") != std::string::npos);
+  auto [rc8, t8] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --precision fp8");
+  CHECK(rc8 == 1);
+  CHECK(t8.find("--precision must be fp32, bf16 or fp16, got 'fp8'") != std::string::npos);
   auto [rc4, t4] = testing::run_command(mmgen + " \"a cat\" --size 64");
   CHECK(rc4 == 1);
   CHECK(t4.find("--size expects WxH") != std::string::npos);

@@ -344,7 +344,8 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
   // conversions on the device, integers as the CPU converts them (wrapping)
   const Tensor ints = Tensor::from_vector(std::vector<int64_t>{-1, 300, 7, 0, (int64_t(1) << 40) + 3}, {5});
   for (DType to : {DType::u8, DType::i32, DType::f32, DType::boolean}) {
-    CAPTURE(dtype_name(to));
+    const std::string dtype = dtype_name(to);
+    CAPTURE(dtype);
     check("to(dtype) of int64", {ints}, [to](auto& t) { return t[0].to(to).to(DType::f64).to(DType::f32); });
   }
   check("to(f16) and back", {mul(a, 100.0)}, [](auto& t) { return t[0].to(DType::f16).to(DType::f32); }, 1e-12);
@@ -401,6 +402,53 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
   check("multi_head_attention (cross, causal)", {rnd({2, 4, 16}, 131), rnd({2, 6, 16}, 132), rnd({48, 16}, 133),
                                                   rnd({48}, 134), rnd({16, 16}, 135), rnd({16}, 136)},
         [](auto& t) { return multi_head_attention(t[0], t[1], t[2], t[3], t[4], t[5], 4, Tensor(), Causal::yes); });
+}
+
+TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operands, accumulate in float32") {
+  MM_REQUIRE_DEVICE();
+  using cuda_ops::Precision;
+  const Tensor x = rnd({3, 7, 40}, 140), w = rnd({24, 40}, 141), bias = rnd({24}, 142);
+  const Tensor img = rnd({2, 5, 9, 8}, 143), cw = rnd({6, 5, 3, 3}, 144), cb = rnd({6}, 145);
+  struct Case {
+    const char* name;
+    std::vector<Tensor> inputs;
+    std::function<Tensor(const std::vector<Tensor>&)> f;
+  };
+  const std::vector<Case> cases = {
+      {"linear", {x, w, bias}, [](auto& t) { return linear(t[0], t[1], t[2]); }},
+      {"matmul 2-D", {x, w}, [](auto& t) { return matmul(t[0], t[1].t()); }},
+      {"matmul batched", {x}, [](auto& t) { return matmul(t[0], t[0].transpose(1, 2)); }},
+      {"conv2d (input, weight, bias)", {img, cw, cb},
+       [](auto& t) { return conv2d(t[0], t[1], t[2], conv2d_options(2, 1)); }},
+      {"conv2d patchify", {rnd({2, 3, 8, 12}, 146), rnd({4, 3, 4, 4}, 147)},
+       [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv2d_options(4)); }},
+      {"attention with a mask (composed: its GEMMs rounded)",
+       {rnd({1, 2, 5, 16}, 148), rnd({1, 2, 6, 16}, 149), rnd({1, 2, 6, 16}, 150), rnd({5, 6}, 151)},
+       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], t[3]); }},
+  };
+  for (Precision p : {Precision::bf16, Precision::fp16}) {
+    const std::string precision = cuda_ops::precision_name(p);
+    CAPTURE(precision);
+    // bf16 keeps 8 bits of mantissa, fp16 11: the errors on the norm that rounding both
+    // operands of a float32-accumulated product leaves
+    const double tol = p == Precision::bf16 ? 1e-2 : 2e-3;
+    for (const Case& c : cases) {
+      std::vector<Tensor> on_device;
+      for (const Tensor& t : c.inputs) on_device.push_back(dev(t));
+      const Tensor exact = c.f(on_device);
+      Tensor rounded;
+      {
+        cuda_ops::PrecisionScope scope(p);
+        rounded = c.f(on_device);
+        check(c.name, c.inputs, c.f, tol);  // values and gradients against the CPU's float32
+      }
+      CHECK(cuda_ops::precision() == Precision::fp32);  // the scope ended
+      CAPTURE(c.name);
+      CHECK(rel_err(rounded, exact.to(Device::cpu)) > 1e-6);  // the operands were rounded
+    }
+  }
+  CHECK(error_of([] { (void)cuda_ops::parse_precision("fp8", "mmgen"); }).find("fp32, bf16 or fp16, got 'fp8'") !=
+        std::string::npos);
 }
 
 TEST_CASE("cuda engine: vector quantisation and Adam on the device") {

@@ -633,6 +633,8 @@ template <typename T>
 float load(const T* p, bool tf32) {
   if constexpr (std::is_same_v<T, __nv_bfloat16>)
     return __bfloat162float(*p);
+  else if constexpr (std::is_same_v<T, __half>)
+    return __half2float(*p);
   else
     return tf32 ? to_tf32(*p) : *p;
 }
@@ -695,22 +697,48 @@ cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
   return CUBLAS_STATUS_SUCCESS;
 }
 
+namespace {
+// GemmEx and its strided batches: float32 or 16-bit operands (both alike), float32 C.
+cublasStatus_t gemm_ex(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                       const void* alpha, const void* A, cudaDataType Atype, int lda, long long strideA,
+                       const void* B, cudaDataType Btype, int ldb, long long strideB, const void* beta, void* C,
+                       cudaDataType Ctype, int ldc, long long strideC, int batch, cublasComputeType_t compute) {
+  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc) || batch < 0) return CUBLAS_STATUS_INVALID_VALUE;
+  if (Atype != Btype || Ctype != CUDA_R_32F ||
+      (Atype != CUDA_R_32F && Atype != CUDA_R_16BF && Atype != CUDA_R_16F) ||
+      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32) ||
+      (Atype != CUDA_R_32F && compute != CUBLAS_COMPUTE_32F))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  if (!m || !n) return CUBLAS_STATUS_SUCCESS;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    for (int b = 0; b < batch; ++b)
+      if (!gemm_one(ta, tb, m, n, k, al, static_cast<const T*>(A) + b * strideA, lda,
+                    static_cast<const T*>(B) + b * strideB, ldb, be, static_cast<float*>(C) + b * strideC, ldc,
+                    compute == CUBLAS_COMPUTE_32F_FAST_TF32))
+        return false;
+    return true;
+  };
+  const bool ok = Atype == CUDA_R_32F ? run(float()) : Atype == CUDA_R_16BF ? run(__nv_bfloat16()) : run(__half());
+  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+}
+}  // namespace
+
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                             const void* alpha, const void* A, cudaDataType Atype, int lda, const void* B,
                             cudaDataType Btype, int ldb, const void* beta, void* C, cudaDataType Ctype, int ldc,
                             cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (!h) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (bad_dims(ta, tb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (Atype != Btype || Ctype != CUDA_R_32F || (Atype != CUDA_R_32F && Atype != CUDA_R_16BF) ||
-      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32))
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  if (!m || !n) return CUBLAS_STATUS_SUCCESS;
-  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const bool ok =
-      Atype == CUDA_R_32F
-          ? gemm_one(ta, tb, m, n, k, al, static_cast<const float*>(A), lda, static_cast<const float*>(B), ldb, be,
-                     static_cast<float*>(C), ldc, compute == CUBLAS_COMPUTE_32F_FAST_TF32)
-          : gemm_one(ta, tb, m, n, k, al, static_cast<const __nv_bfloat16*>(A), lda,
-                     static_cast<const __nv_bfloat16*>(B), ldb, be, static_cast<float*>(C), ldc, false);
-  return ok ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
+  return gemm_ex(h, ta, tb, m, n, k, alpha, A, Atype, lda, 0, B, Btype, ldb, 0, beta, C, Ctype, ldc, 0, 1, compute);
+}
+
+cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n,
+                                          int k, const void* alpha, const void* A, cudaDataType Atype, int lda,
+                                          long long strideA, const void* B, cudaDataType Btype, int ldb,
+                                          long long strideB, const void* beta, void* C, cudaDataType Ctype, int ldc,
+                                          long long strideC, int batch, cublasComputeType_t compute,
+                                          cublasGemmAlgo_t) {
+  return gemm_ex(h, ta, tb, m, n, k, alpha, A, Atype, lda, strideA, B, Btype, ldb, strideB, beta, C, Ctype, ldc,
+                 strideC, batch, compute);
 }
