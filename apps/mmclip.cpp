@@ -152,7 +152,11 @@ ClipTokenizer::Truncate truncate_of(const Args& a) {
 // images are encoded one batch after another.
 ClipModel load_model(const Args& a) {
   ClipModel clip = apps::load_clip(a.model, a.model_config);
-  if (a.dev != Device::cpu) return clip.to(a.dev);
+  if (a.dev != Device::cpu) {
+    clip = clip.to(a.dev);
+    clip.set_precision(cuda_ops::parse_precision(a.precision, "mmclip"));  // its GEMMs on the device
+    return clip;
+  }
   clip.prepack("visual.");
   return clip;
 }
@@ -358,7 +362,8 @@ int run_search(const Args& a) {
   ClipModel clip = load_model(a);
   const json model_id = {{"path", fs::absolute(a.model).lexically_normal().string()},
                          {"size", static_cast<int64_t>(fs::file_size(a.model))},
-                         {"config", a.model_config.empty() ? "" : fs::absolute(a.model_config).lexically_normal().string()}};
+                         {"config", a.model_config.empty() ? "" : fs::absolute(a.model_config).lexically_normal().string()},
+                         {"precision", a.precision}};  // (bf16 features are not mixed with fp32 ones)
   const int64_t E = clip.config().embed_dim;
 
   // Rows of the old index that are still valid, by relative path.
@@ -483,7 +488,6 @@ int main(int argc, char** argv) {
     const Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
     NoGradGuard no_grad;
-    cuda_ops::PrecisionScope precision(cuda_ops::parse_precision(a.precision, "mmclip"));  // the device's GEMMs
     if (a.command == "classify") return run_classify(a);
     if (a.command == "embed") return run_embed(a);
     if (a.command == "search") return run_search(a);

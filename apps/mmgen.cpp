@@ -138,8 +138,6 @@ int main(int argc, char** argv) {
     if (argc < 2) return usage(stderr);
     Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(static_cast<int>(a.threads));
-    // the device's GEMMs (CLIP's and the decoder's), forward and backward, for the whole run
-    cuda_ops::PrecisionScope precision(cuda_ops::parse_precision(a.precision, "mmgen"));
     parse_prompts(a.prompt);  // validates before the slow loads
     if (a.clip.empty()) a.clip = apps::default_model("clip_vit");
     if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");
@@ -150,6 +148,10 @@ int main(int argc, char** argv) {
     if (a.dev != Device::cpu) {
       clip = clip.to(a.dev);
       vq = vq.to(a.dev);
+      // the GEMMs of CLIP and the VQGAN on the device, forward and backward
+      const cuda_ops::Precision p = cuda_ops::parse_precision(a.precision, "mmgen");
+      clip.set_precision(p);
+      vq.set_precision(p);
     } else {
       clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
     }
@@ -204,6 +206,8 @@ int main(int argc, char** argv) {
     double loss = NAN;
     for (int64_t i = 1; i <= a.steps && !g_interrupted; ++i) {
       loss = gen.step();
+      MM_CHECK(std::isfinite(loss), "mmgen: the loss is ", loss, " at step ", gen.steps_done(),
+               a.precision == "fp16" ? " (with --precision fp16, activations beyond 65504 overflow: try bf16)" : "");
       char extra[64];
       std::snprintf(extra, sizeof(extra), "loss %.4f", loss);
       progress.update(i, extra);

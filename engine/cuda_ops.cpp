@@ -55,7 +55,10 @@ Precision parse_precision(const std::string& name, const char* what) {
     if (name == precision_name(p)) return p;
   throw Error(str_cat(what, ": --precision must be fp32, bf16 or fp16, got '", name, "'"));
 }
-PrecisionScope::PrecisionScope(Precision p) : saved_(t_precision) { t_precision = p; }
+Precision backward_precision(Precision forward) { return forward == Precision::fp16 ? Precision::bf16 : forward; }
+PrecisionScope::PrecisionScope(std::optional<Precision> p) : saved_(t_precision) {
+  if (p) t_precision = *p;
+}
 PrecisionScope::~PrecisionScope() { t_precision = saved_; }
 
 #if !MM_CUDA
@@ -328,9 +331,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (needs_grad({a, b})) {
     Tensor as = a.detach(), bs = b.detach();
     const bool want_a = a.requires_grad(), want_b = b.requires_grad();
-    const Precision prec = precision();
+    const Precision prec = backward_precision(precision());
     record_op("matmul", {a, b}, {y}, [=](const Grads& g) -> Grads {
-      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision
+      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision (see backward_precision)
       const Tensor& G = g[0];
       if (bs.dim() == 2) {  // [.., M, K] @ [K, N]: dA = G·Bᵀ; dB = Aᵀ·G over all rows
         const int64_t K = bs.size(0), N = bs.size(1);
@@ -512,6 +515,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
       cuda::im2col(fptr(xd) + n0 * C * H * W, cols.device_ptr(), static_cast<int>(half), nb, C, H, W, KH, KW, stride,
                    pad);
       Tensor rows = Tensor::empty({nb * P, O}, DType::f32, Device::cuda);
+      if (K == 0) cuda::fill_bytes(rows.device_ptr(), 0, rows.numel() * sizeof(float));  // an empty sum
       cuda::cublas_gemm_half(false, true, nb * P, O, K, cols.device_ptr(), wh.device_ptr(), fptr(rows),
                              half == DType::f16);
       if (pb) cuda::add_rows(fptr(rows), pb, fptr(rows), nb * P, O);
@@ -525,9 +529,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     const bool want_x = x.requires_grad(), want_w = w.requires_grad(), want_b = b.defined() && b.requires_grad();
     Tensor ws = want_x ? wd.detach() : Tensor(), xs = want_w ? xd.detach() : Tensor();
     const bool patchify = stride == KH && stride == KW && pad == 0;
-    const Precision prec = precision();
+    const Precision prec = backward_precision(precision());
     record_op("conv2d", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
-      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision
+      PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision (see backward_precision)
       Tensor dx, dw, db;
       if (want_x && patchify) {
         // Non-overlapping patches (a ViT's patch embedding): dx's patches are one GEMM,

@@ -24,6 +24,7 @@
 #include <cstddef>
 #include <utility>
 #include <initializer_list>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -36,15 +37,19 @@ namespace mm::cuda_ops {
 // with float32 accumulation and float32 results, the tensor-core rate. Tensors stay float32
 // in memory (the master values of whatever is optimised); operands are rounded to 16 bits
 // as each GEMM reads them. The fused attention kernel and the other ops stay float32, and the
-// CPU always computes in float32. Per thread: PrecisionScope sets it for a block, and each
-// backward step runs at the precision its forward ran at.
+// CPU always computes in float32. Per thread: PrecisionScope sets it for a block (the models
+// open one with their own precision, ClipModel/VQGAN::set_precision, so the apps' other
+// GEMMs stay float32). Each backward step runs at its forward's precision, except that fp16
+// forwards take bf16 backwards: gradients span more range than fp16's 6e-8..65504 and there
+// is no loss scaling. fp16 activations beyond 65504 become inf: bf16 is the safer choice.
 enum class Precision { fp32, bf16, fp16 };
 Precision precision();
+Precision backward_precision(Precision forward);  // fp16 -> bf16, else the same
 const char* precision_name(Precision p);
 Precision parse_precision(const std::string& name, const char* what);  // "fp32" | "bf16" | "fp16"
 class PrecisionScope {
  public:
-  explicit PrecisionScope(Precision p);
+  explicit PrecisionScope(std::optional<Precision> p);  // nullopt: keeps the thread's
   ~PrecisionScope();
   PrecisionScope(const PrecisionScope&) = delete;
   PrecisionScope& operator=(const PrecisionScope&) = delete;

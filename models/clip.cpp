@@ -178,6 +178,7 @@ ClipModel ClipModel::map_weights(const std::function<Tensor(const Tensor&)>& f) 
   ClipModel m;
   m.config_ = config_;
   m.training_ = training_;
+  m.precision_ = precision_;
   for (const auto& [key, t] : weights_) m.weights_[key] = f(t.detach());
   return m;
 }
@@ -238,6 +239,7 @@ Tensor ClipModel::transformer(const std::string& prefix, Tensor x, int64_t layer
 }
 
 Tensor ClipModel::encode_text(const Tensor& tokens, ClipTrace* trace) const {
+  cuda_ops::PrecisionScope precision(precision_);
   MM_CHECK(tokens.dtype() == DType::i64 && tokens.dim() == 2, "[clip encode_text] tokens ", tokens.str(),
            " must be int64 [B, T]");
   const int64_t B = tokens.size(0), T = tokens.size(1), D = config_.transformer_width;

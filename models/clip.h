@@ -17,11 +17,13 @@
 // backpropagates into the image) and otherwise runs under NoGradGuard.
 #pragma once
 #include <functional>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "engine/ops/attention.h"
 #include "engine/tensor.h"
 #include "models/clip_config.h"
@@ -79,10 +81,13 @@ class ClipModel {
 
   // A copy whose weights are converted to dtype (f64 for finite-difference gradient checks).
   ClipModel to(DType dtype) const;
-  // A copy with its weights on `device` (inference: the device ops are forward-only so far;
-  // the ViT and text towers have device paths, the ResNet's batch norms and pooling do not).
+  // A copy with its weights on `device` (both image towers and the text tower run there,
+  // forward and backward).
   ClipModel to(Device device) const;
   Device device() const { return weight("logit_scale").device(); }
+  // The precision of this model's GEMMs on the device (engine/cuda_ops.h), for encode_image and
+  // encode_text and their backward; unset, they take the thread's. Kept by to() copies.
+  void set_precision(std::optional<cuda_ops::Precision> p) { precision_ = p; }
 
   // ---- training (models/clip_train.cpp; apps/mmtrain trains mm-mini's CLIPs) ----
   // Fresh weights drawn as OpenAI's CLIP.initialize_parameters does (normal with its std rules,
@@ -127,6 +132,7 @@ class ClipModel {
   std::unordered_map<std::string, Tensor> weights_;  // checkpoint key -> float32 tensor
   bool trainable_ = false;
   bool training_ = false;
+  std::optional<cuda_ops::Precision> precision_;
 };
 
 // Renames a Hugging Face CLIPModel state dict (vision_model.*, text_model.*,

@@ -18,6 +18,7 @@
 namespace mm {
 
 Tensor ClipModel::encode_image(const Tensor& pixel_values, ClipTrace* trace) const {
+  cuda_ops::PrecisionScope precision(precision_);
   const int64_t R = config_.image_resolution;
   MM_CHECK(pixel_values.dim() == 4 && pixel_values.size(1) == 3 && pixel_values.size(2) == R &&
                pixel_values.size(3) == R,

@@ -263,6 +263,7 @@ Tensor VQGAN::attn_block(const std::string& p, const Tensor& x) const {
 }
 
 Tensor VQGAN::encoder(const Tensor& x) const {
+  cuda_ops::PrecisionScope precision(precision_);
   MM_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels, "[VQGAN.encode] expects [B, ", config_.in_channels,
            ", H, W], got ", x.str());
   const int64_t f = config_.downsample_factor();
@@ -288,7 +289,10 @@ Tensor VQGAN::encoder(const Tensor& x) const {
   return conv("encoder.conv_out", silu(norm("encoder.norm_out", h)), 1);
 }
 
-Tensor VQGAN::encode(const Tensor& x) const { return conv("quant_conv", encoder(x)); }
+Tensor VQGAN::encode(const Tensor& x) const {
+  cuda_ops::PrecisionScope precision(precision_);
+  return conv("quant_conv", encoder(x));
+}
 
 VQGAN VQGAN::to(Device device) const {
   VQGAN out = *this;
@@ -318,6 +322,7 @@ Tensor VQGAN::codes_to_latent(const Tensor& indices) const {
 }
 
 Tensor VQGAN::decode(const Tensor& z_q) const {
+  cuda_ops::PrecisionScope precision(precision_);
   MM_CHECK(z_q.dim() == 4 && z_q.size(1) == config_.embed_dim, "[VQGAN.decode] expects [B, ", config_.embed_dim,
            ", h, w], got ", z_q.str());
   Tensor h = conv("decoder.conv_in", conv("post_quant_conv", z_q), 1);

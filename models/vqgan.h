@@ -12,9 +12,11 @@
 // (encoder.down.0.block.1.norm1.weight, decoder.up.2.upsample.conv.weight, ...).
 #pragma once
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "engine/tensor.h"
 #include "weights_tools/safetensors.h"
 
@@ -72,6 +74,9 @@ class VQGAN {
   // A copy with every weight on `device` (mmgen --device cuda).
   VQGAN to(Device device) const;
   Device device() const { return codebook().device(); }
+  // The precision of encode's and decode's GEMMs on the device (engine/cuda_ops.h) and of
+  // their backward; unset, they take the thread's. Kept by to() copies.
+  void set_precision(std::optional<cuda_ops::Precision> p) { precision_ = p; }
   const Tensor& codebook() const { return get("quantize.embedding.weight"); }  // [K, D]
 
   Tensor encoder(const Tensor& x) const;         // [B, C, H, W] -> [B, z_channels, h, w]
@@ -111,6 +116,7 @@ class VQGAN {
   VQGANConfig config_;
   std::map<std::string, Tensor> weights_;
   std::string path_;
+  std::optional<cuda_ops::Precision> precision_;
 };
 
 }  // namespace mm

@@ -277,14 +277,15 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     const Shape x_shape = x.shape();
     const bool want_x = x.requires_grad(), want_w = weight.requires_grad();
     const bool want_b = bias.defined() && bias.requires_grad();
-    const cuda_ops::Precision prec = cuda_ops::precision();
-    record_op("linear", {x, weight, bias}, {y}, [x2, wd, x_shape, R, out_f, want_x, want_w, want_b, prec](const Grads& g) {
+    const cuda_ops::Precision prec = cuda_ops::backward_precision(cuda_ops::precision());
+    auto backward = [x2, wd, x_shape, R, out_f, want_x, want_w, want_b, prec](const Grads& g) {
       cuda_ops::PrecisionScope scope(prec);  // (the device's GEMMs at the forward's precision)
       // dY: [R, out];  dX = dY @ W,  dW = dY^T @ X,  db = sum over rows of dY
       Tensor dy = g[0].reshape({R, out_f});
       return Grads{want_x ? matmul(dy, wd).reshape(x_shape) : Tensor(), want_w ? matmul(dy.t(), x2) : Tensor(),
                    want_b ? sum(dy, {0}) : Tensor()};
-    });
+    };
+    record_op("linear", {x, weight, bias}, {y}, backward);
   }
   return y;
 }

@@ -312,6 +312,7 @@ Tensor resize(const Tensor& x, int64_t out_h, int64_t out_w, ResizeFilter filter
   // (the CPU skips zero taps).
   if (cuda_ops::on_device("resize", {&x})) {
     MM_CHECK(x.dtype() == DType::f32, "[resize] float32 only on cuda, got ", x.str());
+    cuda_ops::PrecisionScope fp32(cuda_ops::Precision::fp32);  // pixels and weights unrounded
     Tensor y = x;
     if (do_w) y = matmul(y, axis_matrix_t(ax, Device::cuda));                                    // [.., H, OW]
     if (do_h) y = matmul(y.transpose(-1, -2), axis_matrix_t(ay, Device::cuda)).transpose(-1, -2);  // [.., OH, OW]

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,9 +45,10 @@ double rel_err(const Tensor& a, const Tensor& b) {
 }
 
 // f(leaves) on both devices: the values and the gradients of sum(f * G) must agree (relative
-// error on the norm below tol). An exception is reported as a failure of this check only.
+// error on the norm below tol, grad_tol for the gradients when given). An exception is
+// reported as a failure of this check only.
 void check(const char* what, const std::vector<Tensor>& inputs,
-           const std::function<Tensor(const std::vector<Tensor>&)>& f, double tol = 1e-5) {
+           const std::function<Tensor(const std::vector<Tensor>&)>& f, double tol = 1e-5, double grad_tol = 0) {
   const std::string name = what;
   CAPTURE(name);
   try {
@@ -75,7 +77,7 @@ void check(const char* what, const std::vector<Tensor>& inputs,
       REQUIRE(got[j].defined() == want[j].defined());
       if (!want[j].defined()) continue;  // (an input the result does not depend on)
       CHECK(got[j].device() == Device::cuda);
-      CHECK(rel_err(got[j], want[j]) < tol);
+      CHECK(rel_err(got[j], want[j]) < (grad_tol > 0 ? grad_tol : tol));
     }
   } catch (const std::exception& e) {
     FAIL_CHECK(std::string(e.what()));
@@ -430,7 +432,7 @@ TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operand
     const std::string precision = cuda_ops::precision_name(p);
     CAPTURE(precision);
     // bf16 keeps 8 bits of mantissa, fp16 11: the errors on the norm that rounding both
-    // operands of a float32-accumulated product leaves
+    // operands of a float32-accumulated product leaves (fp16's backward runs in bf16)
     const double tol = p == Precision::bf16 ? 1e-2 : 2e-3;
     for (const Case& c : cases) {
       std::vector<Tensor> on_device;
@@ -440,12 +442,28 @@ TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operand
       {
         cuda_ops::PrecisionScope scope(p);
         rounded = c.f(on_device);
-        check(c.name, c.inputs, c.f, tol);  // values and gradients against the CPU's float32
+        check(c.name, c.inputs, c.f, tol, 1e-2);  // values and gradients against the CPU's float32
       }
       CHECK(cuda_ops::precision() == Precision::fp32);  // the scope ended
       CAPTURE(c.name);
       CHECK(rel_err(rounded, exact.to(Device::cpu)) > 1e-6);  // the operands were rounded
     }
+  }
+  // A backward runs at the precision its forward ran at (bf16 for an fp16 forward), wherever
+  // it is called from.
+  for (Precision p : {Precision::bf16, Precision::fp16}) {
+    const Tensor G = dev(rnd({3, 7, 24}, 152));
+    auto grads = [&](bool backward_in_scope) {
+      Tensor xd = dev(x).set_requires_grad(true), wd = dev(w).set_requires_grad(true);
+      std::optional<cuda_ops::PrecisionScope> scope;
+      scope.emplace(p);
+      const Tensor y = linear(xd, wd, dev(bias));
+      if (!backward_in_scope) scope.reset();
+      return grad({sum(mul(y, G))}, {xd, wd});
+    };
+    const std::vector<Tensor> inside = grads(true), outside = grads(false);
+    CHECK(rel_err(outside[0], inside[0].to(Device::cpu)) == 0);
+    CHECK(rel_err(outside[1], inside[1].to(Device::cpu)) == 0);  // (a float32 backward would differ)
   }
   CHECK(error_of([] { (void)cuda_ops::parse_precision("fp8", "mmgen"); }).find("fp32, bf16 or fp16, got 'fp8'") !=
         std::string::npos);

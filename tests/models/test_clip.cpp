@@ -510,6 +510,13 @@ TEST_CASE("clip on the device: both image towers and the text tower match OpenAI
       const Tensor gg = mm::grad({sum(gpu.encode_image(xg) * w.to(Device::cuda))}, {xg})[0];
       CHECK(gg.device() == Device::cuda);
       check_tensor(std::string(stem) + " image gradient on cuda vs cpu", gg, gc, 1e-4);
+      // the model's own precision: its GEMMs in bf16, near the references, not equal to them
+      ClipModel half = gpu;
+      half.set_precision(cuda_ops::Precision::bf16);
+      const Tensor image_bf16 = half.encode_image(pixels);
+      check_tensor(std::string(stem) + " image_features on cuda, bf16", image_bf16, exp.get("image_features"), 5e-2);
+      CHECK(max_rel(image_bf16, image) > 1e-5);
+      CHECK(cuda_ops::precision() == cuda_ops::Precision::fp32);
     }
   }
 }

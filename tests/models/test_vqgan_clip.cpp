@@ -157,12 +157,13 @@ TEST_CASE("vqclip_step on the device with --precision bf16 and fp16 stays near t
   // the same step with the device's GEMMs on 16-bit operands
   for (cuda_ops::Precision p : {cuda_ops::Precision::bf16, cuda_ops::Precision::fp16}) {
     CAPTURE(std::string(cuda_ops::precision_name(p)));
-    cuda_ops::PrecisionScope scope(p);
     VQGANCLIPOptions o;
     o.width = o.height = 64;
     o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
-    const VQGAN vq_d = vq.to(Device::cuda);
-    const ClipModel clip_d = clip.to(Device::cuda);
+    VQGAN vq_d = vq.to(Device::cuda);
+    ClipModel clip_d = clip.to(Device::cuda);
+    vq_d.set_precision(p);  // the models' GEMMs, forward and backward; the rest stays float32
+    clip_d.set_precision(p);
     VQGANCLIP gen(vq_d, clip_d, tok, o);  // (it keeps references to the models)
     gen.add_text_prompts("a watercolor portrait of a teacher");
     gen.init_from_latent(ref.get("z"));
@@ -175,6 +176,8 @@ TEST_CASE("vqclip_step on the device with --precision bf16 and fp16 stays near t
     // the largest element's error against the largest element, through ~20 rounded GEMM
     // layers (here bf16 0.045, fp16 0.0033)
     CHECK(r_z <= (p == cuda_ops::Precision::bf16 ? 0.1 : 1e-2));
+    CHECK(r_z > 1e-5);  // the models' precision took effect
+    CHECK(cuda_ops::precision() == cuda_ops::Precision::fp32);  // and stayed inside them
   }
 }
 
