@@ -45,6 +45,7 @@ namespace {
 struct Args {
   std::string command, model, model_config, vocab, out, labels, labels_file, device = "cpu", precision = "fp32";
   Device dev = Device::cpu;  // parsed from device
+  cuda_ops::Precision prec = cuda_ops::Precision::fp32;  // parsed from precision
   std::vector<std::string> positional, templates, images, texts;
   int64_t top = 5, batch = 16, threads = 0, context_length = 77;
   bool json = false, truncate = false;
@@ -133,7 +134,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--precision") a.precision = value();
   }
   a.dev = apps::parse_device("mmclip", a.device);
-  MM_CHECK(cuda_ops::parse_precision(a.precision, "mmclip") == cuda_ops::Precision::fp32 || a.dev == Device::cuda,
+  a.prec = cuda_ops::parse_precision(a.precision, "mmclip");
+  MM_CHECK(a.prec == cuda_ops::Precision::fp32 || a.dev == Device::cuda,
            "mmclip: --precision ", a.precision, " needs --device cuda (the tensor cores); the CPU computes in fp32");
   // The shipped models by name, and mm-mini's CLIP when no model is given (for tokenize only
   // when no vocabulary is given either: then its own vocabulary is the one meant).
@@ -154,7 +156,7 @@ ClipModel load_model(const Args& a) {
   ClipModel clip = apps::load_clip(a.model, a.model_config);
   if (a.dev != Device::cpu) {
     clip = clip.to(a.dev);
-    clip.set_precision(cuda_ops::parse_precision(a.precision, "mmclip"));  // its GEMMs on the device
+    clip.set_precision(a.prec);  // its GEMMs on the device
     return clip;
   }
   clip.prepack("visual.");

@@ -40,6 +40,7 @@ struct Args {
   double lr = 0.1, cut_pow = 1.0, init_noise = 0.0, init_weight = 0.0;
   uint64_t seed = 0;
   Device dev = Device::cpu;  // parsed from device
+  cuda_ops::Precision prec = cuda_ops::Precision::fp32;  // parsed from precision
   bool augment = true;
   std::vector<std::string> image_prompts, noise_prompts;
 };
@@ -107,8 +108,8 @@ Args parse(int argc, char** argv) {
            positional.size());
   a.prompt = positional[0];
   a.dev = apps::parse_device("mmgen", a.device);
-  const cuda_ops::Precision p = cuda_ops::parse_precision(a.precision, "mmgen");
-  MM_CHECK(p == cuda_ops::Precision::fp32 || a.dev == Device::cuda, "mmgen: --precision ", a.precision,
+  a.prec = cuda_ops::parse_precision(a.precision, "mmgen");
+  MM_CHECK(a.prec == cuda_ops::Precision::fp32 || a.dev == Device::cuda, "mmgen: --precision ", a.precision,
            " needs --device cuda (the tensor cores); the CPU computes in fp32");
   return a;
 }
@@ -149,9 +150,8 @@ int main(int argc, char** argv) {
       clip = clip.to(a.dev);
       vq = vq.to(a.dev);
       // the GEMMs of CLIP and the VQGAN on the device, forward and backward
-      const cuda_ops::Precision p = cuda_ops::parse_precision(a.precision, "mmgen");
-      clip.set_precision(p);
-      vq.set_precision(p);
+      clip.set_precision(a.prec);
+      vq.set_precision(a.prec);
     } else {
       clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
     }
@@ -207,7 +207,8 @@ int main(int argc, char** argv) {
     for (int64_t i = 1; i <= a.steps && !g_interrupted; ++i) {
       loss = gen.step();
       MM_CHECK(std::isfinite(loss), "mmgen: the loss is ", loss, " at step ", gen.steps_done(),
-               a.precision == "fp16" ? " (with --precision fp16, activations beyond 65504 overflow: try bf16)" : "");
+               a.prec == cuda_ops::Precision::fp16 ? " (with --precision fp16, activations beyond 65504 overflow: try bf16)"
+                                                   : "");
       char extra[64];
       std::snprintf(extra, sizeof(extra), "loss %.4f", loss);
       progress.update(i, extra);

@@ -172,6 +172,12 @@ void gemm_batched_at_precision(int64_t batch, int64_t M, int64_t N, int64_t K, c
   cuda::cublas_gemm_half_batched(batch, M, N, K, a.device_ptr(), b.device_ptr(), C, precision() == Precision::fp16);
 }
 
+// How many samples of a convolution's im2col (per_sample elements each) to build at once:
+// about 64M elements, at least one sample.
+int64_t samples_per_chunk(int64_t per_sample) {
+  return std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(per_sample, 1));
+}
+
 // The operands of a broadcasting binary op: checked float32, dense in their common shape.
 struct Operands {
   Shape shape;
@@ -260,12 +266,9 @@ Tensor unary(const char* op, Unary u, const Tensor& x) {
 Tensor binary(const char* op, Binary b, const Tensor& x, const Tensor& y) {
   const Operands o = broadcast_operands(op, x, y);
   Tensor out = Tensor::empty(o.shape, DType::f32, Device::cuda);
-  const cuda::Binary k = b == Binary::add   ? cuda::Binary::add
-                         : b == Binary::sub ? cuda::Binary::sub
-                         : b == Binary::mul ? cuda::Binary::mul
-                         : b == Binary::div ? cuda::Binary::div
-                                            : cuda::Binary::pow;
-  cuda::binary(k, fptr(o.a), fptr(o.b), fptr(out), out.numel());
+  static constexpr cuda::Binary kBinary[] = {cuda::Binary::add, cuda::Binary::sub, cuda::Binary::mul,
+                                             cuda::Binary::div, cuda::Binary::pow};
+  cuda::binary(kBinary[static_cast<int>(b)], fptr(o.a), fptr(o.b), fptr(out), out.numel());
   return out;
 }
 
@@ -508,7 +511,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
     const int64_t K = C * KH * KW, P = OH * OW;
     const DType half = precision() == Precision::fp16 ? DType::f16 : DType::bf16;
     const Tensor wh = to_half(wd);
-    const int64_t step = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(P * K, 1));
+    const int64_t step = samples_per_chunk(P * K);
     for (int64_t n0 = 0; n0 < N; n0 += step) {
       const int64_t nb = std::min(step, N - n0);
       Tensor cols = Tensor::empty({nb * P, K}, half, Device::cuda);
@@ -555,8 +558,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
       if (want_w) {
         // dW [O, C·KH·KW] = dy as [O, N·OH·OW] · cols [N·OH·OW, C·KH·KW], the patches of x
         // (im2col), built for a few samples at a time so that cols stays under ~256 MB.
-        const int64_t K = C * KH * KW, per_sample = OH * OW * K;
-        const int64_t step = std::max<int64_t>(1, (int64_t(64) << 20) / std::max<int64_t>(per_sample, 1));
+        const int64_t K = C * KH * KW, step = samples_per_chunk(OH * OW * K);
         Tensor dyt = dense(g[0].permute({1, 0, 2, 3})).reshape({O, N * OH * OW});
         for (int64_t n0 = 0; n0 < N; n0 += step) {
           const int64_t nb = std::min(step, N - n0);
@@ -791,20 +793,14 @@ std::vector<int64_t> inverse(const std::vector<int64_t>& order) {
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   check_f32("gather", x);
-  // The index is checked on the host: the kernel reads x without bounds.
-  Tensor host_idx = index.device() == Device::cuda ? index.to(Device::cpu) : index.contiguous();
   const int64_t n = x.size(dim);
-  const int64_t* p = host_idx.data<int64_t>();
-  for (int64_t i = 0; i < host_idx.numel(); ++i)
-    MM_CHECK(p[i] >= 0 && p[i] < n, "[gather] index ", p[i], " at position ", i, " is out of range for dim ", dim,
-             " of ", x.str());
   // x narrowed to the index's extent in the other dims, the gathered dim moved last: then
   // each row gathers from its own row.
   Tensor xn = x;
   for (int64_t d = 0; d < x.dim(); ++d)
     if (d != dim && index.size(d) != x.size(d)) xn = xn.narrow(d, 0, index.size(d));
   const std::vector<int64_t> order = dim_last(x.dim(), dim), back = inverse(order);
-  Tensor xp = dense(xn.permute(order)), ip = dense(host_idx.to(Device::cuda).permute(order));
+  Tensor xp = dense(xn.permute(order)), ip = dense(index.permute(order));
   const int64_t m = index.size(dim), rows = index.numel() / std::max<int64_t>(m, 1);
   Tensor y = Tensor::empty(ip.shape(), DType::f32, Device::cuda);
   const int64_t* pi = static_cast<const int64_t*>(ip.device_ptr());

@@ -112,7 +112,8 @@ Tensor warp_perspective(const Tensor& x, const Tensor& M, bool border, int64_t o
 // Dim `dim` of x re-indexed through map: y.size(dim) = map.size(), y[.., j, ..] = x[.., map[j], ..],
 // or `fill` where map[j] < 0 (padding, index_select on any dim, nearest resampling).
 Tensor index_axis(const char* op, const Tensor& x, int64_t dim, const std::vector<int64_t>& map, double fill = 0);
-// torch.gather along dim; index int64 (either device), checked against x.size(dim).
+// torch.gather along dim; index int64 on the device, already checked against x.size(dim) by
+// mm::gather (the kernel reads x without bounds).
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
 // The max (or min) along dim, the dim kept with size 1: values and int64 indices (first on ties; NaN wins).
 std::pair<Tensor, Tensor> extreme(const char* op, const Tensor& x, int64_t dim, bool max);

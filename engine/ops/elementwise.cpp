@@ -453,10 +453,10 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   check_mask("where", cond);
   check_binary("where", a, b);
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
-  Tensor out;
-  if (cuda_ops::on_device("where", {&cond, &a, &b})) out = cuda_ops::where(cond, a, b);
-  else out = Tensor::empty(shape, a.dtype());
-  if (out.device() == Device::cpu) dispatch_float(a.dtype(), "where", [&](auto tag) {
+  // (on the device the kernel selects; the backward below is shared)
+  const bool device = cuda_ops::on_device("where", {&cond, &a, &b});
+  Tensor out = device ? cuda_ops::where(cond, a, b) : Tensor::empty(shape, a.dtype());
+  if (!device) dispatch_float(a.dtype(), "where", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* o = out.data<T>();
     const bool* pc = static_cast<const bool*>(cond.raw_data());

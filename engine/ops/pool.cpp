@@ -343,11 +343,14 @@ void for_each_pad_row(const PadPlan& plan, int64_t r0, int64_t r1, F fn) {
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, PadMode mode, double value) {
   MM_CHECK(x.defined() && x.dim() >= 1, "[pad] expects a tensor with at least one dim");
   const PadPlan plan = plan_pad(x, pads, mode);
-  if (cuda_ops::on_device("pad", {&x})) {  // one index map per padded dim (-1: the value)
+  if (cuda_ops::on_device("pad", {&x})) {  // the index map of each dim it changes (-1: the value)
     Tensor y = x;
-    for (int64_t d = 0; d < x.dim(); ++d)
-      if (plan.out_shape[d] != plan.in_shape[d] || pads.size() > static_cast<size_t>(2 * (x.dim() - 1 - d)))
-        y = cuda_ops::index_axis("pad", y, d, plan.src[d], value);
+    for (int64_t d = 0; d < x.dim(); ++d) {
+      const std::vector<int64_t>& map = plan.src[d];
+      bool identity = plan.out_shape[d] == plan.in_shape[d];
+      for (size_t o = 0; identity && o < map.size(); ++o) identity = map[o] == static_cast<int64_t>(o);
+      if (!identity) y = cuda_ops::index_axis("pad", y, d, map, value);
+    }
     return y;
   }
   const Tensor xc = x.detach().contiguous();

@@ -94,8 +94,8 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   if (cuda_ops::on_device("index_select", {&x}) && dim == 0 && x.dim() == 2)
     return cuda_ops::gather_rows("index_select", x, index);  // (checks the ids itself)
   check_index("index_select", index, x.shape()[dim], str_cat("dim ", dim, " of ", x.str()));
-  if (x.device() == Device::cuda)
-    return cuda_ops::index_axis("index_select", x, dim, index.to(Device::cpu).to_vector<int64_t>());
+  if (x.device() == Device::cuda)  // the ids become the axis's index map
+    return cuda_ops::index_axis("index_select", x, dim, index.to_vector<int64_t>());
   // View x as [outer, n, inner] and copy the picked rows of n.
   Tensor xc = x.detach().contiguous();
   Tensor idx = index.contiguous();
@@ -156,9 +156,8 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   for (int64_t d = 0; d < x.dim(); ++d)
     MM_CHECK(d == dim || index.shape()[d] <= x.shape()[d], "[gather] index ", index.str(), " larger than input ",
              x.str(), " in dim ", d);
-  MM_CHECK(index.dtype() == DType::i64, "[gather] index must be int64, got ", index.str());
-  if (device) return cuda_ops::gather(x, dim, index);  // (checks the index on the host itself)
   check_index("gather", index, x.shape()[dim], str_cat("dim ", dim, " of ", x.str()));
+  if (device) return cuda_ops::gather(x, dim, index);
   Tensor idx = index.contiguous();
   Tensor out = Tensor::empty(index.shape(), x.dtype());
   const Shape& is = idx.shape();

@@ -320,10 +320,6 @@ void copy(const float* x, float* y, int64_t n) {
   MM_CUDA_CHECK(cudaMemcpyAsync(y, x, n * sizeof(float), cudaMemcpyDeviceToDevice, stream()), "copy");
 }
 
-void to_bf16(const float* x, __nv_bfloat16* y, int64_t n) {
-  if (n == 0) return;
-  each_index_k<<<grid_for(n, kThreads), kThreads, 0, stream()>>>(n, [=] __device__(int64_t i) { y[i] = __float2bfloat16(x[i]); });
-  MM_CUDA_LAUNCHED("to_bf16");
-}
+void to_bf16(const float* x, __nv_bfloat16* y, int64_t n) { convert(x, /*float32*/ 0, y, /*bfloat16*/ 2, n); }
 
 }  // namespace mm::cuda
