@@ -8,7 +8,7 @@
 //   mmclip search DIR "query or image path" [--top K] [--json]
 //   mmclip tokenize TEXT... [--context-length N] [--truncate] [--json]
 // Models: --model FILE (CLIP weights, any format) [--model-config JSON] [--vocab FILE];
-// --device cpu|cuda, --precision fp32|bf16|fp16 (with cuda), --threads N, --batch N (images or texts per
+// --device cpu|cuda|auto (default: the GPU when present), --precision fp32|bf16|fp16 (with cuda), --threads N, --batch N (images or texts per
 // forward pass, 16).
 //
 // Zero-shot classification follows CLIP's notebook (prompt ensembling): each label's prompts
@@ -43,7 +43,7 @@ using json = nlohmann::json;
 namespace {
 
 struct Args {
-  std::string command, model, model_config, vocab, out, labels, labels_file, device = "cpu", precision = "fp32";
+  std::string command, model, model_config, vocab, out, labels, labels_file, device = "auto", precision = "fp32";
   Device dev = Device::cpu;  // parsed from device
   cuda_ops::Precision prec = cuda_ops::Precision::fp32;  // parsed from precision
   std::vector<std::string> positional, templates, images, texts;
@@ -70,7 +70,7 @@ int usage(FILE* f) {
                "  --vocab FILE         bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --model, ~/.cache/mm)\n"
                "  --truncate           cut texts longer than the context instead of failing\n"
                "  --batch N (16)       images or texts per forward pass\n"
-               "  --threads N          --device cpu|cuda\n"
+               "  --threads N          --device cpu|cuda|auto (default auto: the GPU when present)\n"
                "  --precision fp32|bf16|fp16   the device's GEMMs (16-bit operands, float32 sums)\n");
   return f == stdout ? 0 : 2;
 }
@@ -134,6 +134,7 @@ Args parse(int argc, char** argv) {
     else if (k == "--precision") a.precision = value();
   }
   a.dev = apps::parse_device("mmclip", a.device);
+  a.device = device_name(a.dev);  // auto resolved: what ran, for the records
   a.prec = cuda_ops::parse_precision(a.precision, "mmclip");
   MM_CHECK(a.prec == cuda_ops::Precision::fp32 || a.dev == Device::cuda,
            "mmclip: --precision ", a.precision, " needs --device cuda (the tensor cores); the CPU computes in fp32");

@@ -4,7 +4,7 @@
 //   mmgen "watercolor portrait of a teacher" --clip ViT-B-32.pt --vqgan last.ckpt [--vqgan-config model.yaml]
 //         [--size 256x256] [--steps 300] [--lr 0.1] [--cutn 32] [--cut-pow 1] [--seed 0]
 //         [--init-image F] [--init-noise X] [--init-weight W] [--image-prompt F[:w]]... [--noise-prompt SEED[:w]]...
-//         [--save-every N] [--out out.png] [--device cpu|cuda] [--precision fp32|bf16|fp16] [--threads N]
+//         [--save-every N] [--out out.png] [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--threads N]
 //
 // Prompts: "text:weight:stop" separated by '|'. The PNG records the prompt and settings in
 // an iTXt chunk. Ctrl-C saves the current image before exiting. Same seed, same device and
@@ -34,7 +34,7 @@ std::atomic<bool> g_interrupted{false};
 void on_sigint(int) { g_interrupted = true; }
 
 struct Args {
-  std::string prompt, clip, model_config, vocab, vqgan, vqgan_config, out = "out.png", init_image, device = "cpu",
+  std::string prompt, clip, model_config, vocab, vqgan, vqgan_config, out = "out.png", init_image, device = "auto",
                       precision = "fp32";
   int64_t width = 0, height = 0, steps = -1, cutn = 0, save_every = 0, threads = 0;  // 0/-1: the model's default
   double lr = 0.1, cut_pow = 1.0, init_noise = 0.0, init_weight = 0.0;
@@ -60,7 +60,8 @@ int usage(FILE* f) {
                "  --init-image F         --init-noise X    --init-weight W\n"
                "  --image-prompt F[:w]   --noise-prompt SEED[:w]   (repeatable)\n"
                "  --save-every N         --out FILE (out.png)      --threads N\n"
-               "  --device cpu|cuda      --precision fp32|bf16|fp16\n");
+               "  --device cpu|cuda|auto (default auto: the GPU when present)\n"
+               "  --precision fp32|bf16|fp16 (the GPU's GEMMs in 16 bits; needs cuda)\n");
   return f == stdout ? 0 : 2;
 }
 
@@ -108,6 +109,7 @@ Args parse(int argc, char** argv) {
            positional.size());
   a.prompt = positional[0];
   a.dev = apps::parse_device("mmgen", a.device);
+  a.device = device_name(a.dev);  // auto resolved: what ran, for the records
   a.prec = cuda_ops::parse_precision(a.precision, "mmgen");
   MM_CHECK(a.prec == cuda_ops::Precision::fp32 || a.dev == Device::cuda, "mmgen: --precision ", a.precision,
            " needs --device cuda (the tensor cores); the CPU computes in fp32");

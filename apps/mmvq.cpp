@@ -5,6 +5,7 @@
 //   (without --vqgan: mm-mini's 64x64 VQGAN from models/mini/)
 //   mmvq encode IN.png CODES.safetensors --vqgan last.ckpt [--config model.yaml]
 //   mmvq decode CODES.safetensors OUT.png --vqgan last.ckpt [--config model.yaml]
+//   every command: [--device cpu|cuda|auto] [--precision fp32|bf16|fp16] [--threads N]
 //
 // Images are resized to a multiple of the downsampling factor only if they are not one
 // already (the program says so). --dump writes h (quant_conv output), indices (int64 codes)
@@ -27,8 +28,10 @@ using namespace mm;
 namespace {
 
 struct Args {
-  std::string command, in, out, vqgan, config, dump;
+  std::string command, in, out, vqgan, config, dump, device = "auto", precision = "fp32";
   int threads = 0;
+  Device dev = Device::cpu;                               // parsed from device
+  cuda_ops::Precision prec = cuda_ops::Precision::fp32;  // parsed from precision
 };
 
 int usage(FILE* f) {
@@ -39,7 +42,9 @@ int usage(FILE* f) {
                "  mmvq decode CODES.safetensors OUT.png --vqgan CKPT [--config YAML]\n"
                "CKPT: taming's last.ckpt, a torch file or a .safetensors (default: mm-mini's vqgan);\n"
                "YAML: taming's model.yaml\n"
-               "(without it the config is inferred from the weights' shapes).\n");
+               "(without it the config is inferred from the weights' shapes).\n"
+               "options: --device cpu|cuda|auto (default auto: the GPU when present)\n"
+               "         --precision fp32|bf16|fp16 (the GPU's convolutions and GEMMs in 16 bits)   --threads N\n");
   return f == stdout ? 0 : 2;
 }
 
@@ -56,6 +61,8 @@ Args parse(int argc, char** argv) {
     else if (k == "--config") a.config = value();
     else if (k == "--dump") a.dump = value();
     else if (k == "--threads") a.threads = static_cast<int>(apps::parse_int("mmvq", k, value(), 1, 1024));
+    else if (k == "--device") a.device = value();
+    else if (k == "--precision") a.precision = value();
     else if (k.rfind("--", 0) == 0) throw Error(str_cat("mmvq: unknown option '", k, "'"));
     else positional.push_back(k);
   }
@@ -66,6 +73,10 @@ Args parse(int argc, char** argv) {
   MM_CHECK(a.command == "reconstruct" || a.command == "encode" || a.command == "decode", "mmvq: unknown command '",
            a.command, "' (reconstruct, encode, decode)");
   if (a.vqgan.empty()) a.vqgan = apps::default_model("vqgan");  // mm-mini's, from models/mini/
+  a.dev = apps::parse_device("mmvq", a.device);
+  a.prec = cuda_ops::parse_precision(a.precision, "mmvq");
+  MM_CHECK(a.prec == cuda_ops::Precision::fp32 || a.dev == Device::cuda, "mmvq: --precision ", a.precision,
+           " needs --device cuda (the tensor cores); the CPU computes in fp32");
   return a;
 }
 
@@ -97,6 +108,10 @@ int main(int argc, char** argv) {
     if (a.threads > 0) set_num_threads(a.threads);
     NoGradGuard no_grad;
     VQGAN vq = VQGAN::load(a.vqgan, a.config);
+    if (a.dev != Device::cpu) {
+      vq = vq.to(a.dev);
+      vq.set_precision(a.prec);
+    }
     if (a.command == "decode") {
       TensorFile codes = load_safetensors(a.in);
       Tensor idx = codes.get("indices");
@@ -105,25 +120,27 @@ int main(int argc, char** argv) {
       const int64_t k = vq.config().n_embed;
       for (int64_t v : idx.to_vector<int64_t>())
         MM_CHECK(v >= 0 && v < k, "mmvq: '", a.in, "' has code ", v, " outside the codebook [0, ", k, ")");
-      save_decoded(a.out, vq.decode(vq.codes_to_latent(idx)));
+      save_decoded(a.out, vq.decode(vq.codes_to_latent(idx.to(a.dev))).to(Device::cpu));
       std::printf("decoded %s -> %s\n", a.in.c_str(), a.out.c_str());
       return 0;
     }
-    Tensor x = load_for_vqgan(a.in, vq.config().downsample_factor());
-    Tensor h = vq.encode(x);
-    VQCodes q = vq.quantize(h);
+    const Tensor x = load_for_vqgan(a.in, vq.config().downsample_factor());
+    const Tensor h_dev = vq.encode(x.to(a.dev));
+    const VQCodes q = vq.quantize(h_dev);
+    const Tensor h = h_dev.to(Device::cpu);
+    const Tensor indices = q.indices.to(Device::cpu);
     if (a.command == "encode") {
-      save_safetensors(a.out, {{"indices", q.indices}}, {{"format", "mm"}, {"vqgan", a.vqgan}});
-      std::printf("encoded %s -> %s: %s codes\n", a.in.c_str(), a.out.c_str(), shape_str(q.indices.shape()).c_str());
+      save_safetensors(a.out, {{"indices", indices}}, {{"format", "mm"}, {"vqgan", a.vqgan}});
+      std::printf("encoded %s -> %s: %s codes\n", a.in.c_str(), a.out.c_str(), shape_str(indices.shape()).c_str());
       return 0;
     }
-    Tensor decoded = vq.decode(q.z_q);
+    const Tensor decoded = vq.decode(q.z_q).to(Device::cpu);
     save_decoded(a.out, decoded);
     Tensor mse = mean(square((decoded - x) * 0.5));  // in [0, 1] units
     std::printf("reconstructed %s -> %s: %s codes, PSNR %.2f dB\n", a.in.c_str(), a.out.c_str(),
-                shape_str(q.indices.shape()).c_str(), -10.0 * std::log10(mse.item()));
+                shape_str(indices.shape()).c_str(), -10.0 * std::log10(mse.item()));
     if (!a.dump.empty()) {
-      save_safetensors(a.dump, {{"h", h}, {"indices", q.indices}, {"decoded", decoded}}, {{"format", "mm"}});
+      save_safetensors(a.dump, {{"h", h}, {"indices", indices}, {"decoded", decoded}}, {{"format", "mm"}});
       std::printf("wrote %s (h, indices, decoded)\n", a.dump.c_str());
     }
     return 0;

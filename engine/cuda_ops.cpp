@@ -61,10 +61,13 @@ PrecisionScope::PrecisionScope(std::optional<Precision> p) : saved_(t_precision)
 }
 PrecisionScope::~PrecisionScope() { t_precision = saved_; }
 
+Device default_device() { return device_present() && !emulated() ? Device::cuda : Device::cpu; }
+
 #if !MM_CUDA
 
 bool built() { return false; }
 bool device_present() { return false; }
+bool emulated() { return false; }
 void* allocate(size_t) { throw Error("cannot allocate on cuda: mm was built without CUDA"); }
 void deallocate(void*) {}
 void copy(const Tensor&, const Tensor&) { unsupported("copy", "mm was built without CUDA:"); }
@@ -194,6 +197,11 @@ Operands broadcast_operands(const char* op, const Tensor& a, const Tensor& b) {
 
 bool built() { return true; }
 bool device_present() { return cuda::available(); }
+#if MM_CUDA_EMULATED
+bool emulated() { return true; }
+#else
+bool emulated() { return false; }
+#endif
 
 void* allocate(size_t bytes) {
   MM_CHECK(cuda::available(), "cannot allocate on cuda: no CUDA device is present (",

@@ -60,6 +60,10 @@ class PrecisionScope {
 
 bool built();           // mm was built with CUDA
 bool device_present();  // built, and a device is there (never throws)
+bool emulated();        // the "device" is mm's CPU emulator of CUDA (MM_CUDA_EMULATE; for tests, not speed)
+// The apps' default device (--device auto): the GPU when a real one is present, else the CPU.
+// The emulator is never the default: it runs kernels one thread at a time, for correctness.
+Device default_device();
 
 void* allocate(size_t bytes);  // from the CUDA caching allocator
 void deallocate(void* p);

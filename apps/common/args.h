@@ -19,9 +19,11 @@ inline int64_t parse_int(const char* app, const std::string& opt, const std::str
   return n;
 }
 
-// --device cpu|cuda: "cuda" needs a CUDA build and a device, and the error says which is missing.
+// --device cpu|cuda|auto: "cuda" needs a CUDA build and a device, and the error says which is
+// missing; "auto" (the apps' default) is the GPU when one is present, else the CPU.
 inline Device parse_device(const char* app, const std::string& v) {
-  MM_CHECK(v == "cpu" || v == "cuda", app, ": --device must be cpu or cuda, got '", v, "'");
+  MM_CHECK(v == "cpu" || v == "cuda" || v == "auto", app, ": --device must be cpu, cuda or auto, got '", v, "'");
+  if (v == "auto") return cuda_ops::default_device();
   if (v == "cpu") return Device::cpu;
   MM_CHECK(cuda_ops::built(), app, ": --device cuda: this mm was built without CUDA (configure with -DMM_CUDA=ON, ",
            "which needs nvcc)");

@@ -402,8 +402,9 @@ TEST_CASE("mmclip bad input: clear errors") {
       {mmclip + " embed" + models + " --labels cat", "--labels does not apply"},
       {mmclip + " search /nonexistent_dir cat" + models, "is not a directory"},
       {mmclip + " classify" + img + models + " --labels cat,dog --top zero", "--top expects an integer"},
-      {mmclip + " tokenize x --device gpu", "--device must be cpu or cuda, got 'gpu'"},
-      {mmclip + " embed --text cat --out /tmp/x.safetensors --precision bf16" + models, "--precision bf16 needs --device cuda"},
+      {mmclip + " tokenize x --device gpu", "--device must be cpu, cuda or auto, got 'gpu'"},
+      {mmclip + " embed --text cat --out /tmp/x.safetensors --device cpu --precision bf16" + models,
+       "--precision bf16 needs --device cuda"},
   };
   // Without a usable device, --device cuda says which of the two is missing.
   if (!mm::cuda_ops::device_present())

@@ -78,6 +78,8 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
   CHECK(pa == pb);            // same seed, same threads: identical bytes
   CHECK(pa.find("iTXt") != std::string::npos);
   CHECK(pa.find("a lighthouse|fog:-0.3") != std::string::npos);
+  // no --device: the GPU when a real one is present (never the emulator), and the PNG names it
+  CHECK(pa.find(std::string("device=") + device_name(cuda_ops::default_device())) != std::string::npos);
   CHECK(t1.find("wrote " + a) != std::string::npos);
   // another seed gives another image
   auto [rc3, t3] = testing::run_command(mmgen + common + " --seed 8 --out " + b);
@@ -129,7 +131,7 @@ TEST_CASE("mmgen bad input: clear errors") {
   auto [rc3, t3] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --init-image /nonexistent.png");
   CHECK(rc3 == 1);
   CHECK(t3.find("cannot read image '/nonexistent.png'") != std::string::npos);
-  auto [rc7, t7] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --precision bf16");
+  auto [rc7, t7] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --device cpu --precision bf16");
   CHECK(rc7 == 1);
   CHECK(t7.find("--precision bf16 needs --device cuda") != std::string::npos);
   auto [rc8, t8] = testing::run_command(mmgen + " \"a cat\"" + models_args() + " --precision fp8");

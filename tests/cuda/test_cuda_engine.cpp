@@ -88,6 +88,8 @@ void check(const char* what, const std::vector<Tensor>& inputs,
 
 TEST_CASE("cuda engine: transfers, strided copies, fill, broadcast copy_, cat") {
   MM_REQUIRE_DEVICE();
+  // the apps' default device: a real GPU, never the emulator (it is for correctness, not speed)
+  CHECK(cuda_ops::default_device() == (cuda_ops::emulated() ? Device::cpu : Device::cuda));
   const Tensor x = rnd({3, 5, 7}, 1);
   const Tensor d = dev(x);
   CHECK(d.device() == Device::cuda);
