@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda_ops.h"
 #include "engine/mm.h"
 #include "kernels/gemm.h"
 #if MM_BENCH_CUDA  // a real CUDA build (not the CPU emulator: it has nothing to time)
@@ -67,12 +68,21 @@ double median_ms(int64_t repeat, const std::function<void()>& fn) {
 }
 
 // Common flags: --device cpu|cuda, --threads N (default: mm's thread count), --repeat R.
-void setup_device_and_threads(const Args& args) {
+// --device and --threads. Only the model benches (Bench::models) see --device cuda here: the
+// kernel benches go to bench/bench_cuda.cpp for it.
+mm::Device setup_device_and_threads(const Args& args) {
   const std::string device = args.get("device", "cpu");
-  MM_CHECK(device != "cuda", "mmbench: mm was built without CUDA (--device cuda; configure with -DMM_CUDA=ON)");
-  MM_CHECK(device == "cpu", "mmbench: unknown --device '", device, "' (expected cpu or cuda)");
+  MM_CHECK(device == "cpu" || device == "cuda", "mmbench: unknown --device '", device, "' (expected cpu or cuda)");
   if (args.values.count("threads")) mm::set_num_threads(static_cast<int>(args.get_int("threads", 1)));
+  if (device == "cpu") return mm::Device::cpu;
+  MM_CHECK(mm::cuda_ops::built(), "mmbench: mm was built without CUDA (--device cuda; configure with -DMM_CUDA=ON)");
+  MM_CHECK(mm::cuda_ops::device_present(), "mmbench: --device cuda: no CUDA device is present");
+  if (mm::cuda_ops::emulated())
+    std::fprintf(stderr, "mmbench: the device is mm's CPU emulator of CUDA: its times mean nothing, its allocator's "
+                         "bytes are real (MM_CUDA_EMULATE_NO_COMPUTE=1 measures them without computing)\n");
+  return mm::Device::cuda;
 }
+
 
 // gemm: C[m,n] = A[m,k] @ B[k,n], all row-major, alpha = 1, beta = 0.
 int bench_gemm(const Args& args) {
@@ -152,11 +162,11 @@ int bench_conv2d(const Args& args) {
 void report(const Args& args, const std::string& kernel, const std::vector<std::pair<std::string, std::string>>& fields,
             const std::string& summary) {
   if (args.json) {
-    std::string line = "{\"kernel\":\"" + kernel + "\",\"impl\":\"mm\",\"device\":\"cpu\"";
+    std::string line = "{\"kernel\":\"" + kernel + "\",\"impl\":\"mm\",\"device\":\"" + args.get("device", "cpu") + "\"";
     for (const auto& [k, v] : fields) line += ",\"" + k + "\":" + v;
     std::printf("%s}\n", line.c_str());
   } else {
-    std::string line = kernel + " cpu";
+    std::string line = kernel + " " + args.get("device", "cpu");
     for (const auto& [k, v] : fields) line += " " + k + "=" + v;
     std::printf("%s: %s\n", line.c_str(), summary.c_str());
   }
@@ -166,6 +176,9 @@ std::string num(double v) {
   std::snprintf(b, sizeof(b), "%.4g", v);
   return b;
 }
+
+// The device allocator's bytes as JSON fields and words (after a model bench on --device cuda).
+std::string mib(size_t bytes) { return num(bytes / 1048576.0); }
 
 // Memory-bound kernels: layer_norm and softmax over rows of a [rows, cols] float32 tensor.
 // GB/s counts one read and one write of the tensor (the minimum traffic).
@@ -212,16 +225,21 @@ mm::ClipModel random_clip(const std::string& name) {
 // clip-image: encode_image of a batch of random images with random weights of a real CLIP's
 // shapes (--model-config ViT-B/32 ...), under no-grad. Reports ms per image.
 int bench_clip_image(const Args& args) {
-  setup_device_and_threads(args);
+  const mm::Device dev = setup_device_and_threads(args);
   const std::string name = args.get("model-config", "ViT-B/32");
   const int64_t batch = args.get_int("batch", 1), repeat = args.get_int("repeat", 5);
   mm::ClipModel clip = random_clip(name);
-  if (args.get("prepack", "1") != "0") clip.prepack("visual.");  // as mmclip and mmgen do; --prepack 0: not
+  if (dev != mm::Device::cpu) {
+    clip = clip.to(dev);
+    clip.set_precision(mm::cuda_ops::parse_precision(args.get("precision", "fp32"), "mmbench"));
+  } else if (args.get("prepack", "1") != "0") {
+    clip.prepack("visual.");  // as mmclip and mmgen do; --prepack 0: not
+  }
   const int64_t r = clip.config().image_resolution;
   mm::Generator gen(0);
-  const mm::Tensor x = mm::Tensor::randn({batch, 3, r, r}, gen);
+  const mm::Tensor x = mm::Tensor::randn({batch, 3, r, r}, gen).to(dev);
   mm::NoGradGuard ng;
-  const double ms = median_ms(repeat, [&] { clip.encode_image(x); });
+  const double ms = median_ms(repeat, [&] { clip.encode_image(x).to(mm::Device::cpu); });  // (waits for the device)
   report(args, "clip-image", {{"model", "\"" + name + "\""}, {"batch", std::to_string(batch)},
                               {"threads", std::to_string(mm::num_threads())}, {"ms", num(ms)}, {"ms_per_image", num(ms / batch)}},
          num(ms) + " ms per batch, " + num(ms / batch) + " ms per image");
@@ -231,7 +249,7 @@ int bench_clip_image(const Args& args) {
 // vqgan-clip-step: one mmgen optimisation step (quantise, decode, cutouts, CLIP, backward,
 // Adam) with random weights of taming's f16-16384 VQGAN and a CLIP (--model-config).
 int bench_vqgan_clip_step(const Args& args) {
-  setup_device_and_threads(args);
+  const mm::Device dev = setup_device_and_threads(args);
   const int64_t size = args.get_int("size", 256), cutn = args.get_int("cutn", 32), repeat = args.get_int("repeat", 3);
   mm::VQGANConfig vc;  // taming's vqgan_imagenet_f16_16384
   vc.embed_dim = 256;
@@ -244,9 +262,17 @@ int bench_vqgan_clip_step(const Args& args) {
   vc.attn_resolutions = {16};
   const std::map<std::string, mm::Shape> vq_table = mm::vqgan_weight_table(vc);
   const std::vector<std::pair<std::string, mm::Shape>> table(vq_table.begin(), vq_table.end());
-  const mm::VQGAN vq = mm::VQGAN::from_tensors(random_weights(table), vc);
+  mm::VQGAN vq = mm::VQGAN::from_tensors(random_weights(table), vc);
   mm::ClipModel clip = random_clip(args.get("model-config", "ViT-B/32"));
-  if (args.get("prepack", "1") != "0") clip.prepack("visual.");
+  if (dev != mm::Device::cpu) {  // as mmgen does
+    vq = vq.to(dev);
+    clip = clip.to(dev);
+    const mm::cuda_ops::Precision p = mm::cuda_ops::parse_precision(args.get("precision", "fp32"), "mmbench");
+    vq.set_precision(p);
+    clip.set_precision(p);
+  } else if (args.get("prepack", "1") != "0") {
+    clip.prepack("visual.");
+  }
   const mm::ClipTokenizer tok(std::vector<mm::ClipTokenizer::Merge>{{"a", "b"}});  // unused: noise prompt
   mm::VQGANCLIPOptions o;
   o.width = o.height = size;
@@ -255,10 +281,24 @@ int bench_vqgan_clip_step(const Args& args) {
   mm::VQGANCLIP gen(vq, clip, tok, o);
   gen.add_noise_prompt(1, 1.0);
   gen.init_random();
-  const double ms = median_ms(repeat, [&] { gen.step(); });
-  report(args, "vqgan-clip-step", {{"size", std::to_string(size)}, {"cutn", std::to_string(cutn)},
-                                   {"threads", std::to_string(mm::num_threads())}, {"ms", num(ms)}, {"it_per_s", num(1000.0 / ms)}},
-         num(ms) + " ms per step, " + num(1000.0 / ms) + " it/s");
+  const mm::cuda_ops::MemoryUse before = mm::cuda_ops::memory_use();  // the models, the prompt, z and Adam
+  mm::cuda_ops::reset_memory_peak();
+  const double ms = median_ms(repeat, [&] { gen.step(); });  // (the loss comes back to the host)
+  std::vector<std::pair<std::string, std::string>> fields = {{"size", std::to_string(size)},
+                                                             {"cutn", std::to_string(cutn)},
+                                                             {"threads", std::to_string(mm::num_threads())},
+                                                             {"ms", num(ms)},
+                                                             {"it_per_s", num(1000.0 / ms)}};
+  std::string words = num(ms) + " ms per step, " + num(1000.0 / ms) + " it/s";
+  if (dev != mm::Device::cpu) {
+    // The device's caching allocator: the bytes resident between steps, and the most in use at
+    // once during a step (cuBLAS's own workspace and the CUDA context are not counted).
+    const mm::cuda_ops::MemoryUse after = mm::cuda_ops::memory_use();
+    fields.push_back({"resident_mib", mib(before.in_use)});
+    fields.push_back({"step_peak_mib", mib(after.peak)});
+    words += ", device memory: " + mib(before.in_use) + " MiB resident, peak " + mib(after.peak) + " MiB in a step";
+  }
+  report(args, "vqgan-clip-step", fields, words);
   return 0;
 }
 
@@ -269,6 +309,7 @@ struct Bench {
   const char* description;
   std::set<std::string> flags;  // accepted --key value flags
   int (*run)(const Args&);
+  bool models = false;  // a model bench: runs --device cuda itself (not bench/bench_cuda.cpp's kernels)
 };
 
 const std::vector<Bench>& benches() {
@@ -284,10 +325,15 @@ const std::vector<Bench>& benches() {
       {"softmax", "softmax over the last dim of [rows, cols] float32; --rows --cols, reports GB/s",
        {"rows", "cols", "device", "threads", "repeat"}, bench_softmax},
 #ifndef MM_BENCH_ENGINE_ONLY
-      {"clip-image", "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N [--prepack 0|1]",
-       {"model-config", "batch", "prepack", "device", "threads", "repeat"}, bench_clip_image},
-      {"vqgan-clip-step", "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config]",
-       {"size", "cutn", "model-config", "prepack", "device", "threads", "repeat"}, bench_vqgan_clip_step},
+      {"clip-image",
+       "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N [--prepack 0|1] "
+       "[--device cuda [--precision bf16]]",
+       {"model-config", "batch", "prepack", "device", "precision", "threads", "repeat"}, bench_clip_image, true},
+      {"vqgan-clip-step",
+       "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config] [--device cuda "
+       "[--precision bf16]] (on the device: the allocator's peak too)",
+       {"size", "cutn", "model-config", "prepack", "device", "precision", "threads", "repeat"}, bench_vqgan_clip_step,
+       true},
 #endif
   };
   return table;
@@ -305,7 +351,10 @@ int run(int argc, char** argv) {
     return 2;
   }
   const std::string name = argv[1];
-  for (int i = 2; i + 1 < argc; ++i)
+  const Bench* bench = nullptr;
+  for (const Bench& b : benches())
+    if (name == b.name) bench = &b;
+  for (int i = 2; i + 1 < argc && !(bench && bench->models); ++i)
     if (std::string(argv[i]) == "--device" && std::string(argv[i + 1]) == "cuda") {
 #if MM_BENCH_CUDA
       // `mmbench KERNEL --device cuda` (or `mmbench all --device cuda`): bench/bench_cuda.cpp.
@@ -328,9 +377,6 @@ int run(int argc, char** argv) {
     usage();
     return 0;
   }
-  const Bench* bench = nullptr;
-  for (const Bench& b : benches())
-    if (name == b.name) bench = &b;
   MM_CHECK(bench != nullptr, "mmbench: unknown kernel '", name, "' (mmbench --list shows them)");
   Args args;
   for (int i = 2; i < argc; ++i) {

@@ -70,6 +70,8 @@ bool device_present() { return false; }
 bool emulated() { return false; }
 void* allocate(size_t) { throw Error("cannot allocate on cuda: mm was built without CUDA"); }
 void deallocate(void*) {}
+MemoryUse memory_use() { return {}; }
+void reset_memory_peak() {}
 void copy(const Tensor&, const Tensor&) { unsupported("copy", "mm was built without CUDA:"); }
 Tensor unary(const char* op, Unary, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
 Tensor binary(const char* op, Binary, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
@@ -77,6 +79,9 @@ Tensor linear(const Tensor&, const Tensor&, const Tensor&) { unsupported("linear
 Tensor matmul(const Tensor&, const Tensor&) { unsupported("matmul", "mm was built without CUDA:"); }
 Tensor layer_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, double) {
   unsupported("layer_norm", "mm was built without CUDA:");
+}
+Tensor group_norm_silu(const Tensor&, int64_t, const Tensor&, const Tensor&, double) {
+  unsupported("group_norm_silu", "mm was built without CUDA:");
 }
 Tensor softmax_last(const Tensor&) { unsupported("softmax", "mm was built without CUDA:"); }
 Tensor compare(const char* op, Cmp, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
@@ -209,6 +214,14 @@ void* allocate(size_t bytes) {
   return cuda::allocate(bytes, "tensor");
 }
 void deallocate(void* p) { cuda::deallocate(p); }
+MemoryUse memory_use() {
+  if (!cuda::available()) return {};
+  const cuda::MemoryStats m = cuda::memory_stats();
+  return {m.in_use_bytes, m.peak_bytes, m.cached_bytes};
+}
+void reset_memory_peak() {
+  if (cuda::available()) cuda::reset_peak();
+}
 
 void copy(const Tensor& dst, const Tensor& src) {
   MM_CHECK(dst.dtype() == src.dtype(), "[copy] ", src.str(), " into ", dst.str(),
@@ -340,14 +353,16 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   check_f32("matmul", b);
   Tensor y = matmul_forward(a, b);
   if (needs_grad({a, b})) {
-    Tensor as = a.detach(), bs = b.detach();
     const bool want_a = a.requires_grad(), want_b = b.requires_grad();
+    // dA reads b and dB reads a: each kept only when the other's gradient is wanted.
+    const Tensor as = want_b ? a.detach() : Tensor(), bs = want_a ? b.detach() : Tensor();
+    const Shape b_shape = b.shape();
     const Precision prec = backward_precision(precision());
     record_op("matmul", {a, b}, {y}, [=](const Grads& g) -> Grads {
       PrecisionScope scope(prec);  // the backward's GEMMs at the forward's precision (see backward_precision)
       const Tensor& G = g[0];
-      if (bs.dim() == 2) {  // [.., M, K] @ [K, N]: dA = G·Bᵀ; dB = Aᵀ·G over all rows
-        const int64_t K = bs.size(0), N = bs.size(1);
+      if (b_shape.size() == 2) {  // [.., M, K] @ [K, N]: dA = G·Bᵀ; dB = Aᵀ·G over all rows
+        const int64_t K = b_shape[0], N = b_shape[1];
         return {want_a ? mm::matmul(G, bs.t()) : Tensor(),
                 want_b ? mm::matmul(as.reshape({-1, K}).t(), G.reshape({-1, N})) : Tensor()};
       }
@@ -407,6 +422,42 @@ Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, 
       cuda::layer_norm_backward(fptr(xs), ws.defined() ? fptr(ws) : nullptr, fptr(mean), fptr(rstd), fptr(dy),
                                 fptr(dx), want_w ? fptr(dw) : nullptr, want_b ? fptr(db) : nullptr, rows, N);
       return {dx, want_w ? dw.reshape(w_shape) : Tensor(), want_b ? db.reshape(b_shape) : Tensor()};
+    });
+  }
+  return y;
+}
+
+// One kernel each way (kernels/cuda/norm.cu, the SiLU fused): the backward reads x, the
+// weight and bias, and each group's mean and 1/std, and recomputes the normalised values.
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps) {
+  for (const Tensor* t : {&x, &w, &b}) check_f32("group_norm_silu", *t);
+  const int64_t N = x.size(0), C = x.size(1), HW = C ? x.numel() / std::max<int64_t>(N * C, 1) : 0;
+  const Tensor xd = dense(x), wd = w.defined() ? dense(w) : Tensor(), bd = b.defined() ? dense(b) : Tensor();
+  Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
+  const bool grad = needs_grad({x, w, b});
+  Tensor mean = grad ? Tensor::empty({N * groups}, DType::f32, Device::cuda) : Tensor();
+  Tensor rstd = grad ? Tensor::empty({N * groups}, DType::f32, Device::cuda) : Tensor();
+  auto p = [](const Tensor& t) { return t.defined() ? fptr(t) : nullptr; };
+  if (x.numel() > 0)
+    cuda::group_norm(fptr(xd), p(wd), p(bd), fptr(y), p(mean), p(rstd), N, C, HW, groups, static_cast<float>(eps),
+                     true);
+  if (grad) {
+    const Tensor xs = xd.detach(), ws = wd.defined() ? wd.detach() : Tensor(), bs = bd.defined() ? bd.detach() : Tensor();
+    const bool want_x = x.requires_grad(), want_w = w.defined() && w.requires_grad();
+    const bool want_b = b.defined() && b.requires_grad();
+    record_op("group_norm_silu", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+      const Tensor dy = dense(g[0]);
+      Tensor dx = want_x ? Tensor::empty(xs.shape(), DType::f32, Device::cuda) : Tensor();
+      Tensor dw = want_w ? Tensor::empty({C}, DType::f32, Device::cuda) : Tensor();
+      Tensor db = want_b ? Tensor::empty({C}, DType::f32, Device::cuda) : Tensor();
+      if (N * C * HW == 0) {  // empty sums
+        for (Tensor* t : {&dw, &db})
+          if (t->defined()) t->fill_(0.0);
+      } else {
+        cuda::group_norm_backward(fptr(xs), p(ws), p(bs), fptr(mean), fptr(rstd), fptr(dy), p(dx), p(dw), p(db), N, C,
+                                  HW, groups, true);
+      }
+      return {dx, dw, db};
     });
   }
   return y;
@@ -652,11 +703,14 @@ Tensor math(const char* op, const Tensor& x, double a, double b) {
   Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
   cuda::map(k, fptr(xd), fptr(y), y.numel(), fa, fb);
   if (needs_grad({x})) {
-    Tensor xs = xd.detach(), ys = y.detach();
+    // The derivative reads y for these and x for the rest: keep only that one.
+    const bool reads_y = k == cuda::Map::sqrt || k == cuda::Map::rsqrt || k == cuda::Map::tanh || k == cuda::Map::sigmoid;
+    const Tensor xs = reads_y ? Tensor() : xd.detach(), ys = reads_y ? y.detach() : Tensor();
     record_op(op, {x}, {y}, [k, xs, ys, fa, fb](const Grads& g) -> Grads {
       Tensor dy = dense(g[0]);
-      Tensor dx = Tensor::empty(xs.shape(), DType::f32, Device::cuda);
-      cuda::map_backward(k, fptr(xs), fptr(ys), fptr(dy), fptr(dx), dx.numel(), fa, fb);
+      Tensor dx = Tensor::empty(g[0].shape(), DType::f32, Device::cuda);
+      cuda::map_backward(k, xs.defined() ? fptr(xs) : nullptr, ys.defined() ? fptr(ys) : nullptr, fptr(dy), fptr(dx),
+                         dx.numel(), fa, fb);
       return {dx};
     });
   }

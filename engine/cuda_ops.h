@@ -67,6 +67,13 @@ Device default_device();
 
 void* allocate(size_t bytes);  // from the CUDA caching allocator
 void deallocate(void* p);
+// The caching allocator's bytes (zeros without CUDA): handed out now, the most handed out at
+// once since the start or reset_memory_peak, and freed blocks kept in the pool.
+struct MemoryUse {
+  size_t in_use = 0, peak = 0, cached = 0;
+};
+MemoryUse memory_use();
+void reset_memory_peak();
 
 // Whether any of the (defined) tensors lives on the device; then all of them must, or the
 // error names the op and both devices. Undefined tensors (an absent bias) are skipped.
@@ -91,6 +98,7 @@ void convert(const Tensor& dst, const Tensor& src);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);            // b may be undefined
 Tensor matmul(const Tensor& a, const Tensor& b);  // [M, K] @ [K, N]; [.., M, K] @ [K, N]; [B, M, K] @ [B, K, N]
 Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps);
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps);
 Tensor softmax_last(const Tensor& x);
 // q [.., Tq, D], k/v [.., Tk, D] (any strides) -> [.., Tq, Dv], mm::scaled_dot_product_attention's
 // semantics (mask: bool keep or float added; causal top-left aligned; a row with every key

@@ -243,10 +243,15 @@ Tensor VQGAN::norm(const std::string& p, const Tensor& x) const {
   return group_norm(x, 32, get(p + ".weight"), get(p + ".bias"), 1e-6);
 }
 
+// swish(Normalize(x)) as one op: its backward keeps x alone (engine/ops/norm.h)
+Tensor VQGAN::norm_silu(const std::string& p, const Tensor& x) const {
+  return group_norm_silu(x, 32, get(p + ".weight"), get(p + ".bias"), 1e-6);
+}
+
 // h = conv2(swish(norm2(conv1(swish(norm1(x)))))); x' = nin_shortcut(x) when channels change
 Tensor VQGAN::resnet_block(const std::string& p, const Tensor& x) const {
-  Tensor h = conv(p + ".conv1", silu(norm(p + ".norm1", x)), 1);
-  h = conv(p + ".conv2", silu(norm(p + ".norm2", h)), 1);  // dropout is 0 at inference
+  Tensor h = conv(p + ".conv1", norm_silu(p + ".norm1", x), 1);
+  h = conv(p + ".conv2", norm_silu(p + ".norm2", h), 1);  // dropout is 0 at inference
   Tensor shortcut = weights_.count(p + ".nin_shortcut.weight") ? conv(p + ".nin_shortcut", x) : x;
   return add(shortcut, h);
 }
@@ -286,7 +291,7 @@ Tensor VQGAN::encoder(const Tensor& x) const {
   h = resnet_block("encoder.mid.block_1", h);
   h = attn_block("encoder.mid.attn_1", h);
   h = resnet_block("encoder.mid.block_2", h);
-  return conv("encoder.conv_out", silu(norm("encoder.norm_out", h)), 1);
+  return conv("encoder.conv_out", norm_silu("encoder.norm_out", h), 1);
 }
 
 Tensor VQGAN::encode(const Tensor& x) const {
@@ -336,7 +341,7 @@ Tensor VQGAN::decode(const Tensor& z_q) const {
     }
     if (i != 0) h = conv(str_cat("decoder.up.", i, ".upsample.conv"), upsample_nearest2d(h, h.size(2) * 2, h.size(3) * 2), 1);
   }
-  return conv("decoder.conv_out", silu(norm("decoder.norm_out", h)), 1);
+  return conv("decoder.conv_out", norm_silu("decoder.norm_out", h), 1);
 }
 
 Tensor VQGAN::quantization_loss(const Tensor& h, const VQCodes& codes) const {

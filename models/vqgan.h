@@ -110,6 +110,7 @@ class VQGAN {
   const Tensor& get(const std::string& key) const;
   Tensor conv(const std::string& prefix, const Tensor& x, int64_t padding = 0) const;
   Tensor norm(const std::string& prefix, const Tensor& x) const;
+  Tensor norm_silu(const std::string& prefix, const Tensor& x) const;
   Tensor resnet_block(const std::string& prefix, const Tensor& x) const;
   Tensor attn_block(const std::string& prefix, const Tensor& x) const;
 

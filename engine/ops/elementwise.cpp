@@ -165,9 +165,9 @@ Tensor div(const Tensor& a, const Tensor& b) {
                                                     : binary_map("div", a, b, [](auto x, auto y) { return x / y; });
   if (needs_grad({a, b})) {
     // d(a/b) = g/b da - g*a/b^2 db = g/b da - g*out/b db
-    Tensor bd = b.detach(), od = out.detach();
-    const Shape shape_a = a.shape(), shape_b = b.shape();
     const bool want_b = b.requires_grad();
+    const Tensor bd = b.detach(), od = want_b ? out.detach() : Tensor();
+    const Shape shape_a = a.shape(), shape_b = b.shape();
     record_op("div", {a, b}, {out}, [bd, od, shape_a, shape_b, want_b](const Grads& g) {
       Tensor g_over_b = div(g[0], bd);
       return Grads{sum_to(g_over_b, shape_a), want_b ? neg(sum_to(mul(g_over_b, od), shape_b)) : Tensor()};

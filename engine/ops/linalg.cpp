@@ -145,19 +145,21 @@ Tensor matmul_nd(const Tensor& a, const Tensor& b) {
     matmul_kernel<T>(a, b, batch, out);
   });
   if (needs_grad({a, b})) {
-    Tensor ad = a.detach(), bd = b.detach();
     const bool want_a = a.requires_grad(), want_b = b.requires_grad();
-    record_op("matmul", {a, b}, {out}, [ad, bd, want_a, want_b](const Grads& g) {
+    // dA reads b and dB reads a: each kept only when the other's gradient is wanted.
+    const Tensor ad = want_b ? a.detach() : Tensor(), bd = want_a ? b.detach() : Tensor();
+    const Shape a_shape = a.shape(), b_shape = b.shape();
+    record_op("matmul", {a, b}, {out}, [ad, bd, a_shape, b_shape, want_a, want_b](const Grads& g) {
       // dA = dC @ B^T, dB = A^T @ dC, each summed over the batch dims its operand was broadcast on.
       Tensor da, db;
-      if (want_a) da = sum_to(matmul(g[0], bd.transpose(-1, -2)), ad.shape());
+      if (want_a) da = sum_to(matmul(g[0], bd.transpose(-1, -2)), a_shape);
       if (want_b) {
-        if (bd.dim() == 2 && ad.dim() > 2) {
+        if (b_shape.size() == 2 && a_shape.size() > 2) {
           // b shared by every batch entry: dB = A_rows^T @ dC_rows, one GEMM instead of a batch + sum.
           // A_rows: [batch * M, K], dC_rows: [batch * M, N]
           db = matmul(ad.reshape({-1, ad.size(-1)}).t(), g[0].reshape({-1, g[0].size(-1)}));
         } else {
-          db = sum_to(matmul(ad.transpose(-1, -2), g[0]), bd.shape());
+          db = sum_to(matmul(ad.transpose(-1, -2), g[0]), b_shape);
         }
       }
       return Grads{da, db};
@@ -273,16 +275,18 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   });
   y = y.view(out_shape);
   if (needs_grad({x, weight, bias})) {
-    Tensor wd = weight.detach();
     const Shape x_shape = x.shape();
     const bool want_x = x.requires_grad(), want_w = weight.requires_grad();
     const bool want_b = bias.defined() && bias.requires_grad();
+    // Keep only what the wanted gradients read: a frozen weight's layer does not hold on to
+    // its input (mmgen's CLIP: the activations would otherwise outlive the forward).
+    const Tensor wd = want_x ? weight.detach() : Tensor(), xs = want_w ? x2 : Tensor();
     const cuda_ops::Precision prec = cuda_ops::backward_precision(cuda_ops::precision());
-    auto backward = [x2, wd, x_shape, R, out_f, want_x, want_w, want_b, prec](const Grads& g) {
+    auto backward = [xs, wd, x_shape, R, out_f, want_x, want_w, want_b, prec](const Grads& g) {
       cuda_ops::PrecisionScope scope(prec);  // (the device's GEMMs at the forward's precision)
       // dY: [R, out];  dX = dY @ W,  dW = dY^T @ X,  db = sum over rows of dY
       Tensor dy = g[0].reshape({R, out_f});
-      return Grads{want_x ? matmul(dy, wd).reshape(x_shape) : Tensor(), want_w ? matmul(dy.t(), x2) : Tensor(),
+      return Grads{want_x ? matmul(dy, wd).reshape(x_shape) : Tensor(), want_w ? matmul(dy.t(), xs) : Tensor(),
                    want_b ? sum(dy, {0}) : Tensor()};
     };
     record_op("linear", {x, weight, bias}, {y}, backward);

@@ -10,6 +10,7 @@
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/reduce.h"
 #include "engine/parallel.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/cpu/norm_row.h"
@@ -175,6 +176,138 @@ Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const T
   Tensor y = layer_norm(xg, {per_group}, Tensor(), Tensor(), eps).reshape(x.shape());
   if (weight.defined()) y = mul(y, per_channel(weight, x.dim()));
   if (bias.defined()) y = add(y, per_channel(bias, x.dim()));
+  return y;
+}
+
+namespace {
+
+template <typename T>
+T silu_derivative(T z) {  // d/dz [z sigmoid(z)] = s (1 + z (1 - s))
+  const T s = T(1) / (T(1) + std::exp(-z));
+  return s * (T(1) + z * (T(1) - s));
+}
+
+// group_norm_silu's forward on contiguous x [N, C, HW] (HW: the spatial size): the Cg·HW values
+// of each (sample, group) are one row r = n·G + g, normalised by layer_norm's row kernel; then,
+// channel by channel, z = x̂·w_c + b_c and y = silu(z).
+template <typename T>
+void group_norm_silu_forward(const T* x, const T* w, const T* b, double eps, int64_t NG, int64_t G, int64_t Cg,
+                             int64_t HW, T* y, T* mean, T* rstd) {
+  const int64_t len = Cg * HW;
+  parallel_for(0, NG, 1, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const T* xr = x + r * len;
+      T* yr = y + r * len;
+      if constexpr (std::is_same_v<T, float>)
+        kernels::vlayer_norm_row(xr, nullptr, nullptr, yr, len, static_cast<float>(eps), mean + r, rstd + r);
+      else
+        kernels::cpu::layer_norm_row_double(xr, static_cast<const T*>(nullptr), static_cast<const T*>(nullptr), yr,
+                                            len, eps, mean + r, rstd + r);
+      for (int64_t c = 0; c < Cg; ++c) {
+        const int64_t ch = (r % G) * Cg + c;
+        const T wc = w ? w[ch] : T(1), bc = b ? b[ch] : T(0);
+        T* yc = yr + c * HW;
+        for (int64_t i = 0; i < HW; ++i) yc[i] = yc[i] * wc + bc;
+        if constexpr (std::is_same_v<T, float>)
+          kernels::vsigmoid_gate(yc, yc, HW, 1.0f);
+        else
+          for (int64_t i = 0; i < HW; ++i) yc[i] = yc[i] / (T(1) + std::exp(-yc[i]));
+      }
+    }
+  });
+}
+
+// Its backward, row by row. With z = x̂·w_c + b_c recomputed from x, mean and rstd:
+//   dz = dy · silu'(z),  g = dz · w_c,  dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the row,
+//   and per (sample, channel) the partial sums of dz · x̂ (for dw) and dz (for db); the caller
+//   sums those over the samples. dx, dw_n, db_n may be null.
+template <typename T>
+void group_norm_silu_backward(const T* x, const T* w, const T* b, const T* mean, const T* rstd, const T* dy, T* dx,
+                              T* dw_n, T* db_n, int64_t NG, int64_t G, int64_t Cg, int64_t HW) {
+  const int64_t len = Cg * HW;
+  parallel_for(0, NG, 1, [&](int64_t r0, int64_t r1) {
+    std::vector<T> z(static_cast<size_t>(HW)), gw(dx ? static_cast<size_t>(len) : 0);
+    for (int64_t r = r0; r < r1; ++r) {
+      const T m = mean[r], rs = rstd[r];
+      const int64_t off = r * len;
+      double sg = 0, sgx = 0;
+      for (int64_t c = 0; c < Cg; ++c) {
+        const int64_t ch = (r % G) * Cg + c, n = r / G, at = off + c * HW;
+        const T wc = w ? w[ch] : T(1), bc = b ? b[ch] : T(0);
+        for (int64_t i = 0; i < HW; ++i) z[i] = (x[at + i] - m) * rs * wc + bc;
+        T* dz = dx ? gw.data() + c * HW : z.data();  // dz overwrites z when dx is not wanted
+        if constexpr (std::is_same_v<T, float>)
+          kernels::vsigmoid_gate_backward(z.data(), dy + at, dz, HW, 1.0f);
+        else
+          for (int64_t i = 0; i < HW; ++i) dz[i] = dy[at + i] * silu_derivative(z[i]);
+        double s = 0, sx = 0;
+        for (int64_t i = 0; i < HW; ++i) {
+          s += dz[i];
+          sx += double(dz[i]) * ((x[at + i] - m) * rs);
+        }
+        if (dw_n) dw_n[n * G * Cg + ch] = static_cast<T>(sx);
+        if (db_n) db_n[n * G * Cg + ch] = static_cast<T>(s);
+        sg += wc * s;
+        sgx += wc * sx;
+        if (dx)
+          for (int64_t i = 0; i < HW; ++i) dz[i] *= wc;  // g = dz · w_c
+      }
+      if (!dx) continue;
+      const T mg = static_cast<T>(sg / len), mgx = static_cast<T>(sgx / len);
+      for (int64_t i = 0; i < len; ++i) dx[off + i] = rs * (gw[i] - mg - (x[off + i] - m) * rs * mgx);
+    }
+  });
+}
+
+}  // namespace
+
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
+  MM_CHECK(x.defined() && x.dim() >= 2, "[group_norm_silu] x must be [B, C, *], got ",
+           x.defined() ? shape_str(x.shape()) : "undefined");
+  const int64_t B = x.size(0), C = x.size(1);
+  MM_CHECK(groups > 0 && C % groups == 0, "[group_norm_silu] x ", shape_str(x.shape()), " has ", C,
+           " channels, not divisible into ", groups, " groups");
+  check_affine("group_norm_silu", "weight", weight, {C}, x);
+  check_affine("group_norm_silu", "bias", bias, {C}, x);
+  if (cuda_ops::on_device("group_norm_silu", {&x, &weight, &bias}))
+    return cuda_ops::group_norm_silu(x, groups, weight, bias, eps);
+  const int64_t HW = C ? x.numel() / std::max<int64_t>(B * C, 1) : 0, Cg = C / groups, NG = B * groups;
+  const Tensor xc = x.detach().contiguous();
+  const Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
+  const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();
+  Tensor y = Tensor::empty(x.shape(), x.dtype());
+  Tensor mean = Tensor::empty({NG}, x.dtype()), rstd = Tensor::empty({NG}, x.dtype());
+  if (x.numel() > 0)
+    dispatch_float(x.dtype(), "group_norm_silu", [&](auto tag) {
+      using T = typename decltype(tag)::type;
+      group_norm_silu_forward<T>(xc.data<T>(), wc.defined() ? wc.data<T>() : nullptr,
+                                 bc.defined() ? bc.data<T>() : nullptr, eps, NG, groups, Cg, HW, y.data<T>(),
+                                 mean.data<T>(), rstd.data<T>());
+    });
+  if (needs_grad({x, weight, bias})) {
+    const bool want_x = x.requires_grad(), want_w = weight.defined() && weight.requires_grad();
+    const bool want_b = bias.defined() && bias.requires_grad();
+    const Shape x_shape = x.shape();
+    record_op("group_norm_silu", {x, weight, bias}, {y},
+              [xc, wc, bc, mean, rstd, B, C, HW, Cg, groups, want_x, want_w, want_b, x_shape](const Grads& g) {
+                const Tensor dy = g[0].contiguous();
+                Tensor dx = want_x ? Tensor::empty(x_shape, xc.dtype()) : Tensor();
+                Tensor dw_n = want_w ? Tensor::empty({B, C}, xc.dtype()) : Tensor();  // per sample; summed below
+                Tensor db_n = want_b ? Tensor::empty({B, C}, xc.dtype()) : Tensor();
+                if (xc.numel() > 0)
+                  dispatch_float(xc.dtype(), "group_norm_silu_backward", [&](auto tag) {
+                    using T = typename decltype(tag)::type;
+                    auto p = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
+                    group_norm_silu_backward<T>(xc.data<T>(), p(wc), p(bc), mean.data<T>(), rstd.data<T>(),
+                                                dy.data<T>(), p(dx), p(dw_n), p(db_n), B * groups, groups, Cg, HW);
+                  });
+                else if (dw_n.defined() || db_n.defined()) {  // an empty sum
+                  if (dw_n.defined()) dw_n.fill_(0.0);
+                  if (db_n.defined()) db_n.fill_(0.0);
+                }
+                return Grads{dx, want_w ? sum(dw_n, {0}) : Tensor(), want_b ? sum(db_n, {0}) : Tensor()};
+              });
+  }
   return y;
 }
 

@@ -24,6 +24,13 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                   double eps = 1e-5);
 
+// silu(group_norm(x, groups, weight, bias, eps)) as one op: taming's Normalize() followed by
+// swish, the pair in every VQGAN ResnetBlock. Its backward keeps only x and each group's mean
+// and 1/std and recomputes the rest, where the two ops apart would also keep the normalised
+// and the activated tensors (two more copies of x, per norm, for the whole backward).
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
+                       double eps = 1e-5);
+
 // torch.nn.functional.batch_norm with training=False: x [B, C, *] normalised per channel with
 // the running statistics: y = (x - running_mean) / sqrt(running_var + eps) * weight + bias.
 Tensor batch_norm(const Tensor& x, const Tensor& running_mean, const Tensor& running_var,

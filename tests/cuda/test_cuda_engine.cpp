@@ -274,6 +274,9 @@ TEST_CASE("cuda engine: backward of each op with a device path, broadcasting inc
         [](auto& t) { return add(normalize(t[0], 1), mean(norm(t[0], 2.0, {1}, KeepDim::yes))); });
   check("group_norm", {rnd({2, 8, 3, 5}, 80), rnd({8}, 81), rnd({8}, 82)},
         [](auto& t) { return silu(group_norm(t[0], 4, t[1], t[2], 1e-6)); });
+  check("group_norm_silu (one kernel each way)", {rnd({2, 8, 3, 5}, 80), rnd({8}, 81), rnd({8}, 82)},
+        [](auto& t) { return group_norm_silu(t[0], 4, t[1], t[2], 1e-6); });
+  check("group_norm_silu, no affine, 2-D", {rnd({3, 6}, 90)}, [](auto& t) { return group_norm_silu(t[0], 3); });
   check("upsample_nearest2d", {rnd({2, 3, 4, 5}, 83)}, [](auto& t) { return upsample_nearest2d(t[0], 2.0); });
   check("adaptive_avg_pool2d down", {rnd({2, 3, 11, 9}, 84)}, [](auto& t) { return adaptive_avg_pool2d(t[0], 4, 5); });
   check("adaptive_avg_pool2d up", {rnd({1, 2, 3, 5}, 85)}, [](auto& t) { return adaptive_avg_pool2d(t[0], 7, 8); });
@@ -406,6 +409,32 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
   check("multi_head_attention (cross, causal)", {rnd({2, 4, 16}, 131), rnd({2, 6, 16}, 132), rnd({48, 16}, 133),
                                                   rnd({48}, 134), rnd({16, 16}, 135), rnd({16}, 136)},
         [](auto& t) { return multi_head_attention(t[0], t[1], t[2], t[3], t[4], t[5], 4, Tensor(), Causal::yes); });
+}
+
+TEST_CASE("cuda engine: frozen layers keep only what their input's gradient reads (the allocator's bytes)") {
+  MM_REQUIRE_DEVICE();
+  // The bytes a forward leaves held once its temporaries are gone: the result and whatever
+  // the graph saved for the backward.
+  auto held = [](const std::function<Tensor()>& f) {
+    const size_t before = cuda_ops::memory_use().in_use;
+    const Tensor y = f();
+    return static_cast<double>(cuda_ops::memory_use().in_use - before);
+  };
+  // x wants a gradient; the weights do not (mmgen's decoder and CLIP)
+  const Tensor x = dev(rnd({1, 64, 32, 32}, 1)).set_requires_grad(true), w = dev(rnd({64}, 2)), b = dev(rnd({64}, 3));
+  const double xb = static_cast<double>(x.numel()) * sizeof(float);
+  const double fused = held([&] { return group_norm_silu(x, 32, w, b, 1e-6); });
+  const double apart = held([&] { return silu(group_norm(x, 32, w, b, 1e-6)); });
+  MESSAGE("held after the forward, in units of x: group_norm_silu " << fused / xb << ", silu(group_norm) " << apart / xb);
+  CHECK(fused < 1.25 * xb);  // the result; x, mean and 1/std are what the backward reads
+  CHECK(apart > 1.75 * xb);  // also the normalised values that silu's backward reads
+  // A linear layer with a frozen weight does not keep its input: here gelu(x), which nothing
+  // else holds (gelu's backward reads x).
+  const Tensor x2 = dev(rnd({64, 1024}, 4)).set_requires_grad(true), w2 = dev(rnd({16, 1024}, 5));
+  const double gb = static_cast<double>(x2.numel()) * sizeof(float);
+  const double lin = held([&] { return linear(gelu(x2), w2, Tensor()); });
+  MESSAGE("linear(gelu(x)) holds " << lin << " bytes; gelu(x) is " << gb);
+  CHECK(lin < 0.25 * gb);
 }
 
 TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operands, accumulate in float32") {

@@ -164,6 +164,63 @@ TEST_CASE("group_norm forward and backward") {
   }
 }
 
+TEST_CASE("group_norm_silu: silu(group_norm(x)) as one op, forward and backward") {
+  struct Case {
+    Shape x;
+    int64_t groups;
+  };
+  const std::vector<Case> cases = {{{2, 6, 3, 5}, 3}, {{2, 4, 7}, 2}, {{1, 3, 2, 2}, 1}, {{2, 4, 1, 1}, 4},
+                                   {{1, 5, 3}, 5}, {{3, 4}, 2}, {{1, 64, 3, 5}, 32}};
+  for (const Case& c : cases) {
+    for (int combo = 0; combo < 4; ++combo) {
+      const bool with_w = combo & 1, with_b = combo & 2;
+      const std::string name = "group_norm_silu x=" + shape_str(c.x) + " G=" + std::to_string(c.groups) + " " +
+                               affine_name(with_w, with_b);
+      SUBCASE(name.c_str()) {
+        const int64_t C = c.x[1], G = c.groups;
+        Tensor x = rand64(c.x, 21, -2, 2);
+        Tensor w = with_w ? rand64({C}, 22, -2, 2) : Tensor(), b = with_b ? rand64({C}, 23, -2, 2) : Tensor();
+        const Tensor ref = silu(ref_group_norm(x, G, w, b, 1e-6));
+        check_close(group_norm_silu(x, G, w, b, 1e-6), ref, 1e-12, 1e-12, name);
+        auto f32 = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
+        check_close(group_norm_silu(f32(x), G, f32(w), f32(b), 1e-6), ref, 1e-5, 1e-5, name + " f32");
+        std::vector<Tensor> inputs = {x};
+        if (with_w) inputs.push_back(w);
+        if (with_b) inputs.push_back(b);
+        auto fused = [&](const std::vector<Tensor>& in) {
+          return group_norm_silu(in[0], G, with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3);
+        };
+        check_gradients(fused, inputs);  // float64 against finite differences
+        // float32 (the vector kernels) against the two ops apart, gradients included
+        std::vector<Tensor> in32;
+        for (const Tensor& t : inputs) in32.push_back(f32(t).detach().set_requires_grad(true));
+        auto apart = [&](const std::vector<Tensor>& in) {
+          return silu(group_norm(in[0], G, with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3));
+        };
+        const Tensor ya = fused(in32), yb = apart(in32), dy = rand64(ya.shape(), 24).to(DType::f32);
+        check_close(ya, yb, 1e-5, 1e-5, name + " f32 vs apart");
+        const std::vector<Tensor> ga = grad({ya}, in32, {dy}), gb = grad({yb}, in32, {dy});
+        for (size_t i = 0; i < ga.size(); ++i) check_close(ga[i], gb[i], 1e-4, 1e-4, name + " f32 grad " + std::to_string(i));
+      }
+    }
+  }
+  SUBCASE("group_norm_silu permuted x, and x alone wanting a gradient") {
+    Tensor x = rand64({3, 2, 4}, 25), w = rand64({4}, 26), b = rand64({4}, 27);
+    check_close(group_norm_silu(x.permute({1, 2, 0}), 2, w, b), silu(ref_group_norm(x.permute({1, 2, 0}).contiguous(), 2, w, b, 1e-5)),
+                1e-12, 1e-12, "permuted");
+    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(in[0].permute({1, 2, 0}), 2, w, b); },
+                    {x});
+    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(x.permute({1, 2, 0}), 2, in[0], in[1]); },
+                    {w, b});
+  }
+  SUBCASE("group_norm_silu errors") {
+    CHECK_THROWS_WITH_AS(group_norm_silu(Tensor::zeros({2, 6, 3}), 4),
+                         "[group_norm_silu] x [2, 6, 3] has 6 channels, not divisible into 4 groups", Error);
+    CHECK_THROWS_WITH_AS(group_norm_silu(Tensor::zeros({2, 6, 3}), 3, Tensor(), Tensor::zeros({3})),
+                         "[group_norm_silu] bias [3] must be [6] for x [2, 6, 3]", Error);
+  }
+}
+
 TEST_CASE("batch_norm inference form") {
   for (int combo = 0; combo < 4; ++combo) {
     const bool with_w = combo & 1, with_b = combo & 2;

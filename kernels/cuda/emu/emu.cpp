@@ -418,6 +418,20 @@ bool check_pointer_argument(const char* kernel, int index, const void* p) {
   return false;
 }
 
+// MM_CUDA_EMULATE_NO_COMPUTE=1: a dry run that keeps every allocation, launch check and
+// host-side decision of the program but computes nothing: kernels and GEMMs are checked and
+// skipped, copies to the device and within it are skipped, and copies back to the host read
+// zeros (so indices are in range and losses finite). Device memory is not touched, so a
+// large model's allocator peak (memory_stats) can be measured in little time and RAM; no
+// value the program computes means anything.
+bool no_compute() {
+  static const bool v = [] {
+    const char* s = std::getenv("MM_CUDA_EMULATE_NO_COMPUTE");
+    return s && *s && std::strcmp(s, "0") != 0;
+  }();
+  return v;
+}
+
 void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   std::string bad;
@@ -439,6 +453,7 @@ void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size
   }
   Scheduler& S = sched();
   MM_CHECK(!S.running, "[cuda-emu] kernel ", kernel, " launched from inside a kernel");
+  if (no_compute()) return;
   S.body = body;
   S.smem.reset(new unsigned char[smem]);
   for (unsigned z = 0; z < grid.z; ++z)
@@ -524,7 +539,7 @@ cudaError_t cudaMalloc(void** p, size_t bytes) {
   void* q = nullptr;
   // exact size, so that AddressSanitizer sees a one-byte overrun; 256-byte aligned as cudaMalloc
   if (posix_memalign(&q, 256, bytes ? bytes : 1) != 0) return fail(cudaErrorMemoryAllocation, "posix_memalign");
-  std::memset(q, 0xFF, bytes);  // device memory starts as garbage: NaN here
+  if (!mm::emu::no_compute()) std::memset(q, 0xFF, bytes);  // device memory starts as garbage: NaN here
   {
     std::lock_guard<std::mutex> lock(mm::emu::g_mem_mu);
     mm::emu::allocations()[reinterpret_cast<uintptr_t>(q)] = bytes;
@@ -562,6 +577,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind 
                 mm::str_cat("cudaMemcpy kind ", int(kind), " but the destination is ", dst_dev ? "" : "not ",
                             "device memory and the source is ", src_dev ? "" : "not ", "device memory (", bytes,
                             " bytes)"));
+  if (mm::emu::no_compute() && (dst_dev || src_dev)) {
+    if (!dst_dev) std::memset(dst, 0, bytes);  // the device computed nothing: read back zeros
+    return cudaSuccess;
+  }
   std::memmove(dst, src, bytes);
   return cudaSuccess;
 }
@@ -572,7 +591,7 @@ cudaError_t cudaMemset(void* dst, int value, size_t bytes) {
   if (!bytes) return cudaSuccess;
   if (!device_range(dst, bytes))
     return fail(cudaErrorInvalidValue, mm::str_cat("cudaMemset of ", bytes, " bytes outside device memory"));
-  std::memset(dst, value, bytes);
+  if (!mm::emu::no_compute()) std::memset(dst, value, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemsetAsync(void* dst, int value, size_t bytes, cudaStream_t) { return cudaMemset(dst, value, bytes); }
@@ -651,6 +670,7 @@ bool gemm_one(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, f
                 !device_range(B, (span(b_cols, ldb) + b_rows) * sizeof(T))))
     return false;
   if (!device_range(C, (span(n, ldc) + m) * sizeof(float))) return false;
+  if (mm::emu::no_compute()) return true;
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < m; ++i) {
       double s = 0;
