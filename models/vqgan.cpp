@@ -36,6 +36,7 @@ std::string VQGANConfig::str() const {
   os << "] res_blocks " << num_res_blocks << " attn_resolutions [";
   for (size_t i = 0; i < attn_resolutions.size(); ++i) os << (i ? "," : "") << attn_resolutions[i];
   os << "] resolution " << resolution << " z_channels " << z_channels << " codebook " << n_embed << "x" << embed_dim;
+  if (gumbel) os << " (Gumbel quantiser)";
   return os.str();
 }
 
@@ -49,9 +50,11 @@ VQGANConfig load_vqgan_yaml(const std::string& path) {
   YAML::Node params = root["model"] ? root["model"]["params"] : YAML::Node();
   MM_CHECK(params && params.IsMap(), "'", path, "': expected taming's layout model: params: {embed_dim, n_embed, ddconfig}");
   const std::string target = root["model"]["target"] ? root["model"]["target"].as<std::string>() : "";
-  MM_CHECK(target.empty() || target == "taming.models.vqgan.VQModel", "'", path, "': model.target '", target,
-           "' is not supported (supported: taming.models.vqgan.VQModel)");
+  MM_CHECK(target.empty() || target == "taming.models.vqgan.VQModel" || target == "taming.models.vqgan.GumbelVQ", "'",
+           path, "': model.target '", target,
+           "' is not supported (supported: taming.models.vqgan.VQModel, taming.models.vqgan.GumbelVQ)");
   VQGANConfig c;
+  c.gumbel = target == "taming.models.vqgan.GumbelVQ";
   try {
     MM_CHECK(params["embed_dim"] && params["n_embed"] && params["ddconfig"], "'", path,
              "': model.params needs embed_dim, n_embed and ddconfig");
@@ -117,7 +120,8 @@ VQGANConfig infer_vqgan_config(const TensorFile& f, int64_t resolution) {
   const Tensor& qc = f.get("quant_conv.weight");  // [embed_dim, z_channels, 1, 1]
   c.double_z = false;  // a VQGAN's encoder never doubles z (that is the KL autoencoder)
   c.embed_dim = qc.size(0);
-  c.n_embed = f.get("quantize.embedding.weight").size(0);
+  c.gumbel = f.contains("quantize.embed.weight") && !f.contains("quantize.embedding.weight");
+  c.n_embed = f.get(VQGAN::codebook_key(c)).size(0);
   c.out_ch = f.get("decoder.conv_out.weight").size(0);
   return c;
 }
@@ -188,7 +192,8 @@ std::map<std::string, Shape> vqgan_weight_table(const VQGANConfig& c) {
   }
   expect_norm(t, "decoder.norm_out", block_in);
   expect_conv(t, "decoder.conv_out", c.out_ch, block_in, 3);
-  expect(t, "quantize.embedding.weight", {c.n_embed, c.embed_dim});
+  expect(t, VQGAN::codebook_key(c), {c.n_embed, c.embed_dim});
+  if (c.gumbel) expect_conv(t, "quantize.proj", c.n_embed, c.z_channels, 1);  // taming: Conv2d(z_channels, n_embed, 1)
   expect_conv(t, "quant_conv", c.embed_dim, c.double_z ? 2 * c.z_channels : c.z_channels, 1);
   expect_conv(t, "post_quant_conv", c.z_channels, c.embed_dim, 1);
   return t;
@@ -200,6 +205,10 @@ VQGAN VQGAN::from_tensors(const TensorFile& f, const VQGANConfig& config) {
   m.config_ = config;
   m.path_ = f.path;
   MM_CHECK(!config.double_z, "'", f.path, "': double_z VQGANs are not supported");
+  // taming's GumbelQuantize applies its proj, declared with z_channels inputs, to quant_conv's
+  // embed_dim outputs: the two must agree (they do in taming's released Gumbel models).
+  MM_CHECK(!config.gumbel || config.embed_dim == config.z_channels, "'", f.path, "': a Gumbel VQGAN needs embed_dim (",
+           config.embed_dim, ") = z_channels (", config.z_channels, ")");
   const std::map<std::string, Shape> table = vqgan_weight_table(config);
   for (const auto& [name, t] : f.tensors) {
     if (name.rfind("loss.", 0) == 0) continue;  // LPIPS + discriminator: training only
@@ -306,6 +315,17 @@ VQGAN VQGAN::to(Device device) const {
 }
 
 VQCodes VQGAN::quantize(const Tensor& h) const {
+  if (!config_.gumbel) return nearest_codes(h);
+  MM_CHECK(h.dim() == 4 && h.size(1) == config_.embed_dim, "[VQGAN.quantize] expects [B, ", config_.embed_dim,
+           ", h, w], got ", h.str());
+  cuda_ops::PrecisionScope precision(precision_);
+  VQCodes out;
+  out.indices = argmax(conv("quantize.proj", h.detach()), 1);  // logits [B, K, h, w] -> [B, h, w]
+  out.z_q = codes_to_latent(out.indices);
+  return out;
+}
+
+VQCodes VQGAN::nearest_codes(const Tensor& h) const {
   MM_CHECK(h.dim() == 4 && h.size(1) == config_.embed_dim, "[VQGAN.quantize] expects [B, ", config_.embed_dim,
            ", h, w], got ", h.str());
   const int64_t B = h.size(0), D = h.size(1), H = h.size(2), W = h.size(3);
@@ -345,6 +365,7 @@ Tensor VQGAN::decode(const Tensor& z_q) const {
 }
 
 Tensor VQGAN::quantization_loss(const Tensor& h, const VQCodes& codes) const {
+  MM_CHECK(!config_.gumbel, "[VQGAN.quantization_loss] is VectorQuantizer2's loss; this is a Gumbel-quantiser VQGAN");
   Tensor e = codes_to_latent(codes.indices);  // the codebook rows, with a gradient into the codebook
   return add(mean(square(sub(e, h.detach()))), mul(mean(square(sub(e.detach(), h))), 0.25));
 }
@@ -361,6 +382,7 @@ std::string vqgan_config_to_json(const VQGANConfig& c) {
   j["ch_mult"] = c.ch_mult;
   j["num_res_blocks"] = c.num_res_blocks;
   j["attn_resolutions"] = c.attn_resolutions;
+  if (c.gumbel) j["quantizer"] = "gumbel";
   return j.dump();
 }
 
@@ -383,6 +405,12 @@ VQGANConfig vqgan_config_from_json(const std::string& text, const std::string& o
     c.ch_mult = j.at("ch_mult").get<std::vector<int64_t>>();
     c.num_res_blocks = j.at("num_res_blocks").get<int64_t>();
     c.attn_resolutions = j.at("attn_resolutions").get<std::vector<int64_t>>();
+    const std::string quantizer = j.value("quantizer", std::string("vq"));
+    MM_CHECK(quantizer == "vq" || quantizer == "gumbel", "[vqgan config] ", origin, ": quantizer must be vq or gumbel, got '",
+             quantizer, "'");
+    c.gumbel = quantizer == "gumbel";
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     throw Error(str_cat("[vqgan config] ", origin, ": ", e.what()));
   }

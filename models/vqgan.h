@@ -36,6 +36,10 @@ struct VQGANConfig {
   int64_t num_res_blocks = 2;
   std::vector<int64_t> attn_resolutions = {16};
   bool double_z = false;
+  // taming's GumbelVQ (e.g. its openimages f8-8192 model) instead of VQModel: the quantiser
+  // is quantize.proj (a 1x1 convolution to n_embed logits) and the codebook quantize.embed;
+  // a VQModel's codebook is quantize.embedding.
+  bool gumbel = false;
 
   int64_t num_levels() const { return static_cast<int64_t>(ch_mult.size()); }
   int64_t downsample_factor() const { return int64_t{1} << (num_levels() - 1); }
@@ -77,11 +81,22 @@ class VQGAN {
   // The precision of encode's and decode's GEMMs on the device (engine/cuda_ops.h) and of
   // their backward; unset, they take the thread's. Kept by to() copies.
   void set_precision(std::optional<cuda_ops::Precision> p) { precision_ = p; }
-  const Tensor& codebook() const { return get("quantize.embedding.weight"); }  // [K, D]
+  const Tensor& codebook() const { return get(codebook_key(config_)); }  // [K, D]
+  static const char* codebook_key(const VQGANConfig& c) {
+    return c.gumbel ? "quantize.embed.weight" : "quantize.embedding.weight";
+  }
 
   Tensor encoder(const Tensor& x) const;         // [B, C, H, W] -> [B, z_channels, h, w]
   Tensor encode(const Tensor& x) const;          // encoder + quant_conv -> h [B, D, h, w]
-  VQCodes quantize(const Tensor& h) const;        // nearest codes; z_q = h + (e - h).detach()
+  // The model's own quantiser. A VQModel's: nearest codes, z_q = h + (e - h).detach()
+  // (nearest_codes). A GumbelVQ's: the code with the largest logit of quantize.proj(h), the
+  // mode of taming's Gumbel sampling (taming's eval adds Gumbel noise first; mm does not, so
+  // encoding is deterministic), z_q = its codebook row, with no gradient to h.
+  VQCodes quantize(const Tensor& h) const;
+  // Nearest codebook rows by squared distance, straight-through (z_q has h's gradient): the
+  // quantisation VQGAN+CLIP applies to its latent, for both kinds of model (as the classic
+  // notebooks do with a Gumbel model's quantize.embed).
+  VQCodes nearest_codes(const Tensor& h) const;
   Tensor decode(const Tensor& z_q) const;        // post_quant_conv + decoder
   Tensor codes_to_latent(const Tensor& indices) const;  // [B, h, w] int64 -> [B, D, h, w]
   // taming's VectorQuantizer2 legacy loss, beta = 0.25: the codebook term mean((e - sg(h))^2)

@@ -238,6 +238,9 @@ void VQGANCLIP::init_from_image(const Tensor& image, double noise) {
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] init image must be [3, H, W], got ", image.str());
   Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
   z_ = vqgan_.encode(add(mul(img, 2.0), -1.0).to(vqgan_.device()));
+  // A Gumbel model's encoder output lives before its quantiser's proj, not among the codebook
+  // rows the steps quantise to: start from the codes it picks.
+  if (vqgan_.config().gumbel) z_ = vqgan_.quantize(z_).z_q;
   if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise).to(z_.device()));  // drawn on the CPU
   z_ = z_.contiguous();
   start_optimizer();
@@ -256,7 +259,7 @@ void VQGANCLIP::init_from_latent(const Tensor& z) {
 Tensor VQGANCLIP::forward_loss(Tensor* image_out) {
   MM_CHECK(z_.defined(), "[VQGANCLIP] call init_random/init_from_image before step()");
   MM_CHECK(!prompts_.empty(), "[VQGANCLIP] no prompts: add a text, image or noise prompt");
-  Tensor z_q = vqgan_.quantize(z_).z_q;  // straight-through: gradient goes to z
+  Tensor z_q = vqgan_.nearest_codes(z_).z_q;  // straight-through: gradient goes to z
   Tensor x = mul(add(vqgan_.decode(z_q), 1.0), 0.5);
   x = options_.clamp == ClampRule::with_grad ? clamp_with_grad(x, 0.0, 1.0)
                                              : straight_through(clamp(x.detach(), 0.0, 1.0), x);
@@ -299,7 +302,7 @@ double VQGANCLIP::loss_and_grad(Tensor* dloss_dz, Tensor* dloss_dimage) {
 
 Tensor VQGANCLIP::image() const {
   NoGradGuard ng;
-  Tensor x = mul(add(vqgan_.decode(vqgan_.quantize(z_.detach()).z_q), 1.0), 0.5);
+  Tensor x = mul(add(vqgan_.decode(vqgan_.nearest_codes(z_.detach()).z_q), 1.0), 0.5);
   return clamp(x, 0.0, 1.0).select(0, 0).to(Device::cpu);
 }
 

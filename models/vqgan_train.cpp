@@ -12,6 +12,7 @@
 namespace mm {
 
 VQGAN VQGAN::init(const VQGANConfig& config, uint64_t seed) {
+  MM_CHECK(!config.gumbel, "[VQGAN.init] training a Gumbel-quantiser VQGAN is not supported (only taming's VQModel)");
   TensorFile f;
   f.path = "<init seed " + std::to_string(seed) + ">";
   Generator gen(seed);
@@ -56,7 +57,7 @@ void VQGAN::reset_codes(const std::vector<int64_t>& rows, const Tensor& values) 
   MM_CHECK(values.dim() == 2 && values.size(0) == static_cast<int64_t>(rows.size()) && values.size(1) == D,
            "[VQGAN.reset_codes] values ", values.str(), " must be [", rows.size(), ", ", D, "]");
   NoGradGuard no_grad;
-  Tensor cb = weights_.at("quantize.embedding.weight");
+  Tensor cb = weights_.at(codebook_key(config_));
   for (size_t i = 0; i < rows.size(); ++i) {
     MM_CHECK(rows[i] >= 0 && rows[i] < config_.n_embed, "[VQGAN.reset_codes] row ", rows[i], " outside [0, ",
              config_.n_embed, ")");

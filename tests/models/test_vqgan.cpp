@@ -13,6 +13,7 @@
 #include "engine/mm.h"
 #include "models/vqgan.h"
 #include "tests/gradcheck.h"
+#include "tests/models/gumbel_tiny.h"
 #include "tests/refs.h"
 #include "weights_tools/torch_file.h"
 
@@ -67,6 +68,76 @@ TEST_CASE("vqgan_tiny reproduces taming's encode / quantise / decode / gradient"
       loss.backward();
       check_rel(z.grad(), ref.get("dloss_dz"), 1e-3, "dloss_dz");
     }
+  }
+}
+
+TEST_CASE("a Gumbel-quantiser VQGAN (taming's GumbelVQ): its keys, yaml and metadata, its quantiser") {
+  MM_REQUIRE_REFS("vqgan_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny_expected.safetensors");
+  TensorFile ref = load_safetensors(testing::refs_path("vqgan_tiny_expected.safetensors"));
+  const TensorFile g = testing::gumbel_from_vq(load_weights(testing::refs_path("vqgan_tiny.safetensors")));
+  const VQGANConfig c = infer_vqgan_config(g, 64);
+  CHECK(c.gumbel);
+  CHECK(c.n_embed == 128);
+  CHECK(c.str().find("Gumbel") != std::string::npos);
+  const VQGAN vq = VQGAN::from_tensors(g, c);
+  const Tensor input = ref.get("input").to(f32);
+  const Tensor h = vq.encode(input);
+  check_rel(h, ref.get("h"), 1e-4, "h");
+  SUBCASE("its proj picks the codes (here: taming's VQ codes), z_q is their codebook rows") {
+    const VQCodes q = vq.quantize(h.detach().set_requires_grad(true));
+    CHECK(q.indices.to_vector<int64_t>() == ref.get("indices").to_vector<int64_t>());
+    check_rel(q.z_q, ref.get("z_q"), 1e-5, "z_q");
+    CHECK(!q.z_q.requires_grad());  // no gradient path to h (taming's is through Gumbel samples)
+    check_rel(vq.decode(q.z_q), ref.get("decoded"), 1e-4, "decoded");
+    // VQGAN+CLIP's quantisation: nearest rows of quantize.embed, straight-through
+    const VQCodes n = vq.nearest_codes(h.detach().set_requires_grad(true));
+    CHECK(n.indices.to_vector<int64_t>() == ref.get("indices").to_vector<int64_t>());
+    CHECK(n.z_q.requires_grad());
+    CHECK_THROWS_WITH_AS(vq.quantization_loss(h, q), doctest::Contains("Gumbel-quantiser"), Error);
+  }
+  SUBCASE("with any proj: the argmax of its logits") {
+    TensorFile r = g;
+    Generator gen(3);
+    for (auto& [name, t] : r.tensors)
+      if (name == "quantize.proj.weight") t = Tensor::randn(t.shape(), gen);
+      else if (name == "quantize.proj.bias") t = Tensor::randn(t.shape(), gen);
+    const VQGAN rv = VQGAN::from_tensors(r, c);
+    const Tensor W = r.get("quantize.proj.weight"), bias = r.get("quantize.proj.bias");
+    const std::vector<double> hv = h.to_vector<double>(), wv = W.to_vector<double>(), bv = bias.to_vector<double>();
+    const int64_t K = W.size(0), D = W.size(1), P = h.size(2) * h.size(3);
+    std::vector<int64_t> want(P);
+    for (int64_t p = 0; p < P; ++p) {  // logits_k = Σ_d W[k, d] h[d, p] + b[k], by hand
+      double best = -1e300;
+      for (int64_t k = 0; k < K; ++k) {
+        double l = bv[k];
+        for (int64_t d = 0; d < D; ++d) l += wv[k * D + d] * hv[d * P + p];
+        if (l > best) best = l, want[p] = k;
+      }
+    }
+    CHECK(rv.quantize(h).indices.to_vector<int64_t>() == want);
+  }
+  SUBCASE("from a safetensors file with taming's yaml (target GumbelVQ), and mm's metadata") {
+    const std::string dir = "/tmp/mm_test_gumbel_" + std::to_string(::getpid());
+    std::ifstream in(testing::refs_path("vqgan_tiny.yaml"));
+    std::string yaml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const size_t at = yaml.find("taming.models.vqgan.VQModel");
+    REQUIRE(at != std::string::npos);
+    yaml.replace(at, std::string("taming.models.vqgan.VQModel").size(), "taming.models.vqgan.GumbelVQ");
+    std::ofstream(dir + ".yaml") << yaml;
+    save_safetensors(dir + ".safetensors", g.tensors, {});
+    const VQGAN from_yaml = VQGAN::load(dir + ".safetensors", dir + ".yaml");
+    CHECK(from_yaml.config().gumbel);
+    CHECK(from_yaml.quantize(from_yaml.encode(input)).indices.to_vector<int64_t>() ==
+          ref.get("indices").to_vector<int64_t>());
+    CHECK(vqgan_config_from_json(vqgan_config_to_json(c), "test").gumbel);
+    CHECK(!vqgan_config_from_json(vqgan_config_to_json(infer_vqgan_config(load_weights(testing::refs_path("vqgan_tiny.safetensors")))), "test").gumbel);
+    // a VQModel checkpoint under a GumbelVQ yaml: the missing quantiser is named
+    CHECK_THROWS_WITH_AS(VQGAN::load(testing::refs_path("vqgan_tiny.safetensors"), dir + ".yaml"),
+                         doctest::Contains("quantize.embedding.weight"), Error);
+    CHECK_THROWS_WITH_AS(VQGAN::init(c, 1), doctest::Contains("Gumbel"), Error);
+    std::remove((dir + ".yaml").c_str());
+    std::remove((dir + ".safetensors").c_str());
   }
 }
 

@@ -11,6 +11,7 @@
 #include "models/clip_config.h"
 #include "models/vqgan_clip.h"
 #include "tests/gradcheck.h"
+#include "tests/models/gumbel_tiny.h"
 #include "tests/refs.h"
 #include "weights_tools/torch_file.h"
 
@@ -138,6 +139,35 @@ TEST_CASE("one VQGAN+CLIP step reproduces the reference loss and gradients") {
       CHECK(r_z <= 1e-3);
     }
   }
+}
+
+TEST_CASE("the reference step with the VQGAN as a GumbelVQ: the same codebook, the same loss and gradients") {
+  MM_REQUIRE_REFS("vqclip_step_expected.safetensors");
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const StepRefs r;
+  const TensorFile g = testing::gumbel_from_vq(load_weights(testing::refs_path("vqgan_tiny.safetensors")));
+  const VQGAN vq = VQGAN::from_tensors(g, infer_vqgan_config(g, 64));
+  REQUIRE(vq.config().gumbel);
+  VQGANCLIPOptions o;
+  o.width = o.height = 64;
+  o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
+  VQGANCLIP gen(vq, r.clip, r.tok, o);
+  gen.add_text_prompts("a watercolor portrait of a teacher");
+  gen.init_from_latent(r.ref.get("z"));
+  Tensor dz;
+  const double loss = gen.loss_and_grad(&dz, nullptr);
+  CHECK(loss == doctest::Approx(r.ref.get("loss").item()).epsilon(1e-4));
+  CHECK(max_rel(dz, r.ref.get("dloss_dz")) <= 1e-3);
+  // an init image starts from the codes its quantiser picks (rows of quantize.embed)
+  Generator pixels(5);
+  const Tensor img = Tensor::uniform({3, 64, 64}, pixels, 0.0, 1.0);
+  gen.init_from_image(img, 0.0);
+  const Tensor z = gen.z();
+  const Tensor resized = resize(img.unsqueeze(0), 64, 64, ResizeFilter::bicubic, Antialias::yes);
+  const Tensor want = vq.quantize(vq.encode(add(mul(resized, 2.0), -1.0))).z_q;
+  CHECK(max_rel(z, want) == 0.0);
 }
 
 TEST_CASE("vqclip_step on the device with --precision bf16 and fp16 stays near the reference") {
