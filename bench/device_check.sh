@@ -3,26 +3,27 @@
 # On a bare machine it builds the engine and the CUDA kernels (MM_ENGINE_ONLY: the device
 # image lacks the model libraries; doctest travels in .device/, see bench/prepare_device.sh),
 # runs the CUDA tests, checks the SASS for tensor-core instructions, runs
-# `mmbench all --device cuda` and the PyTorch peers, then compute-sanitizer (memcheck and
+# `mmbench all --device cuda` and the PyTorch peers, the model benchmarks with mm's carried
+# full binary beside torch (bench/device_models.sh), then compute-sanitizer (memcheck and
 # racecheck) on a subset of the tests, and prints a short table last. Every step has a time
-# cap inside a 330 s budget (MM_DEVICE_BUDGET), and each step's one-line result is appended to status.txt
+# cap inside a 450 s budget (MM_DEVICE_BUDGET), and each step's one-line result is appended to status.txt
 # as it happens, so a run cut short still says how far it got. $OUT gets status, test, bench and
 # torch logs and logs.tgz with every log (OUT defaults to ./device-out).
 #   here:    bash bench/prepare_device.sh
-#   device:  run(command="bash bench/device_check.sh", carry=[".device"], timeout_s=400)
+#   device:  run(command="bash bench/device_check.sh", carry=[".device"], timeout_s=540)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/device-out}
 L=/tmp/mm-device-logs   # every log; at exit the few that matter are copied to $OUT with a tarball of all
 rm -rf "$L"; mkdir -p "$OUT" "$L"
 pack() {
-  for f in status.txt machine.txt tests.log bench.log torch.log; do [ -f "$L/$f" ] && cp "$L/$f" "$OUT/"; done
+  for f in status.txt machine.txt tests.log bench.log torch.log models.log; do [ -f "$L/$f" ] && cp "$L/$f" "$OUT/"; done
   tar czf "$OUT/logs.tgz" -C "$L" . 2>/dev/null
 }
 trap pack EXIT
 B=/tmp/mm-build
 J=$(nproc)
-BUDGET=${MM_DEVICE_BUDGET:-330}
+BUDGET=${MM_DEVICE_BUDGET:-450}
 t0=$(date +%s)
 step() { echo "== [$(( $(date +%s) - t0 ))s] $*"; }
 note() { echo "$1" | tee -a "$L/status.txt"; }
@@ -91,6 +92,10 @@ step "PyTorch peers"
 PYTHONUNBUFFERED=1 timeout "$(cap 60)" python3 bench/peers/torch_cuda.py >"$L/torch.log" 2>&1
 note "torch peers: rc $?"
 
+step "models: a VQGAN+CLIP step and ViT-B/32 encoding, mm beside torch eager (bench/device_models.sh)"
+timeout "$(cap 150)" bash bench/device_models.sh "$L" 45 >"$L/models-run.log" 2>&1
+note "models: rc $?, $(grep -c '"ms"' "$L/models.log" 2>/dev/null || echo 0) timed runs, $(grep -c '"error"' "$L/models.log" 2>/dev/null || echo 0) failed ($(head -c 120 "$L/models-run.log" | grep -o 'skipped.*' || true))"
+
 step "compute-sanitizer (memcheck, racecheck) on a subset of the tests, pool off"
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
@@ -113,5 +118,6 @@ echo
 sed -n '/== summary/,$p' "$L/bench.log"
 [ -f "$L/bench-each.md" ] && cat "$L/bench-each.md"
 sed -n '/== torch peers/,$p' "$L/torch.log"
+[ -f "$L/models.log" ] && { echo "== models (JSON, one run per line)"; cat "$L/models.log"; }
 echo
 cat "$L/status.txt"

@@ -294,6 +294,7 @@ int bench_vqgan_clip_step(const Args& args) {
     // The device's caching allocator: the bytes resident between steps, and the most in use at
     // once during a step (cuBLAS's own workspace and the CUDA context are not counted).
     const mm::cuda_ops::MemoryUse after = mm::cuda_ops::memory_use();
+    fields.push_back({"precision", "\"" + args.get("precision", "fp32") + "\""});
     fields.push_back({"resident_mib", mib(before.in_use)});
     fields.push_back({"step_peak_mib", mib(after.peak)});
     words += ", device memory: " + mib(before.in_use) + " MiB resident, peak " + mib(after.peak) + " MiB in a step";

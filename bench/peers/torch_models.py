@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""bench/peers/torch_models.py: the PyTorch CPU peers for mmbench's model benchmarks
-(run by bench/compare_models.sh), with random weights of the real shapes:
+"""bench/peers/torch_models.py: the PyTorch peers for mmbench's model benchmarks (on the CPU
+run by bench/compare_models.sh, on the GPU by bench/device_check.sh), with random weights of
+the real shapes:
 
   clip-image       ViT-B/32 encode_image (OpenAI CLIP's VisionTransformer, written out here)
   vqgan-clip-step  one VQGAN+CLIP step as the notebooks do it: straight-through quantise,
@@ -8,7 +9,11 @@
                    noise, CLIP ViT-B/32, spherical loss, backward, Adam
   /usr/bin/python3 bench/peers/torch_models.py clip-image --batch 8 --threads 2
   /usr/bin/python3 bench/peers/torch_models.py vqgan-clip-step --size 256 --cutn 8 --threads 2
-Prints one JSON line like mmbench --json. Eager mode, float32, torch.no_grad for clip-image.
+  python3 bench/peers/torch_models.py vqgan-clip-step --device cuda --size 512 --cutn 32
+  python3 bench/peers/torch_models.py clip-image --device cuda --batch 256 --dtype fp16
+Prints one JSON line like mmbench --json. Eager mode, float32 unless --dtype fp16 (clip-image),
+torch.no_grad for clip-image. On cuda: times after synchronising, TF32 off, and the step's peak
+of torch's caching allocator (max_memory_allocated, the counterpart of mm's allocator peak).
 The architectures follow clip/model.py and taming/modules/diffusionmodules/model.py; only
 what the timing needs is here (no weight loading).
 """
@@ -16,13 +21,14 @@ import argparse, json, math, statistics, time
 import torch, torch.nn as nn, torch.nn.functional as F
 
 
-def median_ms(fn, repeat):
+def median_ms(fn, repeat, sync=lambda: None):
     t0, n = time.perf_counter(), 0
     while n < 2 or time.perf_counter() - t0 < 0.2:
         fn(); n += 1
+    sync()
     ts = []
     for _ in range(repeat):
-        t = time.perf_counter(); fn(); ts.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter(); fn(); sync(); ts.append((time.perf_counter() - t) * 1e3)
     return statistics.median(ts)
 
 
@@ -125,17 +131,17 @@ class ClampWithGrad(torch.autograd.Function):
         return g * (g * (x - x.clamp(ctx.lo, ctx.hi)) >= 0), None, None
 
 
-def vqgan_clip_step(size, cutn):
-    for p in (dec := Decoder()).parameters(): p.requires_grad_(False)
-    for p in (clip := ViT()).parameters(): p.requires_grad_(False)
-    post_quant = nn.Conv2d(256, 256, 1).requires_grad_(False)
-    codebook = torch.randn(16384, 256) * 0.02
-    target = F.normalize(torch.randn(1, 512), dim=1)
+def vqgan_clip_step(size, cutn, dev="cpu"):
+    for p in (dec := Decoder().to(dev)).parameters(): p.requires_grad_(False)
+    for p in (clip := ViT().to(dev)).parameters(): p.requires_grad_(False)
+    post_quant = nn.Conv2d(256, 256, 1).to(dev).requires_grad_(False)
+    codebook = torch.randn(16384, 256, device=dev) * 0.02
+    target = F.normalize(torch.randn(1, 512, device=dev), dim=1)
     t = size // 16
-    z = (codebook[torch.randint(16384, (t * t,))].reshape(1, t, t, 256).permute(0, 3, 1, 2)).clone().requires_grad_(True)
+    z = (codebook[torch.randint(16384, (t * t,), device=dev)].reshape(1, t, t, 256).permute(0, 3, 1, 2)).clone().requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.1)
-    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)
-    std = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(1, 3, 1, 1)
+    mean = torch.tensor([0.48145466, 0.4578275, 0.40821073], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor([0.26862954, 0.26130258, 0.27577711], device=dev).view(1, 3, 1, 1)
 
     def step():
         opt.zero_grad()
@@ -150,9 +156,9 @@ def vqgan_clip_step(size, cutn):
             ox, oy = torch.randint(0, size - s + 1, ()), torch.randint(0, size - s + 1, ())
             cuts.append(F.adaptive_avg_pool2d(img[:, :, oy:oy + s, ox:ox + s], 224))
         batch = torch.cat(cuts)
-        flip = torch.rand(cutn) < 0.5
+        flip = torch.rand(cutn, device=dev) < 0.5
         batch = torch.where(flip.view(-1, 1, 1, 1), batch.flip(3), batch)
-        batch = batch + torch.rand(cutn, 1, 1, 1) * 0.1 * torch.randn_like(batch)
+        batch = batch + torch.rand(cutn, 1, 1, 1, device=dev) * 0.1 * torch.randn_like(batch)
         f = F.normalize(clip((batch - mean) / std), dim=1)
         loss = ((f - target).norm(dim=1).div(2).arcsin().pow(2).mul(2)).mean()
         loss.backward(); opt.step()
@@ -167,21 +173,38 @@ def main():
     ap.add_argument("--cutn", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="clip-image only")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev, extra, sync = a.device, {}, (lambda: None)
+    if dev == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        sync = torch.cuda.synchronize
+        extra["gpu"] = torch.cuda.get_device_name()
     if a.kernel == "clip-image":
-        vit = ViT().eval()
-        x = torch.randn(a.batch, 3, 224, 224)
+        dtype = torch.float16 if a.dtype == "fp16" else torch.float32
+        vit = ViT().to(dev, dtype).eval()
+        x = torch.randn(a.batch, 3, 224, 224, device=dev, dtype=dtype)
         with torch.no_grad():
-            ms = median_ms(lambda: vit(x), a.repeat)
-        print(json.dumps({"kernel": "clip-image", "impl": "torch", "model": "ViT-B/32", "batch": a.batch,
-                          "threads": a.threads, "ms": ms, "ms_per_image": ms / a.batch}))
+            ms = median_ms(lambda: vit(x), a.repeat, sync)
+        print(json.dumps({"kernel": "clip-image", "impl": "torch", "device": dev, "dtype": a.dtype, "model": "ViT-B/32",
+                          "batch": a.batch, "threads": a.threads, "ms": ms, "ms_per_image": ms / a.batch,
+                          "images_per_s": 1000.0 * a.batch / ms, **extra}))
     else:
-        step = vqgan_clip_step(a.size, a.cutn)
-        ms = median_ms(step, a.repeat)
-        print(json.dumps({"kernel": "vqgan-clip-step", "impl": "torch", "size": a.size, "cutn": a.cutn,
-                          "threads": a.threads, "ms": ms, "it_per_s": 1000.0 / ms}))
+        step = vqgan_clip_step(a.size, a.cutn, dev)
+        if dev == "cuda":
+            step(); sync()
+            resident = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        ms = median_ms(step, a.repeat, sync)
+        if dev == "cuda":
+            extra["resident_mib"] = resident / 2**20
+            extra["step_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+        print(json.dumps({"kernel": "vqgan-clip-step", "impl": "torch", "device": dev, "size": a.size, "cutn": a.cutn,
+                          "threads": a.threads, "ms": ms, "it_per_s": 1000.0 / ms, **extra}))
 
 
 if __name__ == "__main__":
