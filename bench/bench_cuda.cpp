@@ -155,24 +155,36 @@ void bench_layernorm(const Opts& o) {
   add(mem_row("layernorm", cfg + " backward", "mm", mb, 3.0 * rows * cols * 4));
 }
 
-void bench_groupnorm(const Opts& o) {
-  const int64_t N = o.i("batch", 16), C = o.i("c", 256), HW = o.i("hw", 64 * 64), G = o.i("groups", 32);
+void bench_groupnorm_one(int64_t N, int64_t C, int64_t HW, int64_t G) {
   const int64_t n = N * C * HW;
   DeviceArray<float> x = random_dev(n, 8), w = random_dev(C, 9), b = random_dev(C, 10), y(n), mean(N * G),
                      rstd(N * G), dx(n), dw(C), db(C);
   const std::string cfg = std::to_string(N) + "x" + std::to_string(C) + "x" + std::to_string(HW) + " G" +
                           std::to_string(G) + " +silu";
-  const double ms = time_it([&] {
-    cuda::group_norm(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), N, C, HW, G, 1e-6f, true);
-  });
-  Row r = mem_row("groupnorm", cfg, "mm", ms, 2.0 * n * 4);
-  r.target = ">=80% of copy";
-  add(r);
-  const double mb = time_it([&] {
-    cuda::group_norm_backward(x.data(), w.data(), b.data(), mean.data(), rstd.data(), y.data(), dx.data(), dw.data(),
-                              db.data(), N, C, HW, G, true);
-  });
-  add(mem_row("groupnorm", cfg + " backward", "mm", mb, 3.0 * n * 4));
+  // v1: a block per group; v2: few groups split across blocks (kernels/cuda/norm.cu)
+  for (int v = 1; v <= cuda::version_count("group_norm"); ++v) {
+    const std::string impl = "mm v" + std::to_string(v) + (v == cuda::default_version("group_norm") ? " (default)" : "");
+    const double ms = time_it([&] {
+      cuda::group_norm(x.data(), w.data(), b.data(), y.data(), mean.data(), rstd.data(), N, C, HW, G, 1e-6f, true, v);
+    });
+    Row r = mem_row("groupnorm", cfg, impl, ms, 2.0 * n * 4);
+    r.target = ">=80% of copy";
+    add(r);
+    const double mb = time_it([&] {
+      cuda::group_norm_backward(x.data(), w.data(), b.data(), mean.data(), rstd.data(), y.data(), dx.data(), dw.data(),
+                                db.data(), N, C, HW, G, true, v);
+    });
+    add(mem_row("groupnorm", cfg + " backward", impl, mb, 3.0 * n * 4));
+  }
+}
+
+void bench_groupnorm(const Opts& o) {
+  if (o.v.count("batch") || o.v.count("c") || o.v.count("hw")) {
+    bench_groupnorm_one(o.i("batch", 16), o.i("c", 256), o.i("hw", 64 * 64), o.i("groups", 32));
+    return;
+  }
+  bench_groupnorm_one(16, 256, 64 * 64, 32);  // many groups: 512
+  bench_groupnorm_one(1, 128, 256 * 256, 32);  // a VQGAN decoding one 256² image: 32 groups
 }
 
 // ---- GEMM --------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ constexpr Family kFamilies[] = {
     {"elementwise", 2, 2},  // v2: 16-byte loads
     {"softmax", 2, 2},      // v2: a warp per row, online max/sum
     {"layer_norm", 2, 2},   // v2: a warp per row in registers
+    {"group_norm", 2, 2},   // v2: few groups split across blocks
     {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
     {"gemm_bf16", 1, 1},    // v1: WMMA
     {"attention", 1, 1},    // v1: flash-style, float32

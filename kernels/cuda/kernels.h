@@ -96,12 +96,14 @@ void layer_norm_backward(const float* x, const float* w, const float* mean, cons
                          float* dx, float* dw, float* db, int64_t rows, int64_t cols);
 // group_norm of x [N, C, HW] in G groups with per-channel weight/bias (may be null), and an
 // optional fused SiLU on the output (taming's norm + swish). mean/rstd [N*G].
+// v1: a block per group. v2: few groups (N*G well below the GPU's blocks) split into chunks,
+// a block each (statistics combined across the chunks); many groups run v1.
 void group_norm(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t N,
-                int64_t C, int64_t HW, int64_t G, float eps, bool silu);
+                int64_t C, int64_t HW, int64_t G, float eps, bool silu, int version = 0);
 // With silu, dy is the gradient of silu(norm(x)); b must then be given as in the forward.
 void group_norm_backward(const float* x, const float* w, const float* b, const float* mean, const float* rstd,
                          const float* dy, float* dx, float* dw, float* db, int64_t N, int64_t C, int64_t HW,
-                         int64_t G, bool silu);
+                         int64_t G, bool silu, int version = 0);
 
 // ---- gemm.cu: C[M, N] = A[M, K] · B[K, N] (row-major; trans_a/trans_b read A as [K, M], B as [N, K])
 // v1: a thread per output, straight from global memory. v2: 32x32 tiles in shared memory.

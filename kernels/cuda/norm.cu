@@ -6,7 +6,13 @@
 // layer_norm v2: a warp per row; the row sits in registers (up to kLnMaxCols), x is read
 //   once; the variance is the mean of squared deviations from the row mean (no E[x²]−E[x]²
 //   cancellation). Wider rows use v1.
-// group_norm: a block per (sample, group): its Cg·HW values are contiguous.
+// group_norm v1: a block per (sample, group): its Cg·HW values are contiguous. With few
+//   groups (a VQGAN decoding one image: 32) that is 32 blocks for the whole GPU.
+// group_norm v2: each group split into S chunks, a block per chunk (S chosen for ~512 blocks,
+//   chunks of at least kGnMinChunk values): a first kernel writes each chunk's mean and sum of
+//   squared deviations, a second combines a group's S pairs (Chan et al.'s pairwise update,
+//   no E[x²]−E[x]² cancellation) and normalises its chunk. The backward's two row sums go the
+//   same way. Many groups (S = 1) take v1.
 #include "kernels/cuda/common.cuh"
 
 namespace mm::cuda {
@@ -220,6 +226,131 @@ __global__ void group_norm_backward_dwdb(const float* __restrict__ x, const floa
   }
 }
 
+// ---- group_norm v2: groups split into chunks --------------------------------------------------
+constexpr int64_t kGnMinChunk = 2048;  // values per block, at least (8 per thread)
+constexpr int64_t kGnTargetBlocks = 512;
+
+// The chunk [begin, end) of block s of a group of len values split into S.
+struct GnChunk {
+  int64_t begin, end;
+};
+__device__ __forceinline__ GnChunk gn_chunk(int64_t len, int64_t S, int64_t s) {
+  const int64_t size = (len + S - 1) / S;
+  return {min(len, s * size), min(len, (s + 1) * size)};
+}
+
+// Block (ng, s): its chunk's mean and sum of squared deviations from it, into part[2·(ng·S+s)].
+__global__ void group_norm_partial_k(const float* __restrict__ x, float* __restrict__ part, int64_t len, int64_t S) {
+  __shared__ float shared[32];
+  const int64_t ng = blockIdx.x / S, s = blockIdx.x % S;
+  const GnChunk c = gn_chunk(len, S, s);
+  const float* xg = x + ng * len;
+  float sum = 0.0f;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) sum += xg[i];
+  const float n = static_cast<float>(c.end - c.begin);
+  const float m = n > 0 ? block_sum(sum, shared) / n : 0.0f;
+  float q = 0.0f;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const float d = xg[i] - m;
+    q += d * d;
+  }
+  q = block_sum(q, shared);
+  if (threadIdx.x == 0) part[2 * blockIdx.x] = m, part[2 * blockIdx.x + 1] = q;
+}
+
+// A group's mean and 1/std from its S chunks' (mean, M2), combined pairwise in chunk order.
+__device__ __forceinline__ void gn_combine(const float* part, int64_t ng, int64_t len, int64_t S, float eps,
+                                           float* mean, float* rstd) {
+  float n = 0.0f, m = 0.0f, m2 = 0.0f;
+  for (int64_t s = 0; s < S; ++s) {
+    const GnChunk c = gn_chunk(len, S, s);
+    const float nb = static_cast<float>(c.end - c.begin);
+    if (nb == 0) continue;
+    const float mb = part[2 * (ng * S + s)], qb = part[2 * (ng * S + s) + 1], nn = n + nb, d = mb - m;
+    m += d * (nb / nn);
+    m2 += qb + d * d * (n * nb / nn);
+    n = nn;
+  }
+  *mean = m;
+  *rstd = rsqrtf(m2 / static_cast<float>(len) + eps);
+}
+
+__global__ void group_norm_apply_k(const float* __restrict__ x, const float* __restrict__ part,
+                                   const float* __restrict__ w, const float* __restrict__ b, float* __restrict__ y,
+                                   float* __restrict__ mean_out, float* __restrict__ rstd_out, int64_t C, int64_t HW,
+                                   int64_t G, int64_t S, float eps, bool silu) {
+  __shared__ float stats[2];
+  const int64_t ng = blockIdx.x / S, s = blockIdx.x % S, g = ng % G, Cg = C / G, len = Cg * HW;
+  if (threadIdx.x == 0) gn_combine(part, ng, len, S, eps, &stats[0], &stats[1]);
+  __syncthreads();
+  const float mean = stats[0], rstd = stats[1];
+  const GnChunk c = gn_chunk(len, S, s);
+  const int64_t off = ng * len;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const int64_t ch = g * Cg + i / HW;
+    float v = (x[off + i] - mean) * rstd;
+    if (w) v *= w[ch];
+    if (b) v += b[ch];
+    if (silu) v *= sigmoidf(v);
+    y[off + i] = v;
+  }
+  if (s == 0 && threadIdx.x == 0) {
+    if (mean_out) mean_out[ng] = mean;
+    if (rstd_out) rstd_out[ng] = rstd;
+  }
+}
+
+// Block (ng, s): its chunk's Σ g and Σ g·x̂ (g = dz·w_c), into part[2·(ng·S+s)].
+__global__ void group_norm_backward_partial_k(const float* __restrict__ x, const float* __restrict__ w,
+                                              const float* __restrict__ b, const float* __restrict__ mean,
+                                              const float* __restrict__ rstd, const float* __restrict__ dy,
+                                              float* __restrict__ part, int64_t C, int64_t HW, int64_t G, int64_t S,
+                                              bool silu) {
+  __shared__ float shared[32];
+  const int64_t ng = blockIdx.x / S, s = blockIdx.x % S, g = ng % G, Cg = C / G, len = Cg * HW;
+  const GnChunk c = gn_chunk(len, S, s);
+  const int64_t off = ng * len;
+  const float m = mean[ng], r = rstd[ng];
+  float sg = 0.0f, sgx = 0.0f;
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const int64_t ch = g * Cg + i / HW;
+    const float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f, xh = (x[off + i] - m) * r;
+    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    sg += gv;
+    sgx += gv * xh;
+  }
+  sg = block_sum(sg, shared);
+  sgx = block_sum(sgx, shared);
+  if (threadIdx.x == 0) part[2 * blockIdx.x] = sg, part[2 * blockIdx.x + 1] = sgx;
+}
+
+__global__ void group_norm_backward_apply_k(const float* __restrict__ x, const float* __restrict__ w,
+                                            const float* __restrict__ b, const float* __restrict__ mean,
+                                            const float* __restrict__ rstd, const float* __restrict__ dy,
+                                            const float* __restrict__ part, float* __restrict__ dx, int64_t C,
+                                            int64_t HW, int64_t G, int64_t S, bool silu) {
+  const int64_t ng = blockIdx.x / S, s = blockIdx.x % S, g = ng % G, Cg = C / G, len = Cg * HW;
+  float sg = 0.0f, sgx = 0.0f;  // every thread adds the group's S partial sums, in the same order
+  for (int64_t t = 0; t < S; ++t) sg += part[2 * (ng * S + t)], sgx += part[2 * (ng * S + t) + 1];
+  sg /= len;
+  sgx /= len;
+  const GnChunk c = gn_chunk(len, S, s);
+  const int64_t off = ng * len;
+  const float m = mean[ng], r = rstd[ng];
+  for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
+    const int64_t ch = g * Cg + i / HW;
+    const float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f, xh = (x[off + i] - m) * r;
+    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    dx[off + i] = r * (gv - sg - xh * sgx);
+  }
+}
+
+// Chunks per group for v2: enough blocks to fill the GPU, chunks not too small; 1 means v1.
+int64_t gn_splits(int64_t NG, int64_t len) {
+  const int64_t want = (kGnTargetBlocks + NG - 1) / NG, most = (len + kGnMinChunk - 1) / kGnMinChunk;
+  return std::max<int64_t>(1, std::min(want, most));
+}
+
 int row_threads(int64_t cols) { return cols >= 1024 ? 512 : cols >= 256 ? 256 : 128; }
 
 }  // namespace
@@ -253,21 +384,43 @@ void layer_norm_backward(const float* x, const float* w, const float* mean, cons
 }
 
 void group_norm(const float* x, const float* w, const float* b, float* y, float* mean, float* rstd, int64_t N,
-                int64_t C, int64_t HW, int64_t G, float eps, bool silu) {
+                int64_t C, int64_t HW, int64_t G, float eps, bool silu, int version) {
   MM_CHECK(G > 0 && C % G == 0, "[cuda] group_norm: ", C, " channels do not split into ", G, " groups");
   if (N == 0 || C == 0 || HW == 0) return;
-  group_norm_k<<<static_cast<unsigned>(N * G), 256, 0, stream()>>>(x, w, b, y, mean, rstd, C, HW, G, eps, silu);
+  version = resolve_version("group_norm", version);
+  const int64_t NG = N * G, len = C / G * HW, S = version == 2 ? gn_splits(NG, len) : 1;
+  if (S == 1) {
+    group_norm_k<<<static_cast<unsigned>(NG), 256, 0, stream()>>>(x, w, b, y, mean, rstd, C, HW, G, eps, silu);
+    MM_CUDA_LAUNCHED("group_norm");
+    return;
+  }
+  DeviceArray<float> part(static_cast<size_t>(2 * NG * S));
+  group_norm_partial_k<<<static_cast<unsigned>(NG * S), 256, 0, stream()>>>(x, part.data(), len, S);
+  MM_CUDA_LAUNCHED("group_norm");
+  group_norm_apply_k<<<static_cast<unsigned>(NG * S), 256, 0, stream()>>>(x, part.data(), w, b, y, mean, rstd, C, HW,
+                                                                          G, S, eps, silu);
   MM_CUDA_LAUNCHED("group_norm");
 }
 
 void group_norm_backward(const float* x, const float* w, const float* b, const float* mean, const float* rstd,
                          const float* dy, float* dx, float* dw, float* db, int64_t N, int64_t C, int64_t HW,
-                         int64_t G, bool silu) {
+                         int64_t G, bool silu, int version) {
   MM_CHECK(G > 0 && C % G == 0, "[cuda] group_norm_backward: ", C, " channels do not split into ", G, " groups");
   if (N == 0 || C == 0 || HW == 0) return;
-  if (dx) {
-    group_norm_backward_dx<<<static_cast<unsigned>(N * G), 256, 0, stream()>>>(x, w, b, mean, rstd, dy, dx, C, HW, G,
-                                                                              silu);
+  version = resolve_version("group_norm", version);
+  const int64_t NG = N * G, len = C / G * HW, S = version == 2 ? gn_splits(NG, len) : 1;
+  if (dx && S == 1) {
+    group_norm_backward_dx<<<static_cast<unsigned>(NG), 256, 0, stream()>>>(x, w, b, mean, rstd, dy, dx, C, HW, G,
+                                                                           silu);
+    MM_CUDA_LAUNCHED("group_norm_backward");
+  } else if (dx) {
+    DeviceArray<float> part(static_cast<size_t>(2 * NG * S));
+    group_norm_backward_partial_k<<<static_cast<unsigned>(NG * S), 256, 0, stream()>>>(x, w, b, mean, rstd, dy,
+                                                                                        part.data(), C, HW, G, S, silu);
+    MM_CUDA_LAUNCHED("group_norm_backward");
+    group_norm_backward_apply_k<<<static_cast<unsigned>(NG * S), 256, 0, stream()>>>(x, w, b, mean, rstd, dy,
+                                                                                      part.data(), dx, C, HW, G, S,
+                                                                                      silu);
     MM_CUDA_LAUNCHED("group_norm_backward");
   }
   if (dw || db) {
