@@ -316,9 +316,21 @@ void bench_conv_one(int64_t N, int64_t C, int64_t H, int64_t O, int64_t KS) {
   Row r = flop_row("conv2d", cfg + " fwd", "mm implicit-gemm v1", ms, flops);
   if (t_cudnn > 0) r.peer_ratio = t_cudnn / ms;
   add(r);
+  double t_cudnn_bwd = -1;
+  if (cuda::have_cudnn()) {
+    try {  // the production path of conv2d's input gradient in float32
+      t_cudnn_bwd = time_it(
+          [&] { cuda::cudnn_conv2d_backward_data(y.data(), w.data(), dx.data(), N, C, H, H, O, KS, KS, 1, pad); });
+      add(flop_row("conv2d", cfg + " bwd-data", "cuDNN fp32", t_cudnn_bwd, flops));
+    } catch (const std::exception& e) {
+      std::printf("conv2d %s cuDNN backward-data: FAILED: %s\n", cfg.c_str(), e.what());
+    }
+  }
   const double mb = time_it(
       [&] { cuda::conv2d_backward_data(y.data(), w.data(), dx.data(), N, C, H, H, O, KS, KS, 1, pad); });
-  add(flop_row("conv2d", cfg + " bwd-data", "mm implicit-gemm v1", mb, flops));
+  Row rb = flop_row("conv2d", cfg + " bwd-data", "mm implicit-gemm v1", mb, flops);
+  if (t_cudnn_bwd > 0) rb.peer_ratio = t_cudnn_bwd / mb;
+  add(rb);
 }
 
 void bench_conv2d(const Opts& o) {

@@ -554,6 +554,38 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   return o;
 }
 
+namespace {
+// conv2d's input gradient at --precision bf16/fp16: for a band of output pixels, cols =
+// dy's rows [pixels, O] · W [O, C·KH·KW] (one GEMM on 16-bit operands, float32 sums), then
+// col2im adds each window's column back onto the input pixels it covers. Bands are whole
+// samples, or rows of one sample, so that cols stays under ~64 MB.
+Tensor conv2d_input_grad_gemm(const Tensor& g, const Tensor& w, int64_t C, int64_t H, int64_t W, int64_t stride,
+                              int64_t pad) {
+  const int64_t N = g.size(0), O = g.size(1), OH = g.size(2), OW = g.size(3), KH = w.size(2), KW = w.size(3);
+  const int64_t K = C * KH * KW, budget = int64_t(16) << 20;  // cols elements per band
+  const Tensor rows = dense(g.permute({0, 2, 3, 1})).reshape({N * OH * OW, O}), w2 = w.reshape({O, K});
+  Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
+  cuda::fill_bytes(dx.device_ptr(), 0, dx.numel() * sizeof(float));
+  auto band = [&](int64_t n0, int64_t nb, int64_t oh0, int64_t oh1) {
+    const int64_t pixels = nb * (oh1 - oh0) * OW, first = (n0 * OH + oh0) * OW;
+    if (pixels == 0 || K == 0) return;
+    Tensor cols = Tensor::empty({pixels, K}, DType::f32, Device::cuda);
+    gemm_at_precision(false, false, pixels, K, O, rows.narrow(0, first, pixels), w2, fptr(cols));
+    cuda::col2im(fptr(cols), fptr(dx) + n0 * C * H * W, nb, C, H, W, KH, KW, stride, pad, oh0, oh1, true);
+  };
+  const int64_t per_sample = OH * OW * K;
+  if (per_sample <= budget) {
+    const int64_t step = std::max<int64_t>(1, budget / std::max<int64_t>(per_sample, 1));
+    for (int64_t n0 = 0; n0 < N; n0 += step) band(n0, std::min(step, N - n0), 0, OH);
+  } else {
+    const int64_t step = std::max<int64_t>(1, budget / std::max<int64_t>(OW * K, 1));  // output rows per band
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t oh0 = 0; oh0 < OH; oh0 += step) band(n, 1, oh0, std::min(OH, oh0 + step));
+  }
+  return dx;
+}
+}  // namespace
+
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride, int64_t pad) {
   for (const Tensor* t : {&x, &w, &b}) check_f32("conv2d", *t);
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -609,10 +641,15 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, int64_t stride,
           dx.fill_(0.0);
           dx.narrow(2, 0, OH * KH).narrow(3, 0, OW * KW).copy_(img);
         }
+      } else if (want_x && precision() != Precision::fp32) {
+        dx = conv2d_input_grad_gemm(g[0], ws, C, H, W, stride, pad);
       } else if (want_x) {
         Tensor dy = dense(g[0]);
         dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
-        cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
+        if (cuda::have_cudnn())
+          cuda::cudnn_conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
+        else
+          cuda::conv2d_backward_data(fptr(dy), fptr(ws), fptr(dx), N, C, H, W, O, KH, KW, stride, pad);
       }
       if (want_w) {
         // dW [O, C·KH·KW] = dy as [O, N·OH·OW] · cols [N·OH·OW, C·KH·KW], the patches of x

@@ -33,7 +33,8 @@
 namespace mm::cuda_ops {
 
 // The precision of the device's GEMMs (linear, matmul, and so the composed attention and
-// conv2d's weight gradient; conv2d's forward as im2col + GEMM): fp32, or bf16/fp16 operands
+// conv2d's weight gradient; conv2d's forward as im2col + GEMM, its input gradient as GEMM +
+// col2im): fp32, or bf16/fp16 operands
 // with float32 accumulation and float32 results, the tensor-core rate. Tensors stay float32
 // in memory (the master values of whatever is optimised); operands are rounded to 16 bits
 // as each GEMM reads them. The fused attention kernel and the other ops stay float32, and the

@@ -184,6 +184,39 @@ void im2col(const float* x, void* cols, int dtype, int64_t N, int64_t C, int64_t
   if (dtype == 2) im2col_as(x, static_cast<__nv_bfloat16*>(cols), s);
 }
 
+// dx[n, c, h, w] (+)= Σ over the taps (kh, kw) whose window covers (h, w) of
+// cols[(n, oh − oh0, ow), (c, kh, kw)], with oh = (h + pad − kh) / stride where that divides and
+// oh0 <= oh < oh1: the adjoint of im2col for a band of output rows, as a gather (each dx
+// element sums its own taps: no atomics). Only the input rows the band's windows touch are
+// visited.
+void col2im(const float* cols, float* dx, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+            int64_t stride, int64_t pad, int64_t oh0, int64_t oh1, bool accumulate) {
+  const ConvShape s = make_shape("col2im", N, C, H, W, 1, KH, KW, stride, pad);
+  MM_CHECK(0 <= oh0 && oh0 <= oh1 && oh1 <= s.OH, "[cuda] col2im: output rows [", oh0, ", ", oh1, ") outside [0, ",
+           s.OH, ")");
+  if (oh0 == oh1) return;
+  const int64_t K = s.C * s.KH * s.KW, band = oh1 - oh0;
+  const int64_t h_lo = std::max<int64_t>(0, oh0 * s.stride - s.pad);
+  const int64_t h_hi = std::min<int64_t>(s.H, (oh1 - 1) * s.stride - s.pad + s.KH), rows = h_hi - h_lo;
+  if (rows <= 0) return;
+  launch_each(s.N * s.C * rows * s.W, "col2im", [=] __device__(int64_t e) {
+    const int64_t w = e % s.W, h = h_lo + (e / s.W) % rows, c = (e / (s.W * rows)) % s.C, b = e / (s.W * rows * s.C);
+    float acc = 0.0f;
+    for (int64_t kh = 0; kh < s.KH; ++kh) {
+      const int64_t th = h + s.pad - kh;
+      if (th < 0 || th % s.stride != 0 || th / s.stride < oh0 || th / s.stride >= oh1) continue;
+      for (int64_t kw = 0; kw < s.KW; ++kw) {
+        const int64_t tw = w + s.pad - kw;
+        if (tw < 0 || tw % s.stride != 0 || tw / s.stride >= s.OW) continue;
+        const int64_t m = (b * band + th / s.stride - oh0) * s.OW + tw / s.stride;
+        acc += cols[m * K + (c * s.KH + kh) * s.KW + kw];
+      }
+    }
+    float& out = dx[((b * s.C + c) * s.H + h) * s.W + w];
+    out = accumulate ? out + acc : acc;
+  });
+}
+
 // ---- cuDNN -------------------------------------------------------------------------------------
 #if MM_HAVE_CUDNN
 namespace {
@@ -205,9 +238,12 @@ struct CudnnConv {
   cudnnConvolutionDescriptor_t conv = nullptr;
   cudnnConvolutionFwdAlgo_t algo{};
   size_t workspace = 0;
+  bool have_bwd = false;  // the backward-data algorithm, chosen on first use
+  cudnnConvolutionBwdDataAlgo_t bwd_algo{};
+  size_t bwd_workspace = 0;
 };
 
-const CudnnConv& cudnn_plan(const ConvShape& s) {
+CudnnConv& cudnn_plan(const ConvShape& s) {
   static std::map<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>,
                   CudnnConv>
       plans;
@@ -258,11 +294,41 @@ void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, i
                  "cudnn_conv2d");
   if (bias) MM_CUDNN_CHECK(cudnnAddTensor(cudnn(), &one, p.b, bias, &one, p.y, y), "cudnn_conv2d");
 }
+void cudnn_conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N, int64_t C, int64_t H,
+                                int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad) {
+  const char* op = "cudnn_conv2d_backward_data";
+  const ConvShape s = make_shape(op, N, C, H, W, O, KH, KW, stride, pad);
+  if (N == 0) return;
+  CudnnConv& p = cudnn_plan(s);
+  if (!p.have_bwd) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[8];
+    int found = 0;
+    MM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(cudnn(), p.w, p.y, p.conv, p.x, 8, &found, perf), op);
+    int pick = -1;  // as the forward: the fastest in plain float32
+    for (int i = 0; i < found && pick < 0; ++i)
+      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType != CUDNN_TENSOR_OP_MATH) pick = i;
+    MM_CHECK(pick >= 0, "[cuda] ", op, ": cuDNN offers no float32 algorithm for this shape");
+    p.bwd_algo = perf[pick].algo;
+    MM_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(cudnn(), p.w, p.y, p.conv, p.x, p.bwd_algo,
+                                                                &p.bwd_workspace),
+                   op);
+    p.have_bwd = true;
+  }
+  DeviceArray<char> ws(p.bwd_workspace);
+  const float one = 1.0f, zero = 0.0f;
+  MM_CUDNN_CHECK(cudnnConvolutionBackwardData(cudnn(), &one, p.w, w, p.y, dy, p.conv, p.bwd_algo, ws.data(),
+                                              p.bwd_workspace, &zero, p.x, dx),
+                 op);
+}
 bool have_cudnn() { return true; }
 #else
 void cudnn_conv2d(const float*, const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t,
                   int64_t, int64_t, int64_t, int64_t) {
   throw Error("[cuda] cudnn_conv2d: mm was built without cuDNN (CMake found no libcudnn; set CUDNN_ROOT)");
+}
+void cudnn_conv2d_backward_data(const float*, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                                int64_t, int64_t, int64_t, int64_t) {
+  throw Error("[cuda] cudnn_conv2d_backward_data: mm was built without cuDNN (CMake found no libcudnn; set CUDNN_ROOT)");
 }
 bool have_cudnn() { return false; }
 #endif

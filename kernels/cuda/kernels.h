@@ -181,9 +181,17 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N,
 // of --precision bf16/fp16.
 void im2col(const float* x, void* cols, int dtype, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH,
             int64_t KW, int64_t stride, int64_t pad);
-bool have_cudnn();  // false when mm was built without cuDNN (cudnn_conv2d then throws)
+// The adjoint of im2col (float32 cols) for the output rows [oh0, oh1) of N samples: cols
+// [N·(oh1−oh0)·OW, C·KH·KW]; each input pixel gets the sum of the cols entries of the band's
+// windows that cover it (added to dx with accumulate, else written; pixels no window of the
+// band covers are left alone). conv2d's input gradient is col2im(dy·W).
+void col2im(const float* cols, float* dx, int64_t N, int64_t C, int64_t H, int64_t W, int64_t KH, int64_t KW,
+            int64_t stride, int64_t pad, int64_t oh0, int64_t oh1, bool accumulate);
+bool have_cudnn();  // false when mm was built without cuDNN (the cudnn_ functions then throw)
 void cudnn_conv2d(const float* x, const float* w, const float* bias, float* y, int64_t N, int64_t C, int64_t H,
                   int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
+void cudnn_conv2d_backward_data(const float* dy, const float* w, float* dx, int64_t N, int64_t C, int64_t H,
+                                int64_t W, int64_t O, int64_t KH, int64_t KW, int64_t stride, int64_t pad);
 
 // ---- resample.cu: x [N*C planes of H, W] --------------------------------------------------------
 void upsample_nearest2x(const float* x, float* y, int64_t planes, int64_t H, int64_t W);

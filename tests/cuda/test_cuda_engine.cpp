@@ -480,6 +480,22 @@ TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operand
       CHECK(rel_err(rounded, exact.to(Device::cpu)) > 1e-6);  // the operands were rounded
     }
   }
+  // conv2d's input gradient runs on 16-bit operands too (dy's rows · W, then col2im): close to
+  // float32's, and not equal to it. Taming's 3x3 convolution, and a strided one.
+  for (int64_t stride : {1, 2}) {
+    CAPTURE(stride);
+    const Tensor G = dev(rnd({2, 6, stride == 1 ? 9 : 5, stride == 1 ? 8 : 4}, 153));
+    auto dx_at = [&](Precision p) {
+      cuda_ops::PrecisionScope scope(p);
+      Tensor xd = dev(img).set_requires_grad(true);
+      return grad({sum(mul(conv2d(xd, dev(cw), dev(cb), conv2d_options(stride, 1)), G))}, {xd})[0].to(Device::cpu);
+    };
+    const Tensor exact = dx_at(Precision::fp32), rounded = dx_at(Precision::bf16);
+    const double e = rel_err(rounded, exact);
+    MESSAGE("conv2d input gradient, bf16 against float32: " << e);
+    CHECK(e > 1e-6);
+    CHECK(e < 1e-2);
+  }
   // A backward runs at the precision its forward ran at (bf16 for an fp16 forward), wherever
   // it is called from.
   for (Precision p : {Precision::bf16, Precision::fp16}) {

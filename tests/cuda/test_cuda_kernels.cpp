@@ -431,7 +431,7 @@ TEST_CASE("cuda vq: ties go to the lowest index, across tiles and threads") {
   for (int64_t i : idx.download()) CHECK(i == 0);
 }
 
-TEST_CASE("cuda conv2d: implicit GEMM forward and backward-data, cuDNN, against the CPU conv") {
+TEST_CASE("cuda conv2d: implicit GEMM forward and backward-data, col2im, cuDNN, against the CPU conv") {
   MM_REQUIRE_CUDA();
   struct Case { int64_t N, C, H, W, O, K, stride, pad; };
   for (const Case c : {Case{1, 1, 1, 1, 1, 1, 1, 0}, Case{1, 3, 7, 7, 5, 3, 1, 1}, Case{2, 4, 9, 8, 6, 3, 2, 1},
@@ -449,11 +449,36 @@ TEST_CASE("cuda conv2d: implicit GEMM forward and backward-data, cuDNN, against 
     const std::vector<float> gv = randv(ny, 11);
     DeviceArray<float> g(gv), dx = out_buffer(xv.size());
     cuda::conv2d_backward_data(g.data(), w.data(), dx.data(), c.N, c.C, c.H, c.W, c.O, c.K, c.K, c.stride, c.pad);
-    CHECK(rel_err(dx.download(), grad({ref}, {xt}, {t64(gv, ref.shape())})[0]) < 1e-5);
+    const Tensor dx_ref = grad({ref}, {xt}, {t64(gv, ref.shape())})[0];
+    CHECK(rel_err(dx.download(), dx_ref) < 1e-5);
+    // The same gradient as col2im(dy's rows · W) (the --precision bf16 path's shape): the
+    // GEMM on the CPU here, col2im over all output rows, then again band by band (accumulated).
+    {
+      const int64_t OH = ref.size(2), OW = ref.size(3), K = c.C * c.K * c.K;
+      const Tensor cols = matmul(t64(gv, ref.shape()).permute({0, 2, 3, 1}).reshape({c.N * OH * OW, c.O}),
+                                 t64(wv, {c.O, K}))
+                              .to(DType::f32);
+      const std::vector<float> cv = cols.to_vector<float>();
+      DeviceArray<float> dcols(cv), whole(std::vector<float>(xv.size(), 0.0f)), bands(std::vector<float>(xv.size(), 0.0f));
+      cuda::col2im(dcols.data(), whole.data(), c.N, c.C, c.H, c.W, c.K, c.K, c.stride, c.pad, 0, OH, true);
+      CHECK(rel_err(whole.download(), dx_ref) < 1e-5);
+      for (int64_t n = 0; n < c.N; ++n)  // bands of 2 output rows, one sample at a time
+        for (int64_t oh0 = 0; oh0 < OH; oh0 += 2) {
+          const int64_t oh1 = std::min(OH, oh0 + 2), first = (n * OH + oh0) * OW;
+          DeviceArray<float> part(std::vector<float>(cv.begin() + first * K, cv.begin() + (n * OH + oh1) * OW * K));
+          cuda::col2im(part.data(), bands.data() + n * c.C * c.H * c.W, 1, c.C, c.H, c.W, c.K, c.K, c.stride, c.pad,
+                       oh0, oh1, true);
+        }
+      CHECK(rel_err(bands.download(), dx_ref) < 1e-5);
+    }
     if (cuda::have_cudnn()) {  // the peer last: its failure must not hide ours
       DeviceArray<float> y2 = out_buffer(ny);
       cuda::cudnn_conv2d(x.data(), w.data(), b.data(), y2.data(), c.N, c.C, c.H, c.W, c.O, c.K, c.K, c.stride, c.pad);
       CHECK(rel_err(y2.download(), ref) < 1e-4);  // the peer may pick an FFT or Winograd algorithm
+      DeviceArray<float> dx2 = out_buffer(xv.size());
+      cuda::cudnn_conv2d_backward_data(g.data(), w.data(), dx2.data(), c.N, c.C, c.H, c.W, c.O, c.K, c.K, c.stride,
+                                       c.pad);
+      CHECK(rel_err(dx2.download(), dx_ref) < 1e-4);
     }
   }
 }
