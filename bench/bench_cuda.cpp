@@ -179,7 +179,7 @@ void bench_groupnorm_one(int64_t N, int64_t C, int64_t HW, int64_t G) {
 }
 
 void bench_groupnorm(const Opts& o) {
-  if (o.v.count("batch") || o.v.count("c") || o.v.count("hw")) {
+  if (o.v.count("batch") || o.v.count("c") || o.v.count("hw") || o.v.count("groups")) {
     bench_groupnorm_one(o.i("batch", 16), o.i("c", 256), o.i("hw", 64 * 64), o.i("groups", 32));
     return;
   }

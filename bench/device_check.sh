@@ -94,7 +94,9 @@ note "torch peers: rc $?"
 
 step "models: a VQGAN+CLIP step and ViT-B/32 encoding, mm beside torch eager (bench/device_models.sh)"
 timeout "$(cap 150)" bash bench/device_models.sh "$L" 45 >"$L/models-run.log" 2>&1
-note "models: rc $?, $(grep -c '"ms"' "$L/models.log" 2>/dev/null || echo 0) timed runs, $(grep -c '"error"' "$L/models.log" 2>/dev/null || echo 0) failed ($(head -c 120 "$L/models-run.log" | grep -o 'skipped.*' || true))"
+rc=$?
+timed=$(grep -c '"ms"' "$L/models.log" 2>/dev/null); failed=$(grep -c '"error"' "$L/models.log" 2>/dev/null)
+note "models: rc $rc, ${timed:-0} timed runs, ${failed:-0} failed $(grep -o 'skipped.*' "$L/models-run.log" 2>/dev/null | head -1)"
 
 step "compute-sanitizer (memcheck, racecheck) on a subset of the tests, pool off"
 if command -v compute-sanitizer >/dev/null; then

@@ -72,6 +72,7 @@ void* allocate(size_t) { throw Error("cannot allocate on cuda: mm was built with
 void deallocate(void*) {}
 MemoryUse memory_use() { return {}; }
 void reset_memory_peak() {}
+void empty_cache() {}
 void copy(const Tensor&, const Tensor&) { unsupported("copy", "mm was built without CUDA:"); }
 Tensor unary(const char* op, Unary, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
 Tensor binary(const char* op, Binary, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
@@ -221,6 +222,9 @@ MemoryUse memory_use() {
 }
 void reset_memory_peak() {
   if (cuda::available()) cuda::reset_peak();
+}
+void empty_cache() {
+  if (cuda::available()) cuda::empty_cache();
 }
 
 void copy(const Tensor& dst, const Tensor& src) {

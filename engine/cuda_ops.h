@@ -75,6 +75,7 @@ struct MemoryUse {
 };
 MemoryUse memory_use();
 void reset_memory_peak();
+void empty_cache();  // hands the pool's free blocks back to the driver (waits for the device)
 
 // Whether any of the (defined) tensors lives on the device; then all of them must, or the
 // error names the op and both devices. Undefined tensors (an absent bias) are skipped.

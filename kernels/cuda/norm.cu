@@ -329,11 +329,12 @@ __global__ void group_norm_backward_apply_k(const float* __restrict__ x, const f
                                             const float* __restrict__ rstd, const float* __restrict__ dy,
                                             const float* __restrict__ part, float* __restrict__ dx, int64_t C,
                                             int64_t HW, int64_t G, int64_t S, bool silu) {
+  __shared__ float shared[32];
   const int64_t ng = blockIdx.x / S, s = blockIdx.x % S, g = ng % G, Cg = C / G, len = Cg * HW;
-  float sg = 0.0f, sgx = 0.0f;  // every thread adds the group's S partial sums, in the same order
-  for (int64_t t = 0; t < S; ++t) sg += part[2 * (ng * S + t)], sgx += part[2 * (ng * S + t) + 1];
-  sg /= len;
-  sgx /= len;
+  float sg = 0.0f, sgx = 0.0f;  // the group's S partial sums, spread over the block's threads
+  for (int64_t t = threadIdx.x; t < S; t += blockDim.x) sg += part[2 * (ng * S + t)], sgx += part[2 * (ng * S + t) + 1];
+  sg = block_sum(sg, shared) / len;
+  sgx = block_sum(sgx, shared) / len;
   const GnChunk c = gn_chunk(len, S, s);
   const int64_t off = ng * len;
   const float m = mean[ng], r = rstd[ng];
@@ -347,7 +348,7 @@ __global__ void group_norm_backward_apply_k(const float* __restrict__ x, const f
 
 // Chunks per group for v2: enough blocks to fill the GPU, chunks not too small; 1 means v1.
 int64_t gn_splits(int64_t NG, int64_t len) {
-  const int64_t want = (kGnTargetBlocks + NG - 1) / NG, most = (len + kGnMinChunk - 1) / kGnMinChunk;
+  const int64_t want = (kGnTargetBlocks + NG - 1) / NG, most = len / kGnMinChunk;  // chunks >= kGnMinChunk
   return std::max<int64_t>(1, std::min(want, most));
 }
 

@@ -205,7 +205,8 @@ TEST_CASE("cuda layer_norm: every version, with and without affine, forward and 
 TEST_CASE("cuda group_norm: every version, with and without the fused SiLU, forward and backward") {
   MM_REQUIRE_CUDA();
   struct Case { int64_t N, C, H, W, G; };
-  // The last three split their groups in v2 (into 4, 5 and 64 chunks of at least 2048 values, uneven);
+  // The last three split their groups in v2 (into 4, 4 and 63 chunks of at least 2048 values,
+  // the last case's uneven);
   // the mean of the last is far from 0, where E[x²] − E[x]² would cancel.
   for (const Case c : {Case{1, 4, 1, 1, 2}, Case{2, 64, 9, 7, 32}, Case{1, 32, 16, 16, 32}, Case{3, 12, 5, 5, 3},
                        Case{1, 64, 64, 64, 32}, Case{1, 32, 48, 48, 8}, Case{1, 8, 181, 181, 2}})
