@@ -191,6 +191,11 @@ int main(int argc, char** argv) {
     }
     if (!a.init_image.empty()) gen.init_from_image(apps::load_image_rgb(a.init_image), a.init_noise);
     else gen.init_random();
+    // The steps only decode and encode images: the text tower and the encoder go (on the GPU,
+    // their memory goes back to the driver).
+    clip.release_text_tower();
+    vq.release_encoder();
+    cuda_ops::empty_cache();
 
     std::ostringstream settings;
     settings << "mmgen prompt=\"" << a.prompt << "\" size=" << a.width << "x" << a.height << " steps=" << a.steps

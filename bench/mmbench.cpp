@@ -282,6 +282,9 @@ int bench_vqgan_clip_step(const Args& args) {
   mm::VQGANCLIP gen(vq, clip, tok, o);
   gen.add_noise_prompt(1, 1.0);
   gen.init_random();
+  clip.release_text_tower();  // as mmgen does once the prompts and the latent are made
+  vq.release_encoder();
+  mm::cuda_ops::empty_cache();
   gen.step();  // Adam's moments and z's gradient exist from the first step on
   const mm::cuda_ops::MemoryUse before = mm::cuda_ops::memory_use();  // the models, the prompt, z and Adam
   mm::cuda_ops::reset_memory_peak();

@@ -178,6 +178,7 @@ ClipModel ClipModel::map_weights(const std::function<Tensor(const Tensor&)>& f) 
   ClipModel m;
   m.config_ = config_;
   m.training_ = training_;
+  m.text_released_ = text_released_;
   m.precision_ = precision_;
   for (const auto& [key, t] : weights_) m.weights_[key] = f(t.detach());
   return m;
@@ -212,6 +213,20 @@ int64_t ClipModel::prepack(const std::string& prefix) {
   return n;
 }
 
+size_t ClipModel::release_text_tower() {
+  size_t bytes = 0;
+  for (auto it = weights_.begin(); it != weights_.end();) {
+    if (it->first.rfind("visual.", 0) != 0 && it->first != "logit_scale") {
+      bytes += static_cast<size_t>(it->second.numel()) * dtype_size(it->second.dtype());
+      it = weights_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  text_released_ = true;
+  return bytes;
+}
+
 const Tensor& ClipModel::weight(const std::string& key) const {
   auto it = weights_.find(key);
   MM_CHECK(it != weights_.end(), "[clip] no weight '", key, "' in this model (", config_.str(), ")");
@@ -239,6 +254,8 @@ Tensor ClipModel::transformer(const std::string& prefix, Tensor x, int64_t layer
 }
 
 Tensor ClipModel::encode_text(const Tensor& tokens, ClipTrace* trace) const {
+  MM_CHECK(!text_released_, "[clip encode_text] this model's text tower was released (release_text_tower: generation "
+           "keeps only the image tower once its prompts are encoded)");
   cuda_ops::PrecisionScope precision(precision_);
   MM_CHECK(tokens.dtype() == DType::i64 && tokens.dim() == 2, "[clip encode_text] tokens ", tokens.str(),
            " must be int64 [B, T]");

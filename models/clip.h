@@ -112,6 +112,10 @@ class ClipModel {
   // For frozen models: set_trainable(true) drops the packs. Returns how many were packed.
   int64_t prepack(const std::string& prefix = "");
 
+  // Drops the text tower's weights (all but visual.* and logit_scale): VQGAN+CLIP needs it only
+  // for its prompts. encode_text then fails with an error saying so. Returns the bytes freed.
+  size_t release_text_tower();
+
   const ClipConfig& config() const { return config_; }
   // The weight called `key` (an OpenAI state-dict key); the error names the key.
   const Tensor& weight(const std::string& key) const;
@@ -132,6 +136,7 @@ class ClipModel {
   std::unordered_map<std::string, Tensor> weights_;  // checkpoint key -> float32 tensor
   bool trainable_ = false;
   bool training_ = false;
+  bool text_released_ = false;
   std::optional<cuda_ops::Precision> precision_;
 };
 

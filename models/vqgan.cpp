@@ -276,7 +276,23 @@ Tensor VQGAN::attn_block(const std::string& p, const Tensor& x) const {
   return add(x, conv(p + ".proj_out", o));
 }
 
+size_t VQGAN::release_encoder() {
+  size_t bytes = 0;
+  for (auto it = weights_.begin(); it != weights_.end();) {
+    if (it->first.rfind("encoder.", 0) == 0 || it->first.rfind("quant_conv.", 0) == 0) {
+      bytes += static_cast<size_t>(it->second.numel()) * dtype_size(it->second.dtype());
+      it = weights_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  encoder_released_ = true;
+  return bytes;
+}
+
 Tensor VQGAN::encoder(const Tensor& x) const {
+  MM_CHECK(!encoder_released_, "[VQGAN.encode] this model's encoder was released (release_encoder: generation keeps "
+           "only the decoder)");
   cuda_ops::PrecisionScope precision(precision_);
   MM_CHECK(x.dim() == 4 && x.size(1) == config_.in_channels, "[VQGAN.encode] expects [B, ", config_.in_channels,
            ", H, W], got ", x.str());

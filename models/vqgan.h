@@ -86,6 +86,9 @@ class VQGAN {
     return c.gumbel ? "quantize.embed.weight" : "quantize.embedding.weight";
   }
 
+  // Drops the encoder's weights (encoder.*, quant_conv.*): generation past its initial
+  // latent only decodes. encode() then fails with an error saying so. Returns the bytes freed.
+  size_t release_encoder();
   Tensor encoder(const Tensor& x) const;         // [B, C, H, W] -> [B, z_channels, h, w]
   Tensor encode(const Tensor& x) const;          // encoder + quant_conv -> h [B, D, h, w]
   // The model's own quantiser. A VQModel's: nearest codes, z_q = h + (e - h).detach()
@@ -133,6 +136,7 @@ class VQGAN {
   std::map<std::string, Tensor> weights_;
   std::string path_;
   std::optional<cuda_ops::Precision> precision_;
+  bool encoder_released_ = false;
 };
 
 }  // namespace mm

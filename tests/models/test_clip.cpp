@@ -444,6 +444,25 @@ TEST_CASE("clip Hugging Face names give identical features") {
 // d/dx sum(encode_image(x) * w) along a random direction u: the autograd value <grad, u>
 // against (L(x + eps u) - L(x - eps u)) / 2 eps, in float64; and the float32 gradient
 // against the float64 one.
+TEST_CASE("clip release_text_tower keeps the image tower and says so on encode_text") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("clip_vit_tiny_expected.safetensors");
+  ClipModel model = load_tiny(load_ref("clip_vit_tiny.safetensors"), "clip_vit_tiny");
+  const Tensor pixels = load_ref("clip_vit_tiny_expected.safetensors").get("pixel_values").narrow(0, 0, 2);
+  const std::vector<float> before = model.encode_image(pixels).to_vector<float>();
+  const Tensor& tok = model.weight("token_embedding.weight");
+  const size_t tok_bytes = static_cast<size_t>(tok.numel()) * dtype_size(tok.dtype());
+  CHECK(model.release_text_tower() > tok_bytes);  // the embedding and the text transformer
+  CHECK(error_of([&] { model.weight("token_embedding.weight"); }).find("no weight 'token_embedding.weight'") !=
+        std::string::npos);
+  CHECK(model.encode_image(pixels).to_vector<float>() == before);
+  CHECK(model.weight("logit_scale").defined());
+  CHECK(error_of([&] { model.encode_text(Tensor::zeros({1, 4}, DType::i64)); }).find("text tower was released") !=
+        std::string::npos);
+  CHECK(error_of([&] { model.to(DType::f64).encode_text(Tensor::zeros({1, 4}, DType::i64)); })
+            .find("text tower was released") != std::string::npos);  // copies keep the flag
+}
+
 TEST_CASE("clip encode_image is differentiable w.r.t. pixel_values") {
   MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
   MM_REQUIRE_REFS("clip_rn_tiny.safetensors");

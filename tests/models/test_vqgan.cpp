@@ -141,6 +141,21 @@ TEST_CASE("a Gumbel-quantiser VQGAN (taming's GumbelVQ): its keys, yaml and meta
   }
 }
 
+TEST_CASE("VQGAN release_encoder keeps the decoder and says so on encode") {
+  MM_REQUIRE_REFS("vqgan_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny_expected.safetensors");
+  TensorFile ref = load_safetensors(testing::refs_path("vqgan_tiny_expected.safetensors"));
+  VQGAN vq = VQGAN::load(testing::refs_path("vqgan_tiny.safetensors"));
+  const Tensor zi = vq.codes_to_latent(ref.get("code_indices"));
+  const std::vector<float> before = vq.decode(zi).to_vector<float>();
+  CHECK(vq.release_encoder() > 0);
+  CHECK(vq.decode(zi).to_vector<float>() == before);
+  CHECK(vq.nearest_codes(zi).indices.to_vector<int64_t>() == ref.get("code_indices").to_vector<int64_t>());
+  CHECK_THROWS_WITH_AS(vq.encode(ref.get("input").to(f32)), doctest::Contains("encoder was released"), Error);
+  CHECK_THROWS_WITH_AS(vq.to(Device::cpu).encode(ref.get("input").to(f32)), doctest::Contains("encoder was released"),
+                       Error);
+}
+
 TEST_CASE("VQGAN config errors are clear") {
   MM_REQUIRE_REFS("vqgan_tiny.ckpt");
   const std::string dir = "/tmp/mm_test_vqgan_" + std::to_string(::getpid());
