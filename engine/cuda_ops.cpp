@@ -81,8 +81,8 @@ Tensor matmul(const Tensor&, const Tensor&) { unsupported("matmul", "mm was buil
 Tensor layer_norm(const Tensor&, int64_t, const Tensor&, const Tensor&, double) {
   unsupported("layer_norm", "mm was built without CUDA:");
 }
-Tensor group_norm_silu(const Tensor&, int64_t, const Tensor&, const Tensor&, double) {
-  unsupported("group_norm_silu", "mm was built without CUDA:");
+Tensor group_norm(const char* op, const Tensor&, int64_t, const Tensor&, const Tensor&, double, bool) {
+  unsupported(op, "mm was built without CUDA:");
 }
 Tensor softmax_last(const Tensor&) { unsupported("softmax", "mm was built without CUDA:"); }
 Tensor compare(const char* op, Cmp, const Tensor&, const Tensor&) { unsupported(op, "mm was built without CUDA:"); }
@@ -431,10 +431,11 @@ Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, 
   return y;
 }
 
-// One kernel each way (kernels/cuda/norm.cu, the SiLU fused): the backward reads x, the
+// One kernel each way (kernels/cuda/norm.cu, the SiLU fused or not): the backward reads x, the
 // weight and bias, and each group's mean and 1/std, and recomputes the normalised values.
-Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps) {
-  for (const Tensor* t : {&x, &w, &b}) check_f32("group_norm_silu", *t);
+Tensor group_norm(const char* op, const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps,
+                  bool silu) {
+  for (const Tensor* t : {&x, &w, &b}) check_f32(op, *t);
   const int64_t N = x.size(0), C = x.size(1), HW = C ? x.numel() / std::max<int64_t>(N * C, 1) : 0;
   const Tensor xd = dense(x), wd = w.defined() ? dense(w) : Tensor(), bd = b.defined() ? dense(b) : Tensor();
   Tensor y = Tensor::empty(x.shape(), DType::f32, Device::cuda);
@@ -444,12 +445,12 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const T
   auto p = [](const Tensor& t) { return t.defined() ? fptr(t) : nullptr; };
   if (x.numel() > 0)
     cuda::group_norm(fptr(xd), p(wd), p(bd), fptr(y), p(mean), p(rstd), N, C, HW, groups, static_cast<float>(eps),
-                     true);
+                     silu);
   if (grad) {
     const Tensor xs = xd.detach(), ws = wd.defined() ? wd.detach() : Tensor(), bs = bd.defined() ? bd.detach() : Tensor();
     const bool want_x = x.requires_grad(), want_w = w.defined() && w.requires_grad();
     const bool want_b = b.defined() && b.requires_grad();
-    record_op("group_norm_silu", {x, w, b}, {y}, [=](const Grads& g) -> Grads {
+    record_op(op, {x, w, b}, {y}, [=](const Grads& g) -> Grads {
       const Tensor dy = dense(g[0]);
       Tensor dx = want_x ? Tensor::empty(xs.shape(), DType::f32, Device::cuda) : Tensor();
       Tensor dw = want_w ? Tensor::empty({C}, DType::f32, Device::cuda) : Tensor();
@@ -459,7 +460,7 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const T
           if (t->defined()) t->fill_(0.0);
       } else {
         cuda::group_norm_backward(fptr(xs), p(ws), p(bs), fptr(mean), fptr(rstd), fptr(dy), p(dx), p(dw), p(db), N, C,
-                                  HW, groups, true);
+                                  HW, groups, silu);
       }
       return {dx, dw, db};
     });
@@ -567,14 +568,17 @@ Tensor conv2d_input_grad_gemm(const Tensor& g, const Tensor& w, int64_t C, int64
                               int64_t pad) {
   const int64_t N = g.size(0), O = g.size(1), OH = g.size(2), OW = g.size(3), KH = w.size(2), KW = w.size(3);
   const int64_t K = C * KH * KW, budget = int64_t(16) << 20;  // cols elements per band
-  const Tensor rows = dense(g.permute({0, 2, 3, 1})).reshape({N * OH * OW, O}), w2 = w.reshape({O, K});
+  // Both operands rounded to 16 bits once; the bands read slices of them.
+  const Tensor rows = to_half(dense(g.permute({0, 2, 3, 1}))), wh = to_half(dense(w));  // [N·OH·OW, O], [O, K]
+  const auto* rows_p = static_cast<const uint16_t*>(rows.device_ptr());
   Tensor dx = Tensor::empty({N, C, H, W}, DType::f32, Device::cuda);
   cuda::fill_bytes(dx.device_ptr(), 0, dx.numel() * sizeof(float));
   auto band = [&](int64_t n0, int64_t nb, int64_t oh0, int64_t oh1) {
     const int64_t pixels = nb * (oh1 - oh0) * OW, first = (n0 * OH + oh0) * OW;
     if (pixels == 0 || K == 0) return;
     Tensor cols = Tensor::empty({pixels, K}, DType::f32, Device::cuda);
-    gemm_at_precision(false, false, pixels, K, O, rows.narrow(0, first, pixels), w2, fptr(cols));
+    cuda::cublas_gemm_half(false, false, pixels, K, O, rows_p + first * O, wh.device_ptr(), fptr(cols),
+                           precision() == Precision::fp16);
     cuda::col2im(fptr(cols), fptr(dx) + n0 * C * H * W, nb, C, H, W, KH, KW, stride, pad, oh0, oh1, true);
   };
   const int64_t per_sample = OH * OW * K;

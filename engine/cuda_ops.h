@@ -100,7 +100,8 @@ void convert(const Tensor& dst, const Tensor& src);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);            // b may be undefined
 Tensor matmul(const Tensor& a, const Tensor& b);  // [M, K] @ [K, N]; [.., M, K] @ [K, N]; [B, M, K] @ [B, K, N]
 Tensor layer_norm(const Tensor& x, int64_t N, const Tensor& w, const Tensor& b, double eps);
-Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps);
+Tensor group_norm(const char* op, const Tensor& x, int64_t groups, const Tensor& w, const Tensor& b, double eps,
+                  bool silu);
 Tensor softmax_last(const Tensor& x);
 // q [.., Tq, D], k/v [.., Tk, D] (any strides) -> [.., Tq, Dv], mm::scaled_dot_product_attention's
 // semantics (mask: bool keep or float added; causal top-left aligned; a row with every key

@@ -1,6 +1,7 @@
 // engine/ops/norm.cpp: layer_norm (fused forward kernel + analytic backward), group_norm
-// (reshape -> layer_norm -> reshape -> per-channel affine) and inference batch_norm (from
-// elementwise ops, so its backward comes free). Test: ./build/mm_tests --source-file=*test_norm.cpp
+// with or without a fused SiLU (layer_norm's row kernel per group, then the per-channel
+// affine; analytic backward) and inference batch_norm (from elementwise ops, so its backward
+// comes free). Test: ./build/mm_tests --source-file=*test_norm.cpp
 #include "engine/ops/norm.h"
 
 #include <cmath>
@@ -158,27 +159,6 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
   return y;
 }
 
-// GroupNorm = reshape x [B, C, *] to [B, G, C/G * prod(*)] -> layer norm over the last dim
-// (no affine) -> reshape back -> per-channel affine. Its backward is layer_norm's, the
-// reshapes' and the elementwise ops'.
-Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
-  MM_CHECK(x.defined() && x.dim() >= 2, "[group_norm] x must be [B, C, *], got ",
-           x.defined() ? shape_str(x.shape()) : "undefined");
-  const int64_t B = x.size(0), C = x.size(1);
-  MM_CHECK(groups > 0 && C % groups == 0, "[group_norm] x ", shape_str(x.shape()), " has ", C,
-           " channels, not divisible into ", groups, " groups");
-  check_affine("group_norm", "weight", weight, {C}, x);
-  check_affine("group_norm", "bias", bias, {C}, x);
-  int64_t spatial = 1;
-  for (int64_t d = 2; d < x.dim(); ++d) spatial *= x.shape()[d];
-  const int64_t per_group = C / groups * spatial;
-  Tensor xg = x.reshape({B, groups, per_group});  // xg: [B, G, C/G * prod(*)]
-  Tensor y = layer_norm(xg, {per_group}, Tensor(), Tensor(), eps).reshape(x.shape());
-  if (weight.defined()) y = mul(y, per_channel(weight, x.dim()));
-  if (bias.defined()) y = add(y, per_channel(bias, x.dim()));
-  return y;
-}
-
 namespace {
 
 template <typename T>
@@ -187,12 +167,12 @@ T silu_derivative(T z) {  // d/dz [z sigmoid(z)] = s (1 + z (1 - s))
   return s * (T(1) + z * (T(1) - s));
 }
 
-// group_norm_silu's forward on contiguous x [N, C, HW] (HW: the spatial size): the Cg·HW values
-// of each (sample, group) are one row r = n·G + g, normalised by layer_norm's row kernel; then,
-// channel by channel, z = x̂·w_c + b_c and y = silu(z).
+// GroupNorm's forward on contiguous x [N, C, HW] (HW: the spatial size): the Cg·HW values of
+// each (sample, group) are one row r = n·G + g, normalised by layer_norm's row kernel; then,
+// channel by channel, z = x̂·w_c + b_c, and y = z or, fused, silu(z).
 template <typename T>
-void group_norm_silu_forward(const T* x, const T* w, const T* b, double eps, int64_t NG, int64_t G, int64_t Cg,
-                             int64_t HW, T* y, T* mean, T* rstd) {
+void group_norm_forward(const T* x, const T* w, const T* b, double eps, int64_t NG, int64_t G, int64_t Cg, int64_t HW,
+                        bool silu, T* y, T* mean, T* rstd) {
   const int64_t len = Cg * HW;
   parallel_for(0, NG, 1, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
@@ -207,7 +187,9 @@ void group_norm_silu_forward(const T* x, const T* w, const T* b, double eps, int
         const int64_t ch = (r % G) * Cg + c;
         const T wc = w ? w[ch] : T(1), bc = b ? b[ch] : T(0);
         T* yc = yr + c * HW;
-        for (int64_t i = 0; i < HW; ++i) yc[i] = yc[i] * wc + bc;
+        if (w || b)
+          for (int64_t i = 0; i < HW; ++i) yc[i] = yc[i] * wc + bc;
+        if (!silu) continue;
         if constexpr (std::is_same_v<T, float>)
           kernels::vsigmoid_gate(yc, yc, HW, 1.0f);
         else
@@ -218,12 +200,12 @@ void group_norm_silu_forward(const T* x, const T* w, const T* b, double eps, int
 }
 
 // Its backward, row by row. With z = x̂·w_c + b_c recomputed from x, mean and rstd:
-//   dz = dy · silu'(z),  g = dz · w_c,  dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the row,
+//   dz = dy (· silu'(z) if fused),  g = dz · w_c,  dx = rstd · (g − mean(g) − x̂ · mean(g · x̂)) over the row,
 //   and per (sample, channel) the partial sums of dz · x̂ (for dw) and dz (for db); the caller
 //   sums those over the samples. dx, dw_n, db_n may be null.
 template <typename T>
-void group_norm_silu_backward(const T* x, const T* w, const T* b, const T* mean, const T* rstd, const T* dy, T* dx,
-                              T* dw_n, T* db_n, int64_t NG, int64_t G, int64_t Cg, int64_t HW) {
+void group_norm_backward(const T* x, const T* w, const T* b, const T* mean, const T* rstd, const T* dy, T* dx,
+                         T* dw_n, T* db_n, int64_t NG, int64_t G, int64_t Cg, int64_t HW, bool silu) {
   const int64_t len = Cg * HW;
   parallel_for(0, NG, 1, [&](int64_t r0, int64_t r1) {
     std::vector<T> z(static_cast<size_t>(HW)), gw(dx ? static_cast<size_t>(len) : 0);
@@ -234,9 +216,12 @@ void group_norm_silu_backward(const T* x, const T* w, const T* b, const T* mean,
       for (int64_t c = 0; c < Cg; ++c) {
         const int64_t ch = (r % G) * Cg + c, n = r / G, at = off + c * HW;
         const T wc = w ? w[ch] : T(1), bc = b ? b[ch] : T(0);
-        for (int64_t i = 0; i < HW; ++i) z[i] = (x[at + i] - m) * rs * wc + bc;
+        if (silu)
+          for (int64_t i = 0; i < HW; ++i) z[i] = (x[at + i] - m) * rs * wc + bc;
         T* dz = dx ? gw.data() + c * HW : z.data();  // dz overwrites z when dx is not wanted
-        if constexpr (std::is_same_v<T, float>)
+        if (!silu)
+          std::copy(dy + at, dy + at + HW, dz);
+        else if constexpr (std::is_same_v<T, float>)
           kernels::vsigmoid_gate_backward(z.data(), dy + at, dz, HW, 1.0f);
         else
           for (int64_t i = 0; i < HW; ++i) dz[i] = dy[at + i] * silu_derivative(z[i]);
@@ -259,18 +244,18 @@ void group_norm_silu_backward(const T* x, const T* w, const T* b, const T* mean,
   });
 }
 
-}  // namespace
-
-Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
-  MM_CHECK(x.defined() && x.dim() >= 2, "[group_norm_silu] x must be [B, C, *], got ",
+// group_norm and group_norm_silu: one op, the SiLU fused or not. Saved for the backward: the
+// contiguous input, the weight and bias, each group's mean and rstd.
+Tensor group_norm_op(const char* op, const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias,
+                     double eps, bool silu) {
+  MM_CHECK(x.defined() && x.dim() >= 2, "[", op, "] x must be [B, C, *], got ",
            x.defined() ? shape_str(x.shape()) : "undefined");
   const int64_t B = x.size(0), C = x.size(1);
-  MM_CHECK(groups > 0 && C % groups == 0, "[group_norm_silu] x ", shape_str(x.shape()), " has ", C,
+  MM_CHECK(groups > 0 && C % groups == 0, "[", op, "] x ", shape_str(x.shape()), " has ", C,
            " channels, not divisible into ", groups, " groups");
-  check_affine("group_norm_silu", "weight", weight, {C}, x);
-  check_affine("group_norm_silu", "bias", bias, {C}, x);
-  if (cuda_ops::on_device("group_norm_silu", {&x, &weight, &bias}))
-    return cuda_ops::group_norm_silu(x, groups, weight, bias, eps);
+  check_affine(op, "weight", weight, {C}, x);
+  check_affine(op, "bias", bias, {C}, x);
+  if (cuda_ops::on_device(op, {&x, &weight, &bias})) return cuda_ops::group_norm(op, x, groups, weight, bias, eps, silu);
   const int64_t HW = C ? x.numel() / std::max<int64_t>(B * C, 1) : 0, Cg = C / groups, NG = B * groups;
   const Tensor xc = x.detach().contiguous();
   const Tensor wc = weight.defined() ? weight.detach().contiguous() : Tensor();
@@ -278,28 +263,27 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, co
   Tensor y = Tensor::empty(x.shape(), x.dtype());
   Tensor mean = Tensor::empty({NG}, x.dtype()), rstd = Tensor::empty({NG}, x.dtype());
   if (x.numel() > 0)
-    dispatch_float(x.dtype(), "group_norm_silu", [&](auto tag) {
+    dispatch_float(x.dtype(), op, [&](auto tag) {
       using T = typename decltype(tag)::type;
-      group_norm_silu_forward<T>(xc.data<T>(), wc.defined() ? wc.data<T>() : nullptr,
-                                 bc.defined() ? bc.data<T>() : nullptr, eps, NG, groups, Cg, HW, y.data<T>(),
-                                 mean.data<T>(), rstd.data<T>());
+      group_norm_forward<T>(xc.data<T>(), wc.defined() ? wc.data<T>() : nullptr, bc.defined() ? bc.data<T>() : nullptr,
+                            eps, NG, groups, Cg, HW, silu, y.data<T>(), mean.data<T>(), rstd.data<T>());
     });
   if (needs_grad({x, weight, bias})) {
     const bool want_x = x.requires_grad(), want_w = weight.defined() && weight.requires_grad();
     const bool want_b = bias.defined() && bias.requires_grad();
     const Shape x_shape = x.shape();
-    record_op("group_norm_silu", {x, weight, bias}, {y},
-              [xc, wc, bc, mean, rstd, B, C, HW, Cg, groups, want_x, want_w, want_b, x_shape](const Grads& g) {
+    record_op(op, {x, weight, bias}, {y},
+              [op, xc, wc, bc, mean, rstd, B, C, HW, Cg, groups, silu, want_x, want_w, want_b, x_shape](const Grads& g) {
                 const Tensor dy = g[0].contiguous();
                 Tensor dx = want_x ? Tensor::empty(x_shape, xc.dtype()) : Tensor();
                 Tensor dw_n = want_w ? Tensor::empty({B, C}, xc.dtype()) : Tensor();  // per sample; summed below
                 Tensor db_n = want_b ? Tensor::empty({B, C}, xc.dtype()) : Tensor();
                 if (xc.numel() > 0)
-                  dispatch_float(xc.dtype(), "group_norm_silu_backward", [&](auto tag) {
+                  dispatch_float(xc.dtype(), op, [&](auto tag) {
                     using T = typename decltype(tag)::type;
                     auto p = [](const Tensor& t) { return t.defined() ? t.data<T>() : nullptr; };
-                    group_norm_silu_backward<T>(xc.data<T>(), p(wc), p(bc), mean.data<T>(), rstd.data<T>(),
-                                                dy.data<T>(), p(dx), p(dw_n), p(db_n), B * groups, groups, Cg, HW);
+                    group_norm_backward<T>(xc.data<T>(), p(wc), p(bc), mean.data<T>(), rstd.data<T>(), dy.data<T>(),
+                                           p(dx), p(dw_n), p(db_n), B * groups, groups, Cg, HW, silu);
                   });
                 else if (dw_n.defined() || db_n.defined()) {  // an empty sum
                   if (dw_n.defined()) dw_n.fill_(0.0);
@@ -309,6 +293,16 @@ Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, co
               });
   }
   return y;
+}
+
+}  // namespace
+
+Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
+  return group_norm_op("group_norm", x, groups, weight, bias, eps, false);
+}
+
+Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight, const Tensor& bias, double eps) {
+  return group_norm_op("group_norm_silu", x, groups, weight, bias, eps, true);
 }
 
 // Inference BatchNorm folded into one scale and shift per channel:

@@ -20,14 +20,15 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
 
 // torch.nn.functional.group_norm: x [B, C, *] split into `groups` groups of C / groups channels;
 // each (b, group) is normalised over its channels and spatial positions, then the per-channel
-// affine weight [C], bias [C] is applied.
+// affine weight [C], bias [C] is applied. Its backward keeps x and each group's mean and 1/std.
 Tensor group_norm(const Tensor& x, int64_t groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                   double eps = 1e-5);
 
 // silu(group_norm(x, groups, weight, bias, eps)) as one op: taming's Normalize() followed by
-// swish, the pair in every VQGAN ResnetBlock. Its backward keeps only x and each group's mean
-// and 1/std and recomputes the rest, where the two ops apart would also keep the normalised
-// and the activated tensors (two more copies of x, per norm, for the whole backward).
+// swish, the pair in every VQGAN ResnetBlock, the same op with the SiLU fused. Its backward
+// keeps only x and each group's mean and 1/std and recomputes the rest, where silu applied
+// apart would also keep group_norm's output (another copy of x, per norm, for the whole
+// backward).
 Tensor group_norm_silu(const Tensor& x, int64_t groups, const Tensor& weight = Tensor(), const Tensor& bias = Tensor(),
                        double eps = 1e-5);
 

@@ -137,6 +137,15 @@ __global__ void layer_norm_backward_dwdb(const float* __restrict__ x, const floa
 
 __device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + __expf(-z)); }
 
+// One output value of x at channel c: x̂·w_c + b_c, through the SiLU if fused.
+__device__ __forceinline__ float gn_out(float xv, float mean, float rstd, const float* w, const float* b, int64_t c,
+                                        bool silu) {
+  float v = (xv - mean) * rstd;
+  if (w) v *= w[c];
+  if (b) v += b[c];
+  return silu ? v * sigmoidf(v) : v;
+}
+
 __global__ void group_norm_k(const float* __restrict__ x, const float* __restrict__ w, const float* __restrict__ b,
                              float* __restrict__ y, float* __restrict__ mean_out, float* __restrict__ rstd_out,
                              int64_t C, int64_t HW, int64_t G, float eps, bool silu) {
@@ -153,12 +162,7 @@ __global__ void group_norm_k(const float* __restrict__ x, const float* __restric
   }
   const float rstd = rsqrtf(block_sum(q, shared) / len + eps);
   for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-    const int64_t c = g * Cg + i / HW;
-    float v = (x[off + i] - mean) * rstd;
-    if (w) v *= w[c];
-    if (b) v += b[c];
-    if (silu) v *= sigmoidf(v);
-    y[off + i] = v;
+    y[off + i] = gn_out(x[off + i], mean, rstd, w, b, g * Cg + i / HW, silu);
   }
   if (threadIdx.x == 0) {
     if (mean_out) mean_out[ng] = mean;
@@ -173,6 +177,14 @@ __device__ __forceinline__ float gn_dz(float dy, float xhat, float wc, float bc,
   return dy * s * (1.0f + z * (1.0f - s));
 }
 
+// g = dz·w_c for one value of x at channel c (what dx's row sums read), and x̂ in *xhat.
+__device__ __forceinline__ float gn_g(float dy, float xv, float m, float r, const float* w, const float* b, int64_t c,
+                                      bool silu, float* xhat) {
+  const float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f;
+  *xhat = (xv - m) * r;
+  return gn_dz(dy, *xhat, wc, bc, silu) * wc;
+}
+
 __global__ void group_norm_backward_dx(const float* __restrict__ x, const float* __restrict__ w,
                                        const float* __restrict__ b, const float* __restrict__ mean,
                                        const float* __restrict__ rstd, const float* __restrict__ dy,
@@ -183,18 +195,16 @@ __global__ void group_norm_backward_dx(const float* __restrict__ x, const float*
   const float m = mean[ng], r = rstd[ng];
   float sg = 0.0f, sgx = 0.0f;
   for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-    const int64_t c = g * Cg + i / HW;
-    const float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f, xh = (x[off + i] - m) * r;
-    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    float xh;
+    const float gv = gn_g(dy[off + i], x[off + i], m, r, w, b, g * Cg + i / HW, silu, &xh);
     sg += gv;
     sgx += gv * xh;
   }
   sg = block_sum(sg, shared) / len;
   sgx = block_sum(sgx, shared) / len;
   for (int64_t i = threadIdx.x; i < len; i += blockDim.x) {
-    const int64_t c = g * Cg + i / HW;
-    const float wc = w ? w[c] : 1.0f, bc = b ? b[c] : 0.0f, xh = (x[off + i] - m) * r;
-    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    float xh;
+    const float gv = gn_g(dy[off + i], x[off + i], m, r, w, b, g * Cg + i / HW, silu, &xh);
     dx[off + i] = r * (gv - sg - xh * sgx);
   }
 }
@@ -287,12 +297,7 @@ __global__ void group_norm_apply_k(const float* __restrict__ x, const float* __r
   const GnChunk c = gn_chunk(len, S, s);
   const int64_t off = ng * len;
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const int64_t ch = g * Cg + i / HW;
-    float v = (x[off + i] - mean) * rstd;
-    if (w) v *= w[ch];
-    if (b) v += b[ch];
-    if (silu) v *= sigmoidf(v);
-    y[off + i] = v;
+    y[off + i] = gn_out(x[off + i], mean, rstd, w, b, g * Cg + i / HW, silu);
   }
   if (s == 0 && threadIdx.x == 0) {
     if (mean_out) mean_out[ng] = mean;
@@ -313,9 +318,8 @@ __global__ void group_norm_backward_partial_k(const float* __restrict__ x, const
   const float m = mean[ng], r = rstd[ng];
   float sg = 0.0f, sgx = 0.0f;
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const int64_t ch = g * Cg + i / HW;
-    const float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f, xh = (x[off + i] - m) * r;
-    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    float xh;
+    const float gv = gn_g(dy[off + i], x[off + i], m, r, w, b, g * Cg + i / HW, silu, &xh);
     sg += gv;
     sgx += gv * xh;
   }
@@ -339,9 +343,8 @@ __global__ void group_norm_backward_apply_k(const float* __restrict__ x, const f
   const int64_t off = ng * len;
   const float m = mean[ng], r = rstd[ng];
   for (int64_t i = c.begin + threadIdx.x; i < c.end; i += blockDim.x) {
-    const int64_t ch = g * Cg + i / HW;
-    const float wc = w ? w[ch] : 1.0f, bc = b ? b[ch] : 0.0f, xh = (x[off + i] - m) * r;
-    const float gv = gn_dz(dy[off + i], xh, wc, bc, silu) * wc;
+    float xh;
+    const float gv = gn_g(dy[off + i], x[off + i], m, r, w, b, g * Cg + i / HW, silu, &xh);
     dx[off + i] = r * (gv - sg - xh * sgx);
   }
 }

@@ -4,6 +4,7 @@
 // Run: ./build/mm_tests --source-file=*test_norm.cpp
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -115,105 +116,75 @@ TEST_CASE("layer_norm forward and backward, weight/bias each on and off") {
   }
 }
 
-TEST_CASE("group_norm forward and backward") {
+TEST_CASE("group_norm and group_norm_silu (the SiLU fused): forward and backward") {
   struct Case {
     Shape x;
     int64_t groups;
   };
-  const std::vector<Case> cases = {{{2, 6, 3, 5}, 3}, {{2, 4, 7}, 2}, {{1, 3, 2, 2}, 1}, {{2, 4, 1, 1}, 4},
-                                   {{1, 5, 3}, 5}};
-  for (const Case& c : cases) {
-    for (int combo = 0; combo < 4; ++combo) {
-      const bool with_w = combo & 1, with_b = combo & 2;
-      const std::string name = "group_norm x=" + shape_str(c.x) + " G=" + std::to_string(c.groups) + " " +
-                               affine_name(with_w, with_b);
-      SUBCASE(name.c_str()) {
-        const int64_t C = c.x[1], G = c.groups;
-        Tensor x = rand64(c.x, 11, -2, 2);
-        Tensor w = with_w ? rand64({C}, 12) : Tensor(), b = with_b ? rand64({C}, 13) : Tensor();
-        check_close(group_norm(x, G, w, b, 1e-6), ref_group_norm(x, G, w, b, 1e-6), 1e-12, 1e-12, name);
-        check_close(group_norm(x.to(f32), G, with_w ? w.to(f32) : Tensor(), with_b ? b.to(f32) : Tensor(), 1e-6),
-                    ref_group_norm(x, G, w, b, 1e-6), 1e-5, 1e-5, name + " f32");
-        std::vector<Tensor> inputs = {x};
-        if (with_w) inputs.push_back(w);
-        if (with_b) inputs.push_back(b);
-        // eps 1e-3 keeps the size-1 groups (variance 0) well-conditioned for finite differences
-        check_gradients([&](const std::vector<Tensor>& in) {
-          return group_norm(in[0], G, with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3);
-        }, inputs);
+  const std::vector<Case> cases = {{{2, 6, 3, 5}, 3}, {{2, 4, 7}, 2},  {{1, 3, 2, 2}, 1},     {{2, 4, 1, 1}, 4},
+                                   {{1, 5, 3}, 5},     {{3, 4}, 2},     {{1, 64, 3, 5}, 32}};
+  auto to32 = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
+  for (const Case& c : cases)
+    for (bool fused : {false, true})
+      for (int combo = 0; combo < 4; ++combo) {
+        const bool with_w = combo & 1, with_b = combo & 2;
+        const std::string name = std::string(fused ? "group_norm_silu" : "group_norm") + " x=" + shape_str(c.x) +
+                                 " G=" + std::to_string(c.groups) + " " + affine_name(with_w, with_b);
+        SUBCASE(name.c_str()) {
+          const int64_t C = c.x[1], G = c.groups;
+          const Tensor x = rand64(c.x, 11, -2, 2);
+          const Tensor w = with_w ? rand64({C}, 12, -2, 2) : Tensor(), b = with_b ? rand64({C}, 13, -2, 2) : Tensor();
+          auto op = [&](const Tensor& xi, const Tensor& wi, const Tensor& bi, double eps) {
+            return fused ? group_norm_silu(xi, G, wi, bi, eps) : group_norm(xi, G, wi, bi, eps);
+          };
+          const Tensor plain = ref_group_norm(x, G, w, b, 1e-6), ref = fused ? silu(plain) : plain;
+          check_close(op(x, w, b, 1e-6), ref, 1e-12, 1e-12, name);
+          check_close(op(to32(x), to32(w), to32(b), 1e-6), ref, 1e-5, 1e-5, name + " f32");
+          std::vector<Tensor> inputs{x, w, b};  // the defined ones
+          inputs.erase(std::remove_if(inputs.begin(), inputs.end(), [](const Tensor& t) { return !t.defined(); }),
+                       inputs.end());
+          // eps 1e-3 keeps the size-1 groups (variance 0) well-conditioned for finite differences
+          auto f = [&](const std::vector<Tensor>& in) {
+            return op(in[0], with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3);
+          };
+          check_gradients(f, inputs);  // float64 against finite differences
+          if (fused) {  // float32 (the vector kernels) against group_norm then silu, gradients included
+            std::vector<Tensor> in32;
+            for (const Tensor& t : inputs) in32.push_back(to32(t).detach().set_requires_grad(true));
+            const Tensor ya = f(in32);
+            const Tensor yb = silu(group_norm(in32[0], G, with_w ? in32[1] : Tensor(),
+                                              with_b ? in32[with_w ? 2 : 1] : Tensor(), 1e-3));
+            const Tensor dy = rand64(ya.shape(), 24).to(DType::f32);
+            check_close(ya, yb, 1e-5, 1e-5, name + " f32 vs apart");
+            const std::vector<Tensor> ga = grad({ya}, in32, {dy}), gb = grad({yb}, in32, {dy});
+            for (size_t i = 0; i < ga.size(); ++i)
+              check_close(ga[i], gb[i], 1e-4, 1e-4, name + " f32 grad " + std::to_string(i));
+          }
+        }
       }
-    }
-  }
-  SUBCASE("group_norm permuted x [3, 2, 4] -> [2, 4, 3] G=2") {
+  SUBCASE("permuted x [3, 2, 4] -> [2, 4, 3] G=2, and x alone or the affine alone wanting a gradient") {
     Tensor x = rand64({3, 2, 4}, 14), w = rand64({4}, 15), b = rand64({4}, 16);
     Tensor xp = x.permute({1, 2, 0});
     check_close(group_norm(xp, 2, w, b), ref_group_norm(xp.contiguous(), 2, w, b, 1e-5), 1e-12, 1e-12, "permuted");
+    check_close(group_norm_silu(xp, 2, w, b), silu(ref_group_norm(xp.contiguous(), 2, w, b, 1e-5)), 1e-12, 1e-12,
+                "permuted, fused");
     check_gradients([](const std::vector<Tensor>& in) { return group_norm(in[0].permute({1, 2, 0}), 2, in[1], in[2]); },
                     {x, w, b});
+    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(in[0].permute({1, 2, 0}), 2, w, b); },
+                    {x});
+    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(x.permute({1, 2, 0}), 2, in[0], in[1]); },
+                    {w, b});
   }
   SUBCASE("group_norm taming shape [1, 64, 4, 4] G=32 eps=1e-6 f32") {
     Tensor x = rand64({1, 64, 4, 4}, 17), w = rand64({64}, 18), b = rand64({64}, 19);
     check_close(group_norm(x.to(f32), 32, w.to(f32), b.to(f32), 1e-6), ref_group_norm(x, 32, w, b, 1e-6), 1e-5, 1e-5,
                 "f32");
   }
-  SUBCASE("group_norm errors") {
+  SUBCASE("errors name the op") {
     CHECK_THROWS_WITH_AS(group_norm(Tensor::zeros({2, 6, 3}), 4),
                          "[group_norm] x [2, 6, 3] has 6 channels, not divisible into 4 groups", Error);
     CHECK_THROWS_WITH_AS(group_norm(Tensor::zeros({2, 6, 3}), 3, Tensor::zeros({3})),
                          "[group_norm] weight [3] must be [6] for x [2, 6, 3]", Error);
-  }
-}
-
-TEST_CASE("group_norm_silu: silu(group_norm(x)) as one op, forward and backward") {
-  struct Case {
-    Shape x;
-    int64_t groups;
-  };
-  const std::vector<Case> cases = {{{2, 6, 3, 5}, 3}, {{2, 4, 7}, 2}, {{1, 3, 2, 2}, 1}, {{2, 4, 1, 1}, 4},
-                                   {{1, 5, 3}, 5}, {{3, 4}, 2}, {{1, 64, 3, 5}, 32}};
-  for (const Case& c : cases) {
-    for (int combo = 0; combo < 4; ++combo) {
-      const bool with_w = combo & 1, with_b = combo & 2;
-      const std::string name = "group_norm_silu x=" + shape_str(c.x) + " G=" + std::to_string(c.groups) + " " +
-                               affine_name(with_w, with_b);
-      SUBCASE(name.c_str()) {
-        const int64_t C = c.x[1], G = c.groups;
-        Tensor x = rand64(c.x, 21, -2, 2);
-        Tensor w = with_w ? rand64({C}, 22, -2, 2) : Tensor(), b = with_b ? rand64({C}, 23, -2, 2) : Tensor();
-        const Tensor ref = silu(ref_group_norm(x, G, w, b, 1e-6));
-        check_close(group_norm_silu(x, G, w, b, 1e-6), ref, 1e-12, 1e-12, name);
-        auto f32 = [](const Tensor& t) { return t.defined() ? t.to(DType::f32) : Tensor(); };
-        check_close(group_norm_silu(f32(x), G, f32(w), f32(b), 1e-6), ref, 1e-5, 1e-5, name + " f32");
-        std::vector<Tensor> inputs = {x};
-        if (with_w) inputs.push_back(w);
-        if (with_b) inputs.push_back(b);
-        auto fused = [&](const std::vector<Tensor>& in) {
-          return group_norm_silu(in[0], G, with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3);
-        };
-        check_gradients(fused, inputs);  // float64 against finite differences
-        // float32 (the vector kernels) against the two ops apart, gradients included
-        std::vector<Tensor> in32;
-        for (const Tensor& t : inputs) in32.push_back(f32(t).detach().set_requires_grad(true));
-        auto apart = [&](const std::vector<Tensor>& in) {
-          return silu(group_norm(in[0], G, with_w ? in[1] : Tensor(), with_b ? in[with_w ? 2 : 1] : Tensor(), 1e-3));
-        };
-        const Tensor ya = fused(in32), yb = apart(in32), dy = rand64(ya.shape(), 24).to(DType::f32);
-        check_close(ya, yb, 1e-5, 1e-5, name + " f32 vs apart");
-        const std::vector<Tensor> ga = grad({ya}, in32, {dy}), gb = grad({yb}, in32, {dy});
-        for (size_t i = 0; i < ga.size(); ++i) check_close(ga[i], gb[i], 1e-4, 1e-4, name + " f32 grad " + std::to_string(i));
-      }
-    }
-  }
-  SUBCASE("group_norm_silu permuted x, and x alone wanting a gradient") {
-    Tensor x = rand64({3, 2, 4}, 25), w = rand64({4}, 26), b = rand64({4}, 27);
-    check_close(group_norm_silu(x.permute({1, 2, 0}), 2, w, b), silu(ref_group_norm(x.permute({1, 2, 0}).contiguous(), 2, w, b, 1e-5)),
-                1e-12, 1e-12, "permuted");
-    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(in[0].permute({1, 2, 0}), 2, w, b); },
-                    {x});
-    check_gradients([&](const std::vector<Tensor>& in) { return group_norm_silu(x.permute({1, 2, 0}), 2, in[0], in[1]); },
-                    {w, b});
-  }
-  SUBCASE("group_norm_silu errors") {
     CHECK_THROWS_WITH_AS(group_norm_silu(Tensor::zeros({2, 6, 3}), 4),
                          "[group_norm_silu] x [2, 6, 3] has 6 channels, not divisible into 4 groups", Error);
     CHECK_THROWS_WITH_AS(group_norm_silu(Tensor::zeros({2, 6, 3}), 3, Tensor(), Tensor::zeros({3})),

@@ -99,6 +99,20 @@ struct StepRefs {
       clip_file, load_clip_config_json(testing::refs_path("clip_vit_tiny.json"), infer_clip_config(clip_file)));
   VQGAN vq = VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), testing::refs_path("vqgan_tiny.yaml"));
   ClipTokenizer tok = ClipTokenizer::from_bpe_file(testing::refs_path("bpe_simple_vocab_16e6.txt.gz"));
+
+  // The reference step with these models (or others: the device's, a Gumbel VQGAN): 64x64,
+  // one cutout without augmentation, the reference prompt and latent. It keeps references
+  // to the models.
+  VQGANCLIP step(const VQGAN& v, const ClipModel& c, ClampRule rule = ClampRule::with_grad) const {
+    VQGANCLIPOptions o;
+    o.width = o.height = 64;
+    o.clamp = rule;
+    o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
+    VQGANCLIP gen(v, c, tok, o);
+    gen.add_text_prompts("a watercolor portrait of a teacher");
+    gen.init_from_latent(ref.get("z"));
+    return gen;
+  }
 };
 }  // namespace
 
@@ -111,22 +125,15 @@ TEST_CASE("one VQGAN+CLIP step reproduces the reference loss and gradients") {
   const TensorFile& ref = r.ref;
   const ClipModel& clip = r.clip;
   const VQGAN& vq = r.vq;
-  const ClipTokenizer& tok = r.tok;
   // on the CPU, and on the device when there is one (the CUDA emulator's build has one)
   std::vector<Device> devices = {Device::cpu};
   if (cuda_ops::device_present()) devices.push_back(Device::cuda);
   for (Device dev : devices)
   for (ClampRule rule : {ClampRule::with_grad, ClampRule::passthrough}) {
     SUBCASE((std::string(device_name(dev)) + (rule == ClampRule::with_grad ? " ClampWithGrad" : " pass-through clamp")).c_str()) {
-      VQGANCLIPOptions o;
-      o.width = o.height = 64;
-      o.clamp = rule;
-      o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
       const ClipModel clip_d = clip.to(dev);
       const VQGAN vq_d = vq.to(dev);
-      VQGANCLIP gen(vq_d, clip_d, tok, o);
-      gen.add_text_prompts("a watercolor portrait of a teacher");
-      gen.init_from_latent(ref.get("z"));
+      VQGANCLIP gen = r.step(vq_d, clip_d, rule);
       Tensor dz, dimage;
       const double loss = gen.loss_and_grad(&dz, &dimage);
       CHECK(loss == doctest::Approx(ref.get("loss").item()).epsilon(1e-4));
@@ -150,12 +157,7 @@ TEST_CASE("the reference step with the VQGAN as a GumbelVQ: the same codebook, t
   const TensorFile g = testing::gumbel_from_vq(load_weights(testing::refs_path("vqgan_tiny.safetensors")));
   const VQGAN vq = VQGAN::from_tensors(g, infer_vqgan_config(g, 64));
   REQUIRE(vq.config().gumbel);
-  VQGANCLIPOptions o;
-  o.width = o.height = 64;
-  o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
-  VQGANCLIP gen(vq, r.clip, r.tok, o);
-  gen.add_text_prompts("a watercolor portrait of a teacher");
-  gen.init_from_latent(r.ref.get("z"));
+  VQGANCLIP gen = r.step(vq, r.clip);
   Tensor dz;
   const double loss = gen.loss_and_grad(&dz, nullptr);
   CHECK(loss == doctest::Approx(r.ref.get("loss").item()).epsilon(1e-4));
@@ -183,20 +185,14 @@ TEST_CASE("vqclip_step on the device with --precision bf16 and fp16 stays near t
   const TensorFile& ref = r.ref;
   const ClipModel& clip = r.clip;
   const VQGAN& vq = r.vq;
-  const ClipTokenizer& tok = r.tok;
   // the same step with the device's GEMMs on 16-bit operands
   for (cuda_ops::Precision p : {cuda_ops::Precision::bf16, cuda_ops::Precision::fp16}) {
     CAPTURE(std::string(cuda_ops::precision_name(p)));
-    VQGANCLIPOptions o;
-    o.width = o.height = 64;
-    o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
     VQGAN vq_d = vq.to(Device::cuda);
     ClipModel clip_d = clip.to(Device::cuda);
     vq_d.set_precision(p);  // the models' GEMMs, forward and backward; the rest stays float32
     clip_d.set_precision(p);
-    VQGANCLIP gen(vq_d, clip_d, tok, o);  // (it keeps references to the models)
-    gen.add_text_prompts("a watercolor portrait of a teacher");
-    gen.init_from_latent(ref.get("z"));
+    VQGANCLIP gen = r.step(vq_d, clip_d);  // (it keeps references to the models)
     Tensor dz;
     const double loss = gen.loss_and_grad(&dz, nullptr);
     const double r_z = max_rel(dz, ref.get("dloss_dz"));
