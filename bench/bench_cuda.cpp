@@ -251,6 +251,15 @@ void bench_attention_one(int64_t B, int64_t H, int64_t T, int64_t D, bool causal
   if (t_unfused > 0) r.peer_ratio = t_unfused / ms;
   r.target = T >= 1024 ? ">=0.7x cuDNN (torch peer)" : "faster than unfused";
   add(r);
+  // v2: tensor cores on bf16 operands (--precision bf16's forward); its peer is the torch
+  // script's cuDNN attention in bf16, and the float32 composition here
+  const double m2 = time_it([&] {
+    cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, 2);
+  });
+  Row r2 = flop_row("attention", cfg, "mm flash v2 fwd bf16", m2, flops);
+  if (t_unfused > 0) r2.peer_ratio = t_unfused / m2;
+  r2.target = T >= 1024 ? ">=0.7x cuDNN bf16 (torch peer)" : "faster than unfused";
+  add(r2);
   const double mb = time_it([&] {
     cuda::attention_backward(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
                              dv.data(), B, H, T, T, D, scale, causal);

@@ -541,10 +541,13 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   Tensor qd = dense(q), kd = dense(k), vd = dense(v);
   Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
+  // --precision bf16|fp16: the tensor-core forward (v2) on 16-bit q, k, v and probabilities
+  const Precision prec = precision();
   cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
-                          static_cast<float>(scale), causal);
+                          static_cast<float>(scale), causal, prec == Precision::fp32 ? 1 : 2, prec == Precision::fp16);
   if (needs_grad({q, k, v})) {
     // the backward recomputes the probabilities tile by tile from the forward's log-sum-exp
+    // (float32, after either forward)
     Tensor qs = qd.detach(), ks = kd.detach(), vs = vd.detach(), os = o.detach();
     record_op(op, {q, k, v}, {o}, [=](const Grads& g) -> Grads {
       Tensor dout = dense(g[0]);

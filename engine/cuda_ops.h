@@ -15,9 +15,9 @@
 // div, pow, where, the scalar forms, neg, linear), the engine op records it for both; the
 // others record their device backward here (record_op with closures over device ops and
 // kernels). So autograd runs on the device end to end. Nothing falls back to the CPU
-// silently: a dtype other than float32 in the math, or a case without a device path
-// (grouped, dilated or unevenly strided convolution), is refused with an error that names
-// the op (unsupported()).
+// silently: a dtype other than float32 in the math is refused with an error that names the
+// op (unsupported()). conv2d takes one stride and even padding here; engine/ops/conv.cpp
+// composes groups, dilation, uneven padding and unequal strides around it.
 // Built without CUDA, no device tensor can exist (Storage::allocate refuses), and these throw.
 #pragma once
 #include <array>

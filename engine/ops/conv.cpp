@@ -28,6 +28,7 @@
 #include "engine/autograd.h"
 #include "engine/cuda_ops.h"
 #include "engine/ops/pool.h"
+#include "engine/ops/shape_ops.h"
 #include "kernels/cpu/loops.h"
 #include "kernels/gemm.h"
 
@@ -351,19 +352,62 @@ void conv2d_backward(const ConvGeom& g, const T* x, const T* w, const T* dy, T* 
   }
 }
 
+// On the device, cuda_ops::conv2d takes one stride and the same padding on every side, with
+// no groups or dilation. The other options are composed around it from differentiable device
+// ops, so autograd gives their gradients:
+//   groups           one convolution per group of channels, concatenated;
+//   dilation         the kernel spread out, zeros between its taps: (KH - 1)·dh + 1 rows;
+//   uneven padding   pad x explicitly, then convolve unpadded (taming's Downsample);
+//   unequal strides  convolve at stride 1, keep every sh-th row and every sw-th column.
+// All but uneven padding cost extra work (small GEMMs, zero taps, discarded outputs); none of
+// the models mm implements uses them.
+Tensor conv2d_device(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& o) {
+  Conv2dOptions rest = o;
+  if (o.groups > 1) {
+    const int64_t G = o.groups, Cg = x.size(1) / G, Og = weight.size(0) / G;
+    rest.groups = 1;
+    std::vector<Tensor> outs;
+    for (int64_t g = 0; g < G; ++g)
+      outs.push_back(conv2d_device(x.narrow(1, g * Cg, Cg), weight.narrow(0, g * Og, Og),
+                                   bias.defined() ? bias.narrow(0, g * Og, Og) : Tensor(), rest));
+    return cat(outs, 1);
+  }
+  const int64_t dh = o.dilation[0], dw = o.dilation[1];
+  if (dh > 1 || dw > 1) {
+    const int64_t O = weight.size(0), C = weight.size(1), KH = weight.size(2), KW = weight.size(3);
+    // [O, C, KH, 1, KW, 1] padded to [O, C, KH, dh, KW, dw]: each tap followed by zeros
+    const Tensor spread = pad(weight.reshape({O, C, KH, 1, KW, 1}), {0, dw - 1, 0, 0, 0, dh - 1})
+                              .reshape({O, C, KH * dh, KW * dw})
+                              .narrow(2, 0, (KH - 1) * dh + 1)
+                              .narrow(3, 0, (KW - 1) * dw + 1);
+    rest.dilation = {1, 1};
+    return conv2d_device(x, spread, bias, rest);
+  }
+  const auto& p = o.padding;  // {top, bottom, left, right}
+  if (!(p[0] == p[1] && p[0] == p[2] && p[0] == p[3])) {
+    rest.padding = {0, 0, 0, 0};
+    return conv2d_device(pad(x, {p[2], p[3], p[0], p[1]}), weight, bias, rest);
+  }
+  const int64_t sh = o.stride[0], sw = o.stride[1];
+  if (sh != sw) {
+    rest.stride = {1, 1};
+    const Tensor y = conv2d_device(x, weight, bias, rest);
+    auto every = [&](int64_t n, int64_t step) {  // 0, step, 2·step, ... < n
+      std::vector<int64_t> idx;
+      for (int64_t i = 0; i < n; i += step) idx.push_back(i);
+      const int64_t count = static_cast<int64_t>(idx.size());
+      return Tensor::from_vector(idx, {count}).to(x.device());
+    };
+    return index_select(index_select(y, 2, every(y.size(2), sh)), 3, every(y.size(3), sw));
+  }
+  return cuda_ops::conv2d(x, weight, bias, sh, p[0]);
+}
+
 }  // namespace
 
 Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dOptions& options) {
   const ConvGeom g = check_and_plan(x, weight, bias, options);
-  if (cuda_ops::on_device("conv2d", {&x, &weight, &bias})) {
-    const auto& o = options;
-    if (o.stride[0] != o.stride[1] || o.dilation[0] != 1 || o.dilation[1] != 1 || o.groups != 1)
-      cuda_ops::unsupported("conv2d", "uneven stride, dilation or groups");
-    const auto& p = o.padding;  // {top, bottom, left, right}
-    if (p[0] == p[1] && p[0] == p[2] && p[0] == p[3]) return cuda_ops::conv2d(x, weight, bias, o.stride[0], p[0]);
-    // uneven padding (taming's Downsample): pad explicitly, then convolve without
-    return cuda_ops::conv2d(pad(x, {p[2], p[3], p[0], p[1]}), weight, bias, o.stride[0], 0);
-  }
+  if (cuda_ops::on_device("conv2d", {&x, &weight, &bias})) return conv2d_device(x, weight, bias, options);
   // Computation runs on contiguous detached copies; the graph records the caller's tensors.
   const Tensor xc = x.detach().contiguous(), wc = weight.detach().contiguous();
   const Tensor bc = bias.defined() ? bias.detach().contiguous() : Tensor();

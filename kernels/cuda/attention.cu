@@ -1,5 +1,7 @@
-// kernels/cuda/attention.cu: fused (flash-style) attention, forward and backward, float32.
-// q, k, v, o: [B, H, T, D]; a block owns 64 query rows of one (b, h), 8 warps of 8 rows each.
+// kernels/cuda/attention.cu: fused (flash-style) attention, forward and backward.
+// q, k, v, o: [B, H, T, D], float32 in memory. Two forward versions:
+//   v1: float32 on the CUDA cores (below); v2: tensor cores on 16-bit operands (further down).
+// v1: a block owns 64 query rows of one (b, h), 8 warps of 8 rows each.
 // Forward, per tile of 32 keys (K and V staged in shared memory):
 //   lane j computes the score of key j for one row (q from shared memory, broadcast; K rows
 //   padded to D+1 floats so the 32 lanes hit 32 banks); the warp folds the tile into the
@@ -12,6 +14,11 @@
 // One kernel owns query rows and writes dQ; another owns key rows and writes dK and dV, so
 // nothing is accumulated with atomics. Head size: any D <= 128 (CLIP: 64; VQGAN's single
 // head of 512 goes through attention_unfused).
+#include <cuda_fp16.h>
+#include <mma.h>
+
+#include <type_traits>
+
 #include "kernels/cuda/common.cuh"
 
 namespace mm::cuda {
@@ -109,6 +116,158 @@ __global__ void __launch_bounds__(256) attention_fwd_v1(const float* __restrict_
     }
     if (lane == 0) lse[bh * Tq + row] = l[r] > 0.0f ? m[r] + __logf(l[r]) : -INFINITY;
   }
+}
+
+// ---- v2: tensor cores (WMMA) on 16-bit operands, float32 softmax and sums --------------------
+// A block of 4 warps owns 64 query rows (16 per warp) and streams tiles of 64 keys. Q, K and V
+// are rounded to T16 (bf16, or fp16) as they are staged into shared memory. Per tile, each warp:
+//   S = Q Kᵀ           16 x 64, WMMA with float32 accumulators, stored to the warp's scratch
+//   online softmax     two lanes per row, 32 keys each: running max m and sum l (float32);
+//                      P = e^(scale·s − m) rounded to T16
+//   O = α·O + P V      O (16 x DP, float32) lives in shared memory: the lanes rescale their
+//                      rows by α, then WMMA loads O as the accumulator, adds P·V, stores it.
+// WMMA's fragment layout is unspecified, so the per-row rescaling goes through shared memory
+// instead of into the fragments' registers. DP is D rounded up to 32, 64 or 128 (zero-padded
+// columns). The output and lse are those of v1, so v1's backward serves both.
+constexpr int kRows2 = 64, kKeys2 = 64;
+
+template <int DP>
+struct Fwd2Layout {  // offsets in bytes into the dynamic shared memory; 16-bit T16 elements
+  static constexpr int ldq = DP + 8;      // Qs, Ks, Vs rows (T16)
+  static constexpr int lds = kKeys2 + 4;  // S scratch rows (float)
+  static constexpr int ldp = kKeys2 + 8;  // P rows (T16)
+  static constexpr int ldo = DP + 4;      // O rows (float)
+  static constexpr size_t align(size_t b) { return (b + 127) / 128 * 128; }
+  static constexpr size_t q_off = 0;
+  static constexpr size_t k_off = q_off + align(2 * size_t(kRows2) * ldq);
+  static constexpr size_t v_off = k_off + align(2 * size_t(kKeys2) * ldq);
+  static constexpr size_t s_off = v_off + align(2 * size_t(kKeys2) * ldq);
+  static constexpr size_t p_off = s_off + align(4 * size_t(kRows2) * lds);
+  static constexpr size_t o_off = p_off + align(2 * size_t(kRows2) * ldp);
+  static constexpr size_t bytes = o_off + align(4 * size_t(kRows2) * ldo);
+};
+
+template <typename T16>
+__device__ __forceinline__ T16 to16(float x);
+template <>
+__device__ __forceinline__ __nv_bfloat16 to16<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+template <>
+__device__ __forceinline__ __half to16<__half>(float x) {
+  return __float2half_rn(x);
+}
+
+// rows x DP of src [.., D] from row0 into dst (row stride ld), rounded; zeros past rows_total or D.
+template <typename T16, int DP>
+__device__ void stage_rows(T16* dst, int ld, const float* __restrict__ src, int64_t row0, int64_t rows_total,
+                           int rows, int D) {
+  for (int e = threadIdx.x; e < rows * DP; e += blockDim.x) {
+    const int r = e / DP, d = e % DP;
+    const int64_t gr = row0 + r;
+    dst[r * ld + d] = to16<T16>(gr < rows_total && d < D ? src[gr * D + d] : 0.0f);
+  }
+}
+
+template <typename T16, int DP>
+__global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict__ q, const float* __restrict__ k,
+                                                        const float* __restrict__ v, float* __restrict__ o,
+                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
+                                                        float scale, bool causal) {
+  using namespace nvcuda;
+  using L = Fwd2Layout<DP>;
+  static_assert(sizeof(T16) == 2, "16-bit operands");
+  extern __shared__ float4 attn2_smem[];
+  unsigned char* base = reinterpret_cast<unsigned char*>(attn2_smem);
+  T16* Qs = reinterpret_cast<T16*>(base + L::q_off);
+  T16* Ks = reinterpret_cast<T16*>(base + L::k_off);
+  T16* Vs = reinterpret_cast<T16*>(base + L::v_off);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* Ss = reinterpret_cast<float*>(base + L::s_off) + warp * 16 * L::lds;  // this warp's [16][64]
+  T16* Ps = reinterpret_cast<T16*>(base + L::p_off) + warp * 16 * L::ldp;      // [16][64]
+  float* Os = reinterpret_cast<float*>(base + L::o_off) + warp * 16 * L::ldo;  // [16][DP]
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
+  stage_rows<T16, DP>(Qs, L::ldq, q + bh * Tq * D, q0, Tq, kRows2, D);
+  for (int e = lane; e < 16 * DP; e += 32) Os[(e / DP) * L::ldo + e % DP] = 0.0f;
+  const int r = lane >> 1, half = lane & 1;  // this lane's row of the warp's 16; its half of keys/columns
+  const int64_t row = q0 + warp * 16 + r;
+  // the last key this row sees (-1: none, for rows past Tq)
+  const int64_t last = row < Tq ? min(Tk - 1, last_key(row, Tq, Tk, causal)) : -1;
+  float m = -INFINITY, l = 0.0f;
+  wmma::fragment<wmma::matrix_a, 16, 16, 16, T16, wmma::row_major> qf[DP / 16];
+  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
+  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
+    __syncthreads();  // the previous tile's K and V are consumed
+    stage_rows<T16, DP>(Ks, L::ldq, k + bh * Tk * D, k0, Tk, kKeys2, D);
+    stage_rows<T16, DP>(Vs, L::ldq, v + bh * Tk * D, k0, Tk, kKeys2, D);
+    __syncthreads();
+    if (k0 == 0)
+#pragma unroll
+      for (int i = 0; i < DP / 16; ++i) wmma::load_matrix_sync(qf[i], Qs + warp * 16 * L::ldq + i * 16, L::ldq);
+    // S = Q Kᵀ: Kᵀ is K's rows read column-major
+#pragma unroll
+    for (int n = 0; n < kKeys2 / 16; ++n) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::fill_fragment(acc, 0.0f);
+#pragma unroll
+      for (int i = 0; i < DP / 16; ++i) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T16, wmma::col_major> kf;
+        wmma::load_matrix_sync(kf, Ks + n * 16 * L::ldq + i * 16, L::ldq);
+        wmma::mma_sync(acc, qf[i], kf, acc);
+      }
+      wmma::store_matrix_sync(Ss + n * 16, acc, L::lds, wmma::mem_row_major);
+    }
+    __syncwarp();
+    // Online softmax over this lane's 32 keys of its row; the pair of lanes combines.
+    const float* srow = Ss + r * L::lds + half * 32;
+    T16* prow = Ps + r * L::ldp + half * 32;
+    const int64_t kbase = k0 + half * 32;
+    float tmax = -INFINITY;
+    for (int j = 0; j < 32; ++j)
+      if (kbase + j <= last) tmax = fmaxf(tmax, srow[j] * scale);
+    tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+    const float m_new = fmaxf(m, tmax);
+    const bool any = m_new != -INFINITY;  // anything visible yet (same for both lanes of a row)
+    float psum = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+      const float p = any && kbase + j <= last ? __expf(srow[j] * scale - m_new) : 0.0f;
+      psum += p;
+      prow[j] = to16<T16>(p);
+    }
+    psum += __shfl_xor_sync(0xffffffffu, psum, 1);
+    const float alpha = m == -INFINITY ? 0.0f : __expf(m - m_new);  // O and l are 0 while m is -inf
+    l = l * alpha + psum;
+    m = m_new;
+    float* orow = Os + r * L::ldo;
+    for (int c = half * (DP / 2); c < (half + 1) * (DP / 2); ++c) orow[c] *= alpha;
+    __syncwarp();
+    // O += P V
+#pragma unroll
+    for (int c = 0; c < DP / 16; ++c) {
+      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+      wmma::load_matrix_sync(acc, Os + c * 16, L::ldo, wmma::mem_row_major);
+#pragma unroll
+      for (int n = 0; n < kKeys2 / 16; ++n) {
+        wmma::fragment<wmma::matrix_a, 16, 16, 16, T16, wmma::row_major> pf;
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, T16, wmma::row_major> vf;
+        wmma::load_matrix_sync(pf, Ps + n * 16, L::ldp);
+        wmma::load_matrix_sync(vf, Vs + n * 16 * L::ldq + c * 16, L::ldq);
+        wmma::mma_sync(acc, pf, vf, acc);
+      }
+      wmma::store_matrix_sync(Os + c * 16, acc, L::ldo, wmma::mem_row_major);
+    }
+    __syncwarp();
+  }
+  // o = O / l, the warp's 16 rows written together (row rr's 1/l comes from lane 2·rr)
+  const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+  for (int e0 = 0; e0 < 16 * D; e0 += 32) {
+    const int e = e0 + lane, rr = min(e / D, 15);
+    const float inv_rr = __shfl_sync(0xffffffffu, inv, 2 * rr);
+    const int64_t orow_g = q0 + warp * 16 + rr;
+    if (e < 16 * D && orow_g < Tq) o[(bh * Tq + orow_g) * D + e % D] = Os[rr * L::ldo + e % D] * inv_rr;
+  }
+  if (half == 0 && row < Tq) lse[bh * Tq + row] = l > 0.0f ? m + __logf(l) : -INFINITY;
 }
 
 // Δ_i = dO_i · O_i, a warp per row.
@@ -301,6 +460,25 @@ void check_attention(const char* op, int64_t B, int64_t H, int64_t Tq, int64_t T
   MM_CHECK(!causal || Tk >= Tq, "[cuda] ", op, ": causal attention needs Tk >= Tq (", Tk, " < ", Tq, ")");
 }
 
+template <typename T16>
+void attention_forward_v2(const float* q, const float* k, const float* v, float* o, float* lse, int64_t BH,
+                          int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal) {
+  const dim3 grid(ceil_div(Tq, kRows2), unsigned(BH));
+  auto launch = [&](auto dp) {
+    constexpr int DP = decltype(dp)::value;
+    constexpr size_t bytes = Fwd2Layout<DP>::bytes;
+    set_smem(attention_fwd_v2<T16, DP>, bytes, "attention_forward");
+    attention_fwd_v2<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
+  };
+  if (D <= 32)
+    launch(std::integral_constant<int, 32>());
+  else if (D <= 64)
+    launch(std::integral_constant<int, 64>());
+  else
+    launch(std::integral_constant<int, 128>());
+  MM_CUDA_LAUNCHED("attention_forward");
+}
+
 }  // namespace
 
 #define MM_ATTN_DISPATCH(NVAR, ...) \
@@ -312,10 +490,17 @@ void check_attention(const char* op, int64_t B, int64_t H, int64_t Tq, int64_t T
   }
 
 void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
-                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version) {
+                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version, bool fp16) {
   check_attention("attention_forward", B, H, Tq, Tk, D, causal);
-  resolve_version("attention", version);
+  version = resolve_version("attention", version);
   if (B * H == 0 || Tq == 0) return;
+  if (version == 2) {
+    if (fp16)
+      attention_forward_v2<__half>(q, k, v, o, lse, B * H, Tq, Tk, D, scale, causal);
+    else
+      attention_forward_v2<__nv_bfloat16>(q, k, v, o, lse, B * H, Tq, Tk, D, scale, causal);
+    return;
+  }
   const size_t bytes = sizeof(float) * (kRows * D + kKeys * (D + 1) + kKeys * D);
   const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H));
   MM_ATTN_DISPATCH(NV, {

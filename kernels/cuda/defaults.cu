@@ -20,7 +20,7 @@ constexpr Family kFamilies[] = {
     {"group_norm", 2, 2},   // v2: few groups split across blocks
     {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
     {"gemm_bf16", 1, 1},    // v1: WMMA
-    {"attention", 1, 1},    // v1: flash-style, float32
+    {"attention", 1, 2},    // v1: flash-style, float32 (v2, tensor cores, is --precision bf16|fp16's)
     {"vq", 2, 2},           // v2: fused tiled search
     {"conv2d", 1, 1},       // v1: implicit GEMM
 };

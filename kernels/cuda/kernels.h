@@ -133,9 +133,13 @@ void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, co
 // shared memory in tiles, keeps the running max and sum per row (online softmax) and never
 // writes the T x T matrix. lse [B, H, Tq] (the log-sum-exp of each row's scaled scores) is
 // kept for the backward. causal: query i sees keys j <= i + (Tk - Tq).
+// v1: float32 on the CUDA cores. v2: tensor cores (WMMA) on q, k, v and the probabilities
+// rounded to bf16 (fp16 when fp16), float32 softmax statistics and sums: --precision bf16|fp16.
 void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
-                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0);
-// Recomputes the probabilities from lse tile by tile: dq, dk, dv (overwritten).
+                       int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0,
+                       bool fp16 = false);
+// Recomputes the probabilities from lse tile by tile (float32, whichever forward wrote o and
+// lse): dq, dk, dv (overwritten).
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
                         int64_t Tk, int64_t D, float scale, bool causal);

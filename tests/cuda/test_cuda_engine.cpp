@@ -396,6 +396,19 @@ TEST_CASE("cuda engine: every other engine op, forward and backward, against the
         [down](auto& t) { return conv2d(t[0], t[1], t[2], down); });
   check("conv2d 1x1", {rnd({2, 6, 5, 4}, 121), rnd({3, 6, 1, 1}, 122)},
         [](auto& t) { return conv2d(t[0], t[1], Tensor()); });
+  // the options composed around the device convolution: groups (2, and depthwise), dilation,
+  // unequal strides, and all of them with uneven padding
+  check("conv2d, 2 groups", {rnd({2, 6, 7, 6}, 160), rnd({4, 3, 3, 3}, 161), rnd({4}, 162)},
+        [](auto& t) { return conv2d(t[0], t[1], t[2], conv2d_options(1, 1, 1, 2)); });
+  check("conv2d, depthwise, stride 2", {rnd({1, 4, 9, 8}, 163), rnd({8, 1, 3, 3}, 164)},
+        [](auto& t) { return conv2d(t[0], t[1], Tensor(), conv2d_options(2, 1, 1, 4)); });
+  check("conv2d, dilation 2", {rnd({2, 3, 11, 10}, 165), rnd({4, 3, 3, 3}, 166), rnd({4}, 167)},
+        [](auto& t) { return conv2d(t[0], t[1], t[2], conv2d_options(1, 2, 2)); });
+  Conv2dOptions mixed;  // strides (2, 3), dilation (1, 2), padding {1, 0, 2, 1}, 2 groups
+  mixed.stride = {2, 3}, mixed.dilation = {1, 2}, mixed.padding = {1, 0, 2, 1}, mixed.groups = 2;
+  check("conv2d, unequal strides and dilations, uneven padding, groups", {rnd({2, 4, 9, 11}, 168),
+        rnd({6, 2, 2, 3}, 169), rnd({6}, 170)},
+        [mixed](auto& t) { return conv2d(t[0], t[1], t[2], mixed); });
   // attention with masks, causal with Tq != Tk, and the multi-head layer
   const Tensor q = rnd({2, 2, 5, 8}, 123), k = rnd({2, 2, 7, 8}, 124), v = rnd({2, 2, 7, 8}, 125);
   const Tensor keep = gt(rnd({5, 7}, 126), -0.5);
@@ -462,6 +475,9 @@ TEST_CASE("cuda engine: --precision bf16 and fp16: the GEMMs round their operand
       {"attention with a mask (composed: its GEMMs rounded)",
        {rnd({1, 2, 5, 16}, 148), rnd({1, 2, 6, 16}, 149), rnd({1, 2, 6, 16}, 150), rnd({5, 6}, 151)},
        [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], t[3]); }},
+      {"fused attention, causal (the tensor-core forward: two tiles of keys)",
+       {rnd({1, 2, 70, 64}, 154), rnd({1, 2, 70, 64}, 155), rnd({1, 2, 70, 64}, 156)},
+       [](auto& t) { return scaled_dot_product_attention(t[0], t[1], t[2], Tensor(), Causal::yes); }},
   };
   for (Precision p : {Precision::bf16, Precision::fp16}) {
     const std::string precision = cuda_ops::precision_name(p);
@@ -551,10 +567,7 @@ TEST_CASE("cuda engine: refusals name the op") {
   CHECK(dev(a).to(DType::f64).to_vector<double>() == a.to(DType::f64).to_vector<double>());
   CHECK(dev(a).to(DType::bf16).to(DType::f32).to_vector<float>() == a.to(DType::bf16).to(DType::f32).to_vector<float>());
   CHECK(dev(mul(a, 7.0)).to(DType::i64).to_vector<int64_t>() == mul(a, 7.0).to(DType::i64).to_vector<int64_t>());
-  // what has no device path says so by name: no crash, no silent copy to the CPU
-  Conv2dOptions grouped = conv2d_options(1, 0, 1, 2);
-  CHECK(error_of([&] { (void)conv2d(dev(rnd({1, 4, 3, 3}, 52)), dev(rnd({2, 2, 1, 1}, 53)), Tensor(), grouped); })
-            .find("[conv2d] uneven stride, dilation or groups on cuda") != std::string::npos);
+  // mixed devices and bad indices: errors that name the op, no crash, no silent copy to the CPU
   const Tensor gi = Tensor::from_vector(std::vector<int64_t>{0, 1, 0}, {1, 3});
   CHECK(error_of([&] { (void)gather(dev(a), 0, gi); }).find("different devices") != std::string::npos);
   const Tensor far = Tensor::from_vector(std::vector<int64_t>{0, 3, 0}, {1, 3});

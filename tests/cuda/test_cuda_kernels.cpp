@@ -353,6 +353,32 @@ TEST_CASE("cuda attention: fused forward and backward against naive float64, cau
     cuda::attention_unfused(dq_.data(), dk_.data(), dv_.data(), o2.data(), scratch.data(), c.B, c.H, c.Tq, c.Tk, c.D,
                             float(scale), c.causal);
     CHECK(rel_err(o2.download(), ref.o) < 1e-5);
+    // v2: tensor cores on 16-bit operands. Within what bf16 (8 bits) and fp16 (11 bits) allow,
+    // and not float32's result (the operands really are rounded); its lse drives v1's backward.
+    const std::vector<double> lse_ref = [&] {
+      DeviceArray<float> l1 = out_buffer(BH * c.Tq), o1 = out_buffer(q.size());
+      cuda::attention_forward(dq_.data(), dk_.data(), dv_.data(), o1.data(), l1.data(), c.B, c.H, c.Tq, c.Tk, c.D,
+                              float(scale), c.causal, 1);
+      const std::vector<float> l = l1.download();
+      return std::vector<double>(l.begin(), l.end());
+    }();
+    for (const bool fp16 : {false, true}) {
+      CAPTURE(fp16);
+      DeviceArray<float> o3 = out_buffer(q.size()), lse3 = out_buffer(BH * c.Tq);
+      cuda::attention_forward(dq_.data(), dk_.data(), dv_.data(), o3.data(), lse3.data(), c.B, c.H, c.Tq, c.Tk, c.D,
+                              float(scale), c.causal, 2, fp16);
+      const std::vector<float> o3h = o3.download();
+      const double bound = fp16 ? 2e-3 : 1e-2;
+      CHECK(rel_err(o3h, ref.o) < bound);
+      CHECK(rel_err(o3h, ref.o) > 1e-6);
+      CHECK(rel_err(lse3.download(), lse_ref) < bound);
+      DeviceArray<float> gq3 = out_buffer(q.size()), gk3 = out_buffer(k.size()), gv3 = out_buffer(v.size());
+      cuda::attention_backward(dq_.data(), dk_.data(), dv_.data(), o3.data(), lse3.data(), ddo.data(), gq3.data(),
+                               gk3.data(), gv3.data(), c.B, c.H, c.Tq, c.Tk, c.D, float(scale), c.causal);
+      CHECK(rel_err(gq3.download(), ref.dq) < 4 * bound);
+      CHECK(rel_err(gk3.download(), ref.dk) < 4 * bound);
+      CHECK(rel_err(gv3.download(), ref.dv) < 4 * bound);
+    }
   }
 }
 

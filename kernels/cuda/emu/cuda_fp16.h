@@ -6,6 +6,7 @@
 
 struct __half {
   unsigned short __x;
+  operator float() const;  // NOLINT: as CUDA's __half converts (WMMA's emulated mma reads it)
 };
 
 inline __half __float2half_rn(float f) {
@@ -20,3 +21,4 @@ inline float __half2float(__half h) {
   std::memcpy(&v, &h.__x, 2);
   return static_cast<float>(v);
 }
+inline __half::operator float() const { return __half2float(*this); }
