@@ -177,7 +177,7 @@ __global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict_
   using namespace nvcuda;
   using L = Fwd2Layout<DP>;
   static_assert(sizeof(T16) == 2, "16-bit operands");
-  extern __shared__ float4 attn2_smem[];
+  extern __shared__ __align__(128) float4 attn2_smem[];
   unsigned char* base = reinterpret_cast<unsigned char*>(attn2_smem);
   T16* Qs = reinterpret_cast<T16*>(base + L::q_off);
   T16* Ks = reinterpret_cast<T16*>(base + L::k_off);

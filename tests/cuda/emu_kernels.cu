@@ -2,6 +2,7 @@
 // semantics, for the CUDA emulator's own tests (tests/cuda/test_cuda_emulator.cpp). Built only
 // with -DMM_CUDA_EMULATE=ON: on a GPU these faults hang or corrupt instead of reporting.
 #include <cuda_runtime.h>
+#include <mma.h>
 
 #include <cstdint>
 
@@ -55,6 +56,28 @@ __global__ void masks(int* out, bool overlap) {
 
 __global__ void touch(const float* p, float* out) { out[0] = p ? p[0] : 0.0f; }
 
+// Reverses 32 floats through dynamic shared memory (a template, so launches name one function).
+template <int N>
+__global__ void big_smem(float* out) {
+  extern __shared__ __align__(128) float big[];
+  big[threadIdx.x] = float(threadIdx.x * N);
+  __syncthreads();
+  out[threadIdx.x] = big[31 - threadIdx.x];
+}
+
+// Loads a 16x16 float tile from shared memory at tile + offset with leading dimension ldm,
+// stores it back, and writes its first 32 values.
+__global__ void wmma_tile(float* out, int offset, unsigned ldm) {
+  using namespace nvcuda;
+  __shared__ __align__(32) float tile[16 * 24 + 8];
+  for (int i = threadIdx.x; i < 16 * 24 + 8; i += 32) tile[i] = float(i);
+  __syncwarp();
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+  wmma::load_matrix_sync(acc, tile + offset, ldm, wmma::mem_row_major);
+  wmma::store_matrix_sync(tile + offset, acc, ldm, wmma::mem_row_major);
+  out[threadIdx.x] = tile[threadIdx.x];
+}
+
 }  // namespace
 
 void launch_divergent_barrier(float* out) { divergent_barrier<<<1, 32>>>(out); }
@@ -65,5 +88,10 @@ void launch_masks(int* out, bool overlap) { masks<<<1, 32>>>(out, overlap); }
 void launch_touch(const float* p, float* out, unsigned grid_x, unsigned grid_y, unsigned block) {
   touch<<<dim3(grid_x, grid_y), block>>>(p, out);
 }
+void launch_big_smem(float* out, size_t bytes, bool raise_limit) {
+  if (raise_limit) cudaFuncSetAttribute(big_smem<3>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  big_smem<3><<<1, 32, bytes>>>(out);
+}
+void launch_wmma_tile(float* out, int offset, unsigned ldm) { wmma_tile<<<1, 32>>>(out, offset, ldm); }
 
 }  // namespace mm::emu_test

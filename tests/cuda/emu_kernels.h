@@ -1,5 +1,6 @@
 // tests/cuda/emu_kernels.h: host launchers of tests/cuda/emu_kernels.cu (emulator builds only).
 #pragma once
+#include <cstddef>
 
 namespace mm::emu_test {
 void launch_divergent_barrier(float* out);                      // 32 threads
@@ -8,4 +9,6 @@ void launch_neighbour(int* out, int n, int seed, bool barrier);  // n <= 64 thre
 void launch_warp_ops(int* out, int threads);                     // out: 5 ints per thread
 void launch_masks(int* out, bool overlap);                       // 32 threads
 void launch_touch(const float* p, float* out, unsigned grid_x, unsigned grid_y, unsigned block);
+void launch_big_smem(float* out, size_t bytes, bool raise_limit);  // 32 threads; raise: cudaFuncSetAttribute first
+void launch_wmma_tile(float* out, int offset, unsigned ldm);       // one warp
 }  // namespace mm::emu_test

@@ -100,6 +100,29 @@ TEST_CASE("cuda emulator: launch configurations CUDA refuses, and host pointers 
   cudaGetLastError();
 }
 
+TEST_CASE("cuda emulator: dynamic shared memory over 48 KiB needs cudaFuncSetAttribute; WMMA's alignment rules") {
+  DeviceArray<float> out(32);
+  emu_test::launch_big_smem(out.data(), 40 << 10, false);  // under CUDA's default limit
+  CHECK(launch_error() == "");
+  CHECK(out.download()[0] == 93.0f);
+  emu_test::launch_big_smem(out.data(), 64 << 10, false);
+  CHECK(launch_error().find("65536 bytes of dynamic shared memory, over the 49152 allowed") != std::string::npos);
+  emu_test::launch_big_smem(out.data(), 64 << 10, true);
+  CHECK(launch_error() == "");
+  CHECK(out.download()[1] == 90.0f);
+  // a 32-byte aligned tile with a 16-byte multiple ldm round-trips; 8 bytes off, or ldm 22, faults
+  emu_test::launch_wmma_tile(out.data(), 8, 24);
+  CHECK(out.download()[31] == 31.0f);
+  CHECK_THROWS_WITH_AS(emu_test::launch_wmma_tile(out.data(), 2, 24),
+                       doctest::Contains("wmma::load_matrix_sync: pointer"), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_wmma_tile(out.data(), 2, 24), doctest::Contains("is not 256-bit aligned"),
+                       Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_wmma_tile(out.data(), 8, 22),
+                       doctest::Contains("ldm 22 is not a multiple of 16 bytes (4-byte elements)"), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_wmma_tile(out.data(), 8, 22), doctest::Contains("kernel wmma_tile (launched at "),
+                       Error);
+}
+
 TEST_CASE("cuda emulator: cuBLAS GEMMs are column-major and check their leading dimensions") {
   // A 2x3 and B 3x2, column-major; C = A·B. Exact-size allocations (the caching allocator's
   // rounding would hide the overrun below).

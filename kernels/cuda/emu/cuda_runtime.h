@@ -12,7 +12,11 @@
 //
 // What it checks beyond running the code (each an mm::Error naming the kernel):
 //   - launch configurations CUDA refuses (empty grids, > 1024 threads, grid.y > 65535, more
-//     dynamic shared memory than an H200 block can have) -> cudaGetLastError, as on a device;
+//     dynamic shared memory than an H200 block can have, or over 48 KiB without
+//     cudaFuncSetAttribute for a launch that names one function: kernel<T><<<...>>>)
+//     -> cudaGetLastError, as on a device;
+//   - WMMA loads and stores from pointers that are not 32-byte aligned, or with a leading
+//     dimension that is not a multiple of 16 bytes (a fault that stops the launch);
 //   - pointer arguments of a kernel that are not device memory (a host pointer passed to a
 //     kernel works here but faults on a GPU);
 //   - barriers that cannot complete: a warp shuffle whose mask names lanes that exited or wait
@@ -38,6 +42,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -153,9 +158,21 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b);
+namespace mm::emu {
+// What cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) allowed
+// each kernel (by address); 49152 bytes, CUDA's default, for any other.
+void set_max_dynamic_shared(const void* kernel, int bytes);
+size_t max_dynamic_shared(const void* kernel);
 template <typename F>
-inline cudaError_t cudaFuncSetAttribute(F*, cudaFuncAttribute, int value) {
-  return value < 0 ? cudaErrorInvalidValue : cudaSuccess;
+inline const void* kernel_address(F* f) {
+  return reinterpret_cast<const void*>(f);
+}
+}  // namespace mm::emu
+template <typename F>
+inline cudaError_t cudaFuncSetAttribute(F* f, cudaFuncAttribute attr, int value) {
+  if (value < 0 || value > 232448) return cudaErrorInvalidValue;  // 227 KiB: an H100/H200 block's maximum
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) ::mm::emu::set_max_dynamic_shared(::mm::emu::kernel_address(f), value);
+  return cudaSuccess;
 }
 
 // ---- the emulator's own interface -------------------------------------------------------------
@@ -172,7 +189,10 @@ void syncthreads();
 void syncwarp(unsigned mask);
 enum class Shuffle { idx, up, down, bfly };
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width);
-void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes)
+void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes, 128-byte aligned)
+// A fault of the calling CUDA thread (a misaligned WMMA pointer, ...): the thread stops, and
+// the launch throws mm::Error naming the kernel, block, thread and `what`.
+[[noreturn]] void fault(const char* what);  // (a C string: the thread's stack is abandoned, nothing on it is freed)
 // Fills a static __shared__ array with 0xFF bytes (NaN) the first time a block reaches its
 // declaration (translate.sh adds the call), so that a read before any write shows.
 void poison_shared(void* p, size_t bytes);
@@ -184,7 +204,10 @@ struct Body {
   void (*call)(void*);
   void* state;
 };
-void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body);
+// kernel_addr: the kernel's address when the launch names one function (launch_known), else
+// null; with it, dynamic shared memory over 48 KiB needs cudaFuncSetAttribute first, as on a GPU.
+void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body,
+              const void* kernel_addr = nullptr);
 // False (and the launch error set) when p is neither null nor inside device memory.
 bool check_pointer_argument(const char* kernel, int index, const void* p);
 
@@ -201,6 +224,7 @@ struct Launch {
   F f;
   dim3 grid, block;
   size_t smem;
+  const void* kernel_addr;
 
   template <typename... A>
   void operator()(A&&... a) const {
@@ -226,13 +250,19 @@ struct Launch {
                     auto copy = st.args;  // a thread may modify its parameters
                     std::apply(*st.f, copy);
                   },
-                  &state});
+                  &state},
+             kernel_addr);
   }
 };
 template <typename F>
 Launch<F> launch(const char* kernel, const char* file, int line, F f, dim3 grid, dim3 block, size_t smem = 0,
                  cudaStream_t = nullptr) {
-  return Launch<F>{kernel, file, line, f, grid, block, smem};
+  return Launch<F>{kernel, file, line, f, grid, block, smem, nullptr};
+}
+template <typename F>
+Launch<F> launch_known(const char* kernel, const char* file, int line, F f, const void* kernel_addr, dim3 grid,
+                       dim3 block, size_t smem = 0, cudaStream_t = nullptr) {
+  return Launch<F>{kernel, file, line, f, grid, block, smem, kernel_addr};
 }
 
 }  // namespace mm::emu

@@ -175,7 +175,11 @@ struct Scheduler {
   std::vector<Fiber> fibers;
   char* stacks = nullptr;
   size_t stack_slots = 0, page = 4096;
-  std::unique_ptr<unsigned char[]> smem;
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<unsigned char, FreeDeleter> smem;  // 128-byte aligned, as a GPU's shared window
+  std::string fault;                                 // set by a faulting thread (fault())
   Fiber* running = nullptr;
   Body body{};
   std::vector<const void*> poisoned;  // the static __shared__ arrays this block has poisoned
@@ -357,6 +361,11 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
       Fiber& f = S.fibers[ascending ? k : n - 1 - k];
       if (f.state == State::ready) resume(S, f);
     }
+    if (!S.fault.empty()) {
+      const std::string what = std::move(S.fault);
+      S.fault.clear();
+      block_error(b, what);
+    }
     size_t done = 0, at_barrier = 0;
     for (const Fiber& f : S.fibers) done += f.state == State::done, at_barrier += f.state == State::at_block_barrier;
     if (done == n) return;
@@ -402,6 +411,34 @@ uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width
 
 void* dynamic_shared() { return sched().smem.get(); }
 
+void fault(const char* what) {
+  Scheduler& S = sched();
+  Fiber& f = calling_fiber("a fault");
+  if (S.fault.empty()) S.fault = str_cat("thread ", f.linear, ": ", what);
+  f.state = State::done;  // never resumed; the block's launch throws (run_block)
+  wait_here();
+  std::abort();  // not reached
+}
+
+namespace {
+std::mutex g_smem_mutex;
+std::map<const void*, size_t>& smem_limits() {
+  static std::map<const void*, size_t> m;
+  return m;
+}
+}  // namespace
+
+void set_max_dynamic_shared(const void* kernel, int bytes) {
+  std::lock_guard<std::mutex> lock(g_smem_mutex);
+  smem_limits()[kernel] = static_cast<size_t>(bytes);
+}
+
+size_t max_dynamic_shared(const void* kernel) {
+  std::lock_guard<std::mutex> lock(g_smem_mutex);
+  const auto it = smem_limits().find(kernel);
+  return it == smem_limits().end() ? 49152 : std::max<size_t>(49152, it->second);
+}
+
 void poison_shared(void* p, size_t bytes) {
   Scheduler& S = sched();
   for (const void* q : S.poisoned)
@@ -432,7 +469,8 @@ bool no_compute() {
   return v;
 }
 
-void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body) {
+void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size_t smem, Body body,
+              const void* kernel_addr) {
   const uint64_t threads = uint64_t(block.x) * block.y * block.z;
   std::string bad;
   if (!grid.x || !grid.y || !grid.z || !block.x || !block.y || !block.z)
@@ -451,11 +489,18 @@ void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size
               str_cat("kernel ", kernel, " at ", where, ": ", smem, " bytes of dynamic shared memory (at most 232448)"));
     return;
   }
+  if (kernel_addr && smem > max_dynamic_shared(kernel_addr)) {
+    set_error(cudaErrorInvalidValue,
+              str_cat("kernel ", kernel, " at ", where, ": ", smem, " bytes of dynamic shared memory, over the ",
+                      max_dynamic_shared(kernel_addr), " allowed (over 49152 needs cudaFuncSetAttribute(kernel, ",
+                      "cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) first)"));
+    return;
+  }
   Scheduler& S = sched();
   MM_CHECK(!S.running, "[cuda-emu] kernel ", kernel, " launched from inside a kernel");
   if (no_compute()) return;
   S.body = body;
-  S.smem.reset(new unsigned char[smem]);
+  S.smem.reset(static_cast<unsigned char*>(std::aligned_alloc(128, (smem + 127) / 128 * 128 + 128)));
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
       for (unsigned x = 0; x < grid.x; ++x)

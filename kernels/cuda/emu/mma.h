@@ -9,6 +9,22 @@
 
 namespace nvcuda::wmma {
 
+// CUDA's rules for load/store_matrix_sync: the pointer 256-bit (32-byte) aligned, ldm a
+// multiple of 16 bytes (8 elements of 16 bits, 4 of float). A GPU faults or misreads
+// otherwise; the emulator stops the thread with a fault that names the call.
+inline void check_wmma_memory(const char* call, const void* p, unsigned ldm, size_t elem_bytes) {
+  char what[160];
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) {
+    std::snprintf(what, sizeof what, "%s: pointer %p is not 256-bit aligned", call, p);
+    ::mm::emu::fault(what);
+  }
+  if (ldm * elem_bytes % 16 != 0) {
+    std::snprintf(what, sizeof what, "%s: ldm %u is not a multiple of 16 bytes (%zu-byte elements)", call, ldm,
+                  elem_bytes);
+    ::mm::emu::fault(what);
+  }
+}
+
 struct matrix_a {};
 struct matrix_b {};
 struct accumulator {};
@@ -45,6 +61,7 @@ inline void fill_fragment(fragment<Use, M, N, K, T, L>& f, T v) {
 
 template <typename Use, int M, int N, int K, typename T, typename L>
 inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsigned ldm) {
+  check_wmma_memory("wmma::load_matrix_sync", p, ldm, sizeof(T));
   __syncwarp();
   using F = fragment<Use, M, N, K, T, L>;
   constexpr bool col = std::is_same_v<L, col_major>;
@@ -53,6 +70,7 @@ inline void load_matrix_sync(fragment<Use, M, N, K, T, L>& f, const T* p, unsign
 }
 template <int M, int N, int K, typename T>
 inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, unsigned ldm, layout_t layout) {
+  check_wmma_memory("wmma::load_matrix_sync", p, ldm, sizeof(T));
   __syncwarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c)
@@ -60,6 +78,7 @@ inline void load_matrix_sync(fragment<accumulator, M, N, K, T>& f, const T* p, u
 }
 template <int M, int N, int K, typename T>
 inline void store_matrix_sync(T* p, const fragment<accumulator, M, N, K, T>& f, unsigned ldm, layout_t layout) {
+  check_wmma_memory("wmma::store_matrix_sync", p, ldm, sizeof(T));
   __syncwarp();
   for (int r = 0; r < M; ++r)
     for (int c = 0; c < N; ++c)
