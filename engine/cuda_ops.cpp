@@ -545,9 +545,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   const Precision prec = precision();
   cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
                           static_cast<float>(scale), causal, prec == Precision::fp32 ? 1 : 2, prec == Precision::fp16);
+  const int rounding = prec == Precision::fp32 ? 0 : prec == Precision::bf16 ? 1 : 2;  // as the forward read q, k, v
   if (needs_grad({q, k, v})) {
     // the backward recomputes the probabilities tile by tile from the forward's log-sum-exp
-    // (float32, after either forward)
+    // (float32 arithmetic on q, k, v rounded as the forward read them)
     Tensor qs = qd.detach(), ks = kd.detach(), vs = vd.detach(), os = o.detach();
     record_op(op, {q, k, v}, {o}, [=](const Grads& g) -> Grads {
       Tensor dout = dense(g[0]);
@@ -555,7 +556,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
       Tensor dk = Tensor::empty(ks.shape(), DType::f32, Device::cuda);
       Tensor dv = Tensor::empty(vs.shape(), DType::f32, Device::cuda);
       cuda::attention_backward(fptr(qs), fptr(ks), fptr(vs), fptr(os), fptr(lse), fptr(dout), fptr(dq), fptr(dk),
-                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal);
+                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal, rounding);
       return {dq, dk, dv};
     });
   }

@@ -392,11 +392,11 @@ Tensor conv2d_device(const Tensor& x, const Tensor& weight, const Tensor& bias, 
   if (sh != sw) {
     rest.stride = {1, 1};
     const Tensor y = conv2d_device(x, weight, bias, rest);
-    auto every = [&](int64_t n, int64_t step) {  // 0, step, 2·step, ... < n
+    auto every = [](int64_t n, int64_t step) {  // 0, step, 2·step, ... < n (index_select reads it on the host)
       std::vector<int64_t> idx;
       for (int64_t i = 0; i < n; i += step) idx.push_back(i);
       const int64_t count = static_cast<int64_t>(idx.size());
-      return Tensor::from_vector(idx, {count}).to(x.device());
+      return Tensor::from_vector(idx, {count});
     };
     return index_select(index_select(y, 2, every(y.size(2), sh)), 3, every(y.size(3), sw));
   }

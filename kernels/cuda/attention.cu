@@ -14,6 +14,7 @@
 // One kernel owns query rows and writes dQ; another owns key rows and writes dK and dV, so
 // nothing is accumulated with atomics. Head size: any D <= 128 (CLIP: 64; VQGAN's single
 // head of 512 goes through attention_unfused).
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mma.h>
 
@@ -189,6 +190,7 @@ __global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict_
   const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
   stage_rows<T16, DP>(Qs, L::ldq, q + bh * Tq * D, q0, Tq, kRows2, D);
   for (int e = lane; e < 16 * DP; e += 32) Os[(e / DP) * L::ldo + e % DP] = 0.0f;
+  __syncwarp();  // the lanes read each other's zeros (even when no key tile follows: Tk = 0)
   const int r = lane >> 1, half = lane & 1;  // this lane's row of the warp's 16; its half of keys/columns
   const int64_t row = q0 + warp * 16 + r;
   // the last key this row sees (-1: none, for rows past Tq)
@@ -202,9 +204,10 @@ __global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict_
     stage_rows<T16, DP>(Ks, L::ldq, k + bh * Tk * D, k0, Tk, kKeys2, D);
     stage_rows<T16, DP>(Vs, L::ldq, v + bh * Tk * D, k0, Tk, kKeys2, D);
     __syncthreads();
-    if (k0 == 0)
+    if (k0 == 0) {
 #pragma unroll
       for (int i = 0; i < DP / 16; ++i) wmma::load_matrix_sync(qf[i], Qs + warp * 16 * L::ldq + i * 16, L::ldq);
+    }
     // S = Q Kᵀ: Kᵀ is K's rows read column-major
 #pragma unroll
     for (int n = 0; n < kKeys2 / 16; ++n) {
@@ -270,6 +273,16 @@ __global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict_
   if (half == 0 && row < Tq) lse[bh * Tq + row] = l > 0.0f ? m + __logf(l) : -INFINITY;
 }
 
+// The backward's view of q, k and v: as given (rounding 0), or rounded to bf16 (1) or fp16 (2)
+// as the v2 forward rounded them, so that the recomputed probabilities are the forward's
+// (their rows sum to 1 against its lse) rather than float32 scores against a 16-bit lse.
+template <int R>
+__device__ __forceinline__ float operand(float x) {
+  if constexpr (R == 1) return __bfloat162float(__float2bfloat16(x));
+  if constexpr (R == 2) return __half2float(__float2half_rn(x));
+  return x;
+}
+
 // Δ_i = dO_i · O_i, a warp per row.
 __global__ void attention_delta(const float* __restrict__ o, const float* __restrict__ dout, float* __restrict__ delta,
                                 int64_t rows, int D) {
@@ -281,8 +294,8 @@ __global__ void attention_delta(const float* __restrict__ o, const float* __rest
   if ((threadIdx.x & 31) == 0) delta[row] = s;
 }
 
-// dQ: a block owns 64 query rows, streams key tiles.
-template <int NV>
+// dQ: a block owns 64 query rows, streams key tiles. R: operand<R>'s rounding of q, k, v.
+template <int NV, int R>
 __global__ void __launch_bounds__(256) attention_bwd_dq(const float* __restrict__ q, const float* __restrict__ k,
                                                         const float* __restrict__ v, const float* __restrict__ lse,
                                                         const float* __restrict__ delta,
@@ -299,7 +312,7 @@ __global__ void __launch_bounds__(256) attention_bwd_dq(const float* __restrict_
   const float* vb = v + bh * Tk * D;
   for (int e = tid; e < kRows * D; e += blockDim.x) {
     const int64_t r = q0 + e / D;
-    Qs[e] = r < Tq ? q[(bh * Tq + r) * D + e % D] : 0.0f;
+    Qs[e] = r < Tq ? operand<R>(q[(bh * Tq + r) * D + e % D]) : 0.0f;
     dOs[e] = r < Tq ? dout[(bh * Tq + r) * D + e % D] : 0.0f;
   }
   float acc[kRowsPerWarp][NV];
@@ -314,8 +327,8 @@ __global__ void __launch_bounds__(256) attention_bwd_dq(const float* __restrict_
     for (int e = tid; e < kKeys * D; e += blockDim.x) {
       const int j = e / D, d = e % D;
       const bool in = k0 + j < Tk;
-      Ks[j * (D + 1) + d] = in ? kb[(k0 + j) * D + d] : 0.0f;
-      Vs[j * (D + 1) + d] = in ? vb[(k0 + j) * D + d] : 0.0f;
+      Ks[j * (D + 1) + d] = in ? operand<R>(kb[(k0 + j) * D + d]) : 0.0f;
+      Vs[j * (D + 1) + d] = in ? operand<R>(vb[(k0 + j) * D + d]) : 0.0f;
     }
     __syncthreads();
 #pragma unroll
@@ -356,7 +369,7 @@ __global__ void __launch_bounds__(256) attention_bwd_dq(const float* __restrict_
 }
 
 // dK, dV: a block owns 32 key rows (8 warps x 4), streams query tiles of 32 (one per lane).
-template <int NV>
+template <int NV, int R>
 __global__ void __launch_bounds__(256) attention_bwd_dkdv(const float* __restrict__ q, const float* __restrict__ k,
                                                           const float* __restrict__ v, const float* __restrict__ lse,
                                                           const float* __restrict__ delta,
@@ -374,8 +387,8 @@ __global__ void __launch_bounds__(256) attention_bwd_dkdv(const float* __restric
   const int64_t bh = blockIdx.y, j0 = blockIdx.x * int64_t(kKeyRows);
   for (int e = tid; e < kKeyRows * D; e += blockDim.x) {
     const int64_t j = j0 + e / D;
-    Ks[e] = j < Tk ? k[(bh * Tk + j) * D + e % D] : 0.0f;
-    Vs[e] = j < Tk ? v[(bh * Tk + j) * D + e % D] : 0.0f;
+    Ks[e] = j < Tk ? operand<R>(k[(bh * Tk + j) * D + e % D]) : 0.0f;
+    Vs[e] = j < Tk ? operand<R>(v[(bh * Tk + j) * D + e % D]) : 0.0f;
   }
   float ak[kKeyRowsPerWarp][NV], av[kKeyRowsPerWarp][NV];
 #pragma unroll
@@ -389,7 +402,7 @@ __global__ void __launch_bounds__(256) attention_bwd_dkdv(const float* __restric
     for (int e = tid; e < kKeys * D; e += blockDim.x) {
       const int i = e / D, d = e % D;
       const bool in = i0 + i < Tq;
-      Qs[i * (D + 1) + d] = in ? q[(bh * Tq + i0 + i) * D + d] : 0.0f;
+      Qs[i * (D + 1) + d] = in ? operand<R>(q[(bh * Tq + i0 + i) * D + d]) : 0.0f;
       dOs[i * (D + 1) + d] = in ? dout[(bh * Tq + i0 + i) * D + d] : 0.0f;
     }
     if (tid < kKeys) {
@@ -512,8 +525,9 @@ void attention_forward(const float* q, const float* k, const float* v, float* o,
 
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
-                        int64_t Tk, int64_t D, float scale, bool causal) {
+                        int64_t Tk, int64_t D, float scale, bool causal, int rounding) {
   check_attention("attention_backward", B, H, Tq, Tk, D, causal);
+  MM_CHECK(rounding >= 0 && rounding <= 2, "[cuda] attention_backward: rounding ", rounding, " (0, 1 bf16, 2 fp16)");
   if (B * H == 0 || Tq == 0) return;
   if (Tk == 0) {  // no keys: the forward wrote o = 0, so dq = 0
     MM_CUDA_CHECK(cudaMemsetAsync(dq, 0, sizeof(float) * B * H * Tq * D, stream()), "attention_backward");
@@ -524,15 +538,24 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   MM_CUDA_LAUNCHED("attention_backward");
   const size_t dq_bytes = sizeof(float) * (2 * kRows * D + 2 * kKeys * (D + 1));
   const size_t kv_bytes = sizeof(float) * (2 * kKeyRows * D + 2 * kKeys * (D + 1) + 2 * kKeys);
-  MM_ATTN_DISPATCH(NV, {
-    set_smem(attention_bwd_dq<NV>, dq_bytes, "attention_backward");
-    attention_bwd_dq<NV><<<dim3(ceil_div(Tq, kRows), unsigned(B * H)), 256, dq_bytes, stream()>>>(
-        q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
-    MM_CUDA_LAUNCHED("attention_backward");
-    set_smem(attention_bwd_dkdv<NV>, kv_bytes, "attention_backward");
-    attention_bwd_dkdv<NV><<<dim3(ceil_div(Tk, kKeyRows), unsigned(B * H)), 256, kv_bytes, stream()>>>(
-        q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
-  });
+  auto run = [&](auto rounded) {  // the rounding as a template argument: no branch in the loads
+    constexpr int R = decltype(rounded)::value;
+    MM_ATTN_DISPATCH(NV, {
+      set_smem(attention_bwd_dq<NV, R>, dq_bytes, "attention_backward");
+      attention_bwd_dq<NV, R><<<dim3(ceil_div(Tq, kRows), unsigned(B * H)), 256, dq_bytes, stream()>>>(
+          q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
+      MM_CUDA_LAUNCHED("attention_backward");
+      set_smem(attention_bwd_dkdv<NV, R>, kv_bytes, "attention_backward");
+      attention_bwd_dkdv<NV, R><<<dim3(ceil_div(Tk, kKeyRows), unsigned(B * H)), 256, kv_bytes, stream()>>>(
+          q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
+    });
+  };
+  if (rounding == 1)
+    run(std::integral_constant<int, 1>());
+  else if (rounding == 2)
+    run(std::integral_constant<int, 2>());
+  else
+    run(std::integral_constant<int, 0>());
   MM_CUDA_LAUNCHED("attention_backward");
 }
 

@@ -138,11 +138,12 @@ void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, co
 void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
                        int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0,
                        bool fp16 = false);
-// Recomputes the probabilities from lse tile by tile (float32, whichever forward wrote o and
-// lse): dq, dk, dv (overwritten).
+// Recomputes the probabilities from lse tile by tile, in float32: dq, dk, dv (overwritten).
+// After a v2 forward, rounding 1 (bf16) or 2 (fp16) reads q, k and v rounded as it did, so
+// that the probabilities match its lse; 0 reads them as they are (after v1).
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
-                        int64_t Tk, int64_t D, float scale, bool causal);
+                        int64_t Tk, int64_t D, float scale, bool causal, int rounding = 0);
 // The composition the fused kernel is measured against: S = scale·QKᵀ (cuBLAS), a causal
 // mask, softmax (ours), O = P·V (cuBLAS). `scratch` holds B·H·Tq·Tk floats.
 void attention_unfused(const float* q, const float* k, const float* v, float* o, float* scratch, int64_t B,

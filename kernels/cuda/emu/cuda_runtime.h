@@ -16,7 +16,9 @@
 //     cudaFuncSetAttribute for a launch that names one function: kernel<T><<<...>>>)
 //     -> cudaGetLastError, as on a device;
 //   - WMMA loads and stores from pointers that are not 32-byte aligned, or with a leading
-//     dimension that is not a multiple of 16 bytes (a fault that stops the launch);
+//     dimension that is not a multiple of 16 bytes (a fault that stops the launch). Dynamic
+//     shared memory starts 128-byte aligned here; on a device it follows the kernel's static
+//     __shared__ arrays, aligned only as declared, and the 48 KiB limit counts both;
 //   - pointer arguments of a kernel that are not device memory (a host pointer passed to a
 //     kernel works here but faults on a GPU);
 //   - barriers that cannot complete: a warp shuffle whose mask names lanes that exited or wait

@@ -2,7 +2,10 @@
 // here). A fragment holds its whole tile in every lane (the hardware spreads it over the warp
 // in a layout CUDA does not specify), so load, mma and store compute the exact tile product;
 // kernels that index fragment elements by lane (x[i]) are not emulated faithfully. Each
-// *_sync call is a warp barrier, as on the device: every lane of the warp must reach it.
+// *_sync call is a warp barrier, as on the device: every lane of the warp must reach it. Here
+// it is also a memory fence between the lanes, which on the device it is not: a missing
+// __syncwarp between lanes' shared-memory writes and a WMMA load of them (or a store and the
+// lanes' reads) cannot show here. Loads and stores check CUDA's alignment rules.
 #pragma once
 #include "cuda_bf16.h"
 #include "cuda_runtime.h"
