@@ -65,6 +65,17 @@ __global__ void big_smem(float* out) {
   out[threadIdx.x] = big[31 - threadIdx.x];
 }
 
+// 16 KiB of static shared memory beside the dynamic bytes: CUDA's limits count both.
+template <int N>
+__global__ void both_smem(float* out) {
+  __shared__ float fixed[4096];
+  extern __shared__ __align__(16) float extra[];
+  fixed[threadIdx.x] = float(N);
+  extra[threadIdx.x] = float(threadIdx.x);
+  __syncthreads();
+  out[threadIdx.x] = fixed[31 - threadIdx.x] + extra[31 - threadIdx.x];
+}
+
 // Loads a 16x16 float tile from shared memory at tile + offset with leading dimension ldm,
 // stores it back, and writes its first 32 values.
 __global__ void wmma_tile(float* out, int offset, unsigned ldm) {
@@ -93,5 +104,9 @@ void launch_big_smem(float* out, size_t bytes, bool raise_limit) {
   big_smem<3><<<1, 32, bytes>>>(out);
 }
 void launch_wmma_tile(float* out, int offset, unsigned ldm) { wmma_tile<<<1, 32>>>(out, offset, ldm); }
+void launch_both_smem(float* out, size_t dynamic_bytes, bool raise_limit) {
+  if (raise_limit) cudaFuncSetAttribute(both_smem<5>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dynamic_bytes));
+  both_smem<5><<<2, 32, dynamic_bytes>>>(out);
+}
 
 }  // namespace mm::emu_test

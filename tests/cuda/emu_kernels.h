@@ -11,4 +11,5 @@ void launch_masks(int* out, bool overlap);                       // 32 threads
 void launch_touch(const float* p, float* out, unsigned grid_x, unsigned grid_y, unsigned block);
 void launch_big_smem(float* out, size_t bytes, bool raise_limit);  // 32 threads; raise: cudaFuncSetAttribute first
 void launch_wmma_tile(float* out, int offset, unsigned ldm);       // one warp
+void launch_both_smem(float* out, size_t dynamic_bytes, bool raise_limit);  // 16 KiB static + dynamic_bytes
 }  // namespace mm::emu_test

@@ -100,7 +100,7 @@ TEST_CASE("cuda emulator: launch configurations CUDA refuses, and host pointers 
   cudaGetLastError();
 }
 
-TEST_CASE("cuda emulator: dynamic shared memory over 48 KiB needs cudaFuncSetAttribute; WMMA's alignment rules") {
+TEST_CASE("cuda emulator: shared memory over 48 KiB needs cudaFuncSetAttribute; WMMA's alignment rules") {
   DeviceArray<float> out(32);
   emu_test::launch_big_smem(out.data(), 40 << 10, false);  // under CUDA's default limit
   CHECK(launch_error() == "");
@@ -110,6 +110,14 @@ TEST_CASE("cuda emulator: dynamic shared memory over 48 KiB needs cudaFuncSetAtt
   emu_test::launch_big_smem(out.data(), 64 << 10, true);
   CHECK(launch_error() == "");
   CHECK(out.download()[1] == 90.0f);
+  // static and dynamic shared memory count together: 16 KiB + 40 KiB needs the attribute
+  emu_test::launch_both_smem(out.data(), 32 << 10, false);  // 48 KiB in all
+  CHECK(launch_error() == "");
+  CHECK(out.download()[1] == 35.0f);
+  emu_test::launch_both_smem(out.data(), 40 << 10, false);
+  CHECK(launch_error().find("16384 bytes of static and 40960 of dynamic shared memory") != std::string::npos);
+  emu_test::launch_both_smem(out.data(), 40 << 10, true);
+  CHECK(launch_error() == "");
   // a 32-byte aligned tile with a 16-byte multiple ldm round-trips; 8 bytes off, or ldm 22, faults
   emu_test::launch_wmma_tile(out.data(), 8, 24);
   CHECK(out.download()[31] == 31.0f);

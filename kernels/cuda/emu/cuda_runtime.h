@@ -18,7 +18,10 @@
 //   - WMMA loads and stores from pointers that are not 32-byte aligned, or with a leading
 //     dimension that is not a multiple of 16 bytes (a fault that stops the launch). Dynamic
 //     shared memory starts 128-byte aligned here; on a device it follows the kernel's static
-//     __shared__ arrays, aligned only as declared, and the 48 KiB limit counts both;
+//     __shared__ arrays, aligned only as declared;
+//   - static plus dynamic shared memory over 48 KiB (or over the static bytes plus what
+//     cudaFuncSetAttribute allowed), for launches that name one function: found once the
+//     first block has declared its static arrays, which a GPU knows before it launches;
 //   - pointer arguments of a kernel that are not device memory (a host pointer passed to a
 //     kernel works here but faults on a GPU);
 //   - barriers that cannot complete: a warp shuffle whose mask names lanes that exited or wait

@@ -183,6 +183,7 @@ struct Scheduler {
   Fiber* running = nullptr;
   Body body{};
   std::vector<const void*> poisoned;  // the static __shared__ arrays this block has poisoned
+  size_t static_bytes = 0;             // and their bytes
   const void* main_bottom = nullptr;
   size_t main_size = 0;
 
@@ -355,6 +356,7 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
   }
   if (smem) std::memset(S.smem.get(), 0xFF, smem);  // NaN: a read before any write shows
   S.poisoned.clear();                                // and the static __shared__ arrays, at first use
+  S.static_bytes = 0;
   bool ascending = true;
   for (;;) {
     for (size_t k = 0; k < n; ++k) {
@@ -439,11 +441,24 @@ size_t max_dynamic_shared(const void* kernel) {
   return it == smem_limits().end() ? 49152 : std::max<size_t>(49152, it->second);
 }
 
+namespace {
+// The dynamic bytes a block of `kernel` may have beside static_bytes of static shared memory:
+// 48 KiB of both together by default; what cudaFuncSetAttribute allowed, once raised (and
+// static plus that within the block's 227 KiB).
+size_t dynamic_allowed(const void* kernel, size_t static_bytes) {
+  std::lock_guard<std::mutex> lock(g_smem_mutex);
+  const auto it = smem_limits().find(kernel);
+  if (it == smem_limits().end()) return static_bytes >= 49152 ? 0 : 49152 - static_bytes;
+  return static_bytes + it->second > 232448 ? 0 : it->second;
+}
+}  // namespace
+
 void poison_shared(void* p, size_t bytes) {
   Scheduler& S = sched();
   for (const void* q : S.poisoned)
     if (q == p) return;  // once per block: the first thread to reach the declaration
   S.poisoned.push_back(p);
+  S.static_bytes += bytes;
   std::memset(p, 0xFF, bytes);
 }
 
@@ -501,10 +516,22 @@ void run_grid(const char* kernel, const char* where, dim3 grid, dim3 block, size
   if (no_compute()) return;
   S.body = body;
   S.smem.reset(static_cast<unsigned char*>(std::aligned_alloc(128, (smem + 127) / 128 * 128 + 128)));
+  bool first = true;
   for (unsigned z = 0; z < grid.z; ++z)
     for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x)
+      for (unsigned x = 0; x < grid.x; ++x) {
         run_block(S, static_cast<size_t>(threads), BlockContext{kernel, where, uint3{x, y, z}}, block, grid, smem);
+        // The static __shared__ bytes are known once a block has declared them: CUDA counts
+        // them with the dynamic ones (a GPU would refuse the launch; here the rest is skipped).
+        if (first && kernel_addr && smem > 0 && smem > dynamic_allowed(kernel_addr, S.static_bytes)) {
+          set_error(cudaErrorInvalidValue,
+                    str_cat("kernel ", kernel, " at ", where, ": ", S.static_bytes, " bytes of static and ", smem,
+                            " of dynamic shared memory, over what the block may have (48 KiB of both, or the static ",
+                            "bytes plus what cudaFuncSetAttribute allowed)"));
+          return;
+        }
+        first = false;
+      }
 }
 
 }  // namespace mm::emu
