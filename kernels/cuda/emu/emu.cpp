@@ -435,16 +435,10 @@ void set_max_dynamic_shared(const void* kernel, int bytes) {
   smem_limits()[kernel] = static_cast<size_t>(bytes);
 }
 
-size_t max_dynamic_shared(const void* kernel) {
-  std::lock_guard<std::mutex> lock(g_smem_mutex);
-  const auto it = smem_limits().find(kernel);
-  return it == smem_limits().end() ? 49152 : std::max<size_t>(49152, it->second);
-}
-
 namespace {
 // The dynamic bytes a block of `kernel` may have beside static_bytes of static shared memory:
-// 48 KiB of both together by default; what cudaFuncSetAttribute allowed, once raised (and
-// static plus that within the block's 227 KiB).
+// 48 KiB of both together by default; what cudaFuncSetAttribute set, once set (and static plus
+// that within the block's 227 KiB).
 size_t dynamic_allowed(const void* kernel, size_t static_bytes) {
   std::lock_guard<std::mutex> lock(g_smem_mutex);
   const auto it = smem_limits().find(kernel);
@@ -452,6 +446,8 @@ size_t dynamic_allowed(const void* kernel, size_t static_bytes) {
   return static_bytes + it->second > 232448 ? 0 : it->second;
 }
 }  // namespace
+
+size_t max_dynamic_shared(const void* kernel) { return dynamic_allowed(kernel, 0); }
 
 void poison_shared(void* p, size_t bytes) {
   Scheduler& S = sched();
