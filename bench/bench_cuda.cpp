@@ -218,11 +218,13 @@ void bench_gemm(const Opts& o) {
   }
   const double t_bf16 = time_it([&] { int s = next(); cuda::cublas_gemm_bf16(m, n, k, Ah[s].data(), Bh[s].data(), C.data()); });
   add(flop_row("gemm", cfg + " bf16", "cuBLAS", t_bf16, flops));
-  const double ms = time_it([&] { int s = next(); cuda::gemm_bf16(m, n, k, Ah[s].data(), Bh[s].data(), C.data()); });
-  Row r = flop_row("gemm", cfg + " bf16", "mm wmma v1", ms, flops);
-  r.peer_ratio = t_bf16 / ms;
-  r.target = ">=0.7x cuBLAS";
-  add(r);
+  for (int v = 1; v <= cuda::version_count("gemm_bf16"); ++v) {
+    const double ms = time_it([&] { int s = next(); cuda::gemm_bf16(m, n, k, Ah[s].data(), Bh[s].data(), C.data(), v); });
+    Row r = flop_row("gemm", cfg + " bf16", v == 1 ? "mm wmma v1" : "mm mma.sync v" + std::to_string(v), ms, flops);
+    r.peer_ratio = t_bf16 / ms;
+    r.target = ">=0.7x cuBLAS";
+    add(r);
+  }
 }
 
 // ---- attention ---------------------------------------------------------------------------------------
@@ -260,11 +262,29 @@ void bench_attention_one(int64_t B, int64_t H, int64_t T, int64_t D, bool causal
   if (t_unfused > 0) r2.peer_ratio = t_unfused / m2;
   r2.target = T >= 1024 ? ">=0.7x cuDNN bf16 (torch peer)" : "faster than unfused";
   add(r2);
+  // v3: mma.sync with the products in registers (what --precision bf16 runs)
+  const double m3 = time_it([&] {
+    cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, 3);
+  });
+  Row r3 = flop_row("attention", cfg, "mm flash v3 fwd bf16", m3, flops);
+  if (t_unfused > 0) r3.peer_ratio = t_unfused / m3;
+  r3.target = r2.target;
+  add(r3);
   const double mb = time_it([&] {
     cuda::attention_backward(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
                              dv.data(), B, H, T, T, D, scale, causal);
   });
   add(flop_row("attention", cfg, "mm flash v1 bwd", mb, 2.5 * flops));
+  // the tensor-core backward (what --precision bf16 runs), after the bf16 forward it follows
+  cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, 3);
+  const double mb2 = time_it([&] {
+    cuda::attention_backward(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
+                             dv.data(), B, H, T, T, D, scale, causal, 1, 2);
+  });
+  Row rb = flop_row("attention", cfg, "mm flash v2 bwd bf16", mb2, 2.5 * flops);
+  rb.peer_ratio = mb / mb2;
+  rb.target = "peer: mm v1 float32 bwd";
+  add(rb);
 }
 
 void bench_attention(const Opts& o) {

@@ -541,14 +541,18 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   Tensor qd = dense(q), kd = dense(k), vd = dense(v);
   Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
-  // --precision bf16|fp16: the tensor-core forward (v2) on 16-bit q, k, v and probabilities
+  // --precision bf16|fp16: a tensor-core forward (defaults.cu's attention_16bit) on 16-bit
+  // q, k, v and probabilities
   const Precision prec = precision();
+  const int version = prec == Precision::fp32 ? 1 : cuda::default_version("attention_16bit");
   cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
-                          static_cast<float>(scale), causal, prec == Precision::fp32 ? 1 : 2, prec == Precision::fp16);
+                          static_cast<float>(scale), causal, version, prec == Precision::fp16);
   const int rounding = prec == Precision::fp32 ? 0 : prec == Precision::bf16 ? 1 : 2;  // as the forward read q, k, v
   if (needs_grad({q, k, v})) {
-    // the backward recomputes the probabilities tile by tile from the forward's log-sum-exp
-    // (float32 arithmetic on q, k, v rounded as the forward read them)
+    // the backward recomputes the probabilities tile by tile from the forward's log-sum-exp,
+    // from q, k, v rounded as the forward read them: on the bf16 tensor cores after a bf16
+    // forward, in float32 arithmetic otherwise (fp16 forwards take float32 backwards here, as
+    // bf16 GEMM backwards elsewhere: gradients need the range)
     Tensor qs = qd.detach(), ks = kd.detach(), vs = vd.detach(), os = o.detach();
     record_op(op, {q, k, v}, {o}, [=](const Grads& g) -> Grads {
       Tensor dout = dense(g[0]);
@@ -556,7 +560,8 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
       Tensor dk = Tensor::empty(ks.shape(), DType::f32, Device::cuda);
       Tensor dv = Tensor::empty(vs.shape(), DType::f32, Device::cuda);
       cuda::attention_backward(fptr(qs), fptr(ks), fptr(vs), fptr(os), fptr(lse), fptr(dout), fptr(dq), fptr(dk),
-                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal, rounding);
+                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal, rounding,
+                               rounding == 1 ? cuda::default_version("attention_backward_bf16") : 1);
       return {dq, dk, dv};
     });
   }

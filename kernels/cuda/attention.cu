@@ -1,6 +1,7 @@
 // kernels/cuda/attention.cu: fused (flash-style) attention, forward and backward.
-// q, k, v, o: [B, H, T, D], float32 in memory. Two forward versions:
-//   v1: float32 on the CUDA cores (below); v2: tensor cores on 16-bit operands (further down).
+// q, k, v, o: [B, H, T, D], float32 in memory. Three forward versions:
+//   v1: float32 on the CUDA cores (below); v2: tensor cores (WMMA) on 16-bit operands, the
+//   tile products through shared memory; v3: tensor cores (mma.sync), products in registers.
 // v1: a block owns 64 query rows of one (b, h), 8 warps of 8 rows each.
 // Forward, per tile of 32 keys (K and V staged in shared memory):
 //   lane j computes the score of key j for one row (q from shared memory, broadcast; K rows
@@ -21,6 +22,7 @@
 #include <type_traits>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace mm::cuda {
 
@@ -148,16 +150,7 @@ struct Fwd2Layout {  // offsets in bytes into the dynamic shared memory; 16-bit 
   static constexpr size_t bytes = o_off + align(4 * size_t(kRows2) * ldo);
 };
 
-template <typename T16>
-__device__ __forceinline__ T16 to16(float x);
-template <>
-__device__ __forceinline__ __nv_bfloat16 to16<__nv_bfloat16>(float x) {
-  return __float2bfloat16(x);
-}
-template <>
-__device__ __forceinline__ __half to16<__half>(float x) {
-  return __float2half_rn(x);
-}
+using ptx::to16;
 
 // rows x DP of src [.., D] from row0 into dst (row stride ld), rounded; zeros past rows_total or D.
 template <typename T16, int DP>
@@ -271,6 +264,350 @@ __global__ void __launch_bounds__(128) attention_fwd_v2(const float* __restrict_
     if (e < 16 * D && orow_g < Tq) o[(bh * Tq + orow_g) * D + e % D] = Os[rr * L::ldo + e % D] * inv_rr;
   }
   if (half == 0 && row < Tq) lse[bh * Tq + row] = l > 0.0f ? m + __logf(l) : -INFINITY;
+}
+
+// ---- v3: tensor cores through mma.sync, the tile products kept in registers ----------------
+// The block shape of v2 (4 warps, 16 query rows each, 64-key tiles; Q, K, V rounded to T16 as
+// they are staged), but with mma.sync's documented register layout (ptx.cuh) nothing but the
+// staged operands goes through shared memory. Lane L of a warp (g = L / 4, t = L % 4) holds
+//   S = Q Kᵀ  16 x 64: s[j][e], row g + 8·(e/2), key 8j + 2t + e%2 of the tile (8 m16n8 tiles);
+//             Q's fragments come once by ldmatrix, K's per tile (K's rows are Kᵀ's columns,
+//             so the plain ldmatrix gives the column-major B operand);
+//   softmax   each row lives in the 4 lanes of a quad: max and sum over the lane's 16 values,
+//             then shuffles with lanes ^1 and ^2; α = e^(m_old − m_new) rescales O's
+//             registers of that row; the sum l stays per lane until the end;
+//   P·V       P's accumulators, rounded to T16 in pairs, are already the A fragments of the
+//             next product (S's tiles 2s and 2s+1 = P's k-step s); V [key][d] comes by
+//             ldmatrix .trans as the B operand;
+//   O         16 x DP in registers: o[n][e], row g + 8·(e/2), column 8n + 2t + e%2.
+// Shared memory is only Q, K and V: 3 · 64 rows of DP + 8 elements (the 16 bytes of padding
+// put the 8 rows an ldmatrix reads on different banks). DP: D rounded up to 32, 64 or 128.
+static_assert(kRows2 == 64 && kKeys2 == 64, "the v3 tiles are 64 x 64: 8 n-tiles of S, 4 k-steps of P");
+template <int DP>
+constexpr size_t fwd3_bytes() {
+  return size_t(3) * 64 * (DP + 8) * 2;
+}
+
+// rows x DP of src [.., D] from row0, rounded to T16 in pairs into words (row stride ld
+// elements); zeros past rows_total or D.
+template <typename T16, int DP>
+__device__ void stage_pairs(uint32_t* dst, int ld, const float* __restrict__ src, int64_t row0, int64_t rows_total,
+                            int rows, int D) {
+  for (int e = threadIdx.x; e < rows * (DP / 2); e += blockDim.x) {
+    const int r = e / (DP / 2), d = 2 * (e % (DP / 2));
+    const int64_t gr = row0 + r;
+    const bool in = gr < rows_total;
+    const float x0 = in && d < D ? src[gr * D + d] : 0.0f, x1 = in && d + 1 < D ? src[gr * D + d + 1] : 0.0f;
+    dst[(r * ld + d) / 2] = ptx::pack2<T16>(x0, x1);
+  }
+}
+
+// The warp's tile products (lane layout above; `rows` are this warp's 16 rows of a staged
+// [.][ld] matrix, `cols` 64 rows of another, both T16 in shared memory):
+//   acc (16 x 64) += rows · colsᵀ       (S = Q Kᵀ, dP = dO Vᵀ, Sᵀ = K Qᵀ, dPᵀ = V dOᵀ)
+template <typename T16, int DP>
+__device__ __forceinline__ void mma_rows_colsT(float (&acc)[8][4], const unsigned short* rows,
+                                               const unsigned short* cols, int ld) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int ks = 0; ks < DP / 16; ++ks) {
+    uint32_t a[4];
+    ptx::ldmatrix_x4<false>(a, rows + (lane & 15) * ld + ks * 16 + (lane >> 4) * 8);
+#pragma unroll
+    for (int jp = 0; jp < 4; ++jp) {  // cols 16·jp .. +15: acc's n-tiles 2jp and 2jp + 1
+      uint32_t r[4];
+      ptx::ldmatrix_x4<false>(r, cols + (jp * 16 + (lane & 7) + (lane >> 4) * 8) * ld + ks * 16 + ((lane >> 3) & 1) * 8);
+      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+      ptx::mma_16816<T16>(acc[2 * jp], a, b0);
+      ptx::mma_16816<T16>(acc[2 * jp + 1], a, b1);
+    }
+  }
+}
+//   acc (16 x DP) += P (16 x 64, as A fragments) · vals (64 x DP)   (O += P V, dV += Pᵀ dO,
+//   dK += dSᵀ Q, dQ += dS K)
+template <typename T16, int DP>
+__device__ __forceinline__ void mma_p_vals(float (&acc)[DP / 8][4], const uint32_t (&pa)[4][4],
+                                           const unsigned short* vals, int ld) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int ks = 0; ks < 4; ++ks)
+#pragma unroll
+    for (int np = 0; np < DP / 16; ++np) {  // acc's n-tiles 2np and 2np + 1
+      uint32_t r[4];
+      ptx::ldmatrix_x4<true>(r, vals + (ks * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + np * 16 + (lane >> 4) * 8);
+      const uint32_t b0[2] = {r[0], r[1]}, b1[2] = {r[2], r[3]};
+      ptx::mma_16816<T16>(acc[2 * np], pa[ks], b0);
+      ptx::mma_16816<T16>(acc[2 * np + 1], pa[ks], b1);
+    }
+}
+// A 16 x 64 accumulator rounded to T16 as the A fragments of the next product: its n-tiles
+// 2s and 2s + 1 are k-step s (rows g and g + 8, columns 2t, 2t + 1 and 8 more).
+template <typename T16>
+__device__ __forceinline__ void to_a_fragments(uint32_t (&pa)[4][4], const float (&x)[8][4]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    pa[j / 2][2 * (j % 2)] = ptx::pack2<T16>(x[j][0], x[j][1]);      // row g
+    pa[j / 2][2 * (j % 2) + 1] = ptx::pack2<T16>(x[j][2], x[j][3]);  // row g + 8
+  }
+}
+template <int N>
+__device__ __forceinline__ void zero(float (&x)[N][4]) {
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) x[n][e] = 0.0f;
+}
+
+template <typename T16, int DP>
+__global__ void __launch_bounds__(128) attention_fwd_v3(const float* __restrict__ q, const float* __restrict__ k,
+                                                        const float* __restrict__ v, float* __restrict__ o,
+                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
+                                                        float scale, bool causal) {
+  constexpr int ld = DP + 8, NT = DP / 8;  // row stride (elements); O's n-tiles
+  extern __shared__ __align__(128) float4 attn3_smem[];
+  uint32_t* Qw = reinterpret_cast<uint32_t*>(attn3_smem);  // [64][ld] T16, as pairs
+  uint32_t* Kw = Qw + 64 * ld / 2;
+  uint32_t* Vw = Kw + 64 * ld / 2;
+  const unsigned short* Qe = reinterpret_cast<const unsigned short*>(Qw);  // element addresses, for ldmatrix
+  const unsigned short* Ke = reinterpret_cast<const unsigned short*>(Kw);
+  const unsigned short* Ve = reinterpret_cast<const unsigned short*>(Vw);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
+  stage_pairs<T16, DP>(Qw, ld, q + bh * Tq * D, q0, Tq, kRows2, D);
+  // rows g and g + 8 of the warp's 16: the last key each sees (-1: none, past Tq)
+  int64_t last[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = q0 + warp * 16 + g + 8 * h;
+    last[h] = row < Tq ? min(Tk - 1, last_key(row, Tq, Tk, causal)) : -1;
+  }
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[NT][4];
+  zero(acc);
+  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
+  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
+    __syncthreads();  // the previous tile's K and V are consumed
+    stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, k0, Tk, kKeys2, D);
+    stage_pairs<T16, DP>(Vw, ld, v + bh * Tk * D, k0, Tk, kKeys2, D);
+    __syncthreads();
+    float s[8][4];
+    zero(s);
+    mma_rows_colsT<T16, DP>(s, Qe + warp * 16 * ld, Ke, ld);
+    // online softmax: scaled, masked scores; the quad's max; rescale O and l
+    float tmax[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + 8 * j + 2 * t + (e & 1);
+        s[j][e] = key <= last[e >> 1] ? s[j][e] * scale : -INFINITY;
+        tmax[e >> 1] = fmaxf(tmax[e >> 1], s[j][e]);
+      }
+    float alpha[2], m_new[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 1));
+      tmax[h] = fmaxf(tmax[h], __shfl_xor_sync(0xffffffffu, tmax[h], 2));
+      m_new[h] = fmaxf(m[h], tmax[h]);
+      alpha[h] = m[h] == -INFINITY ? 0.0f : __expf(m[h] - m_new[h]);  // O and l are 0 while m is -inf
+      m[h] = m_new[h];
+      l[h] *= alpha[h];
+    }
+#pragma unroll
+    for (int n = 0; n < NT; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[n][e] *= alpha[e >> 1];
+    // P = e^(s − m), summed in float32 (per lane until the end), rounded to T16 for P·V
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[j][e] = m_new[e >> 1] == -INFINITY ? 0.0f : __expf(s[j][e] - m_new[e >> 1]);
+        l[e >> 1] += s[j][e];
+      }
+    uint32_t pa[4][4];
+    to_a_fragments<T16>(pa, s);
+    mma_p_vals<T16, DP>(acc, pa, Ve, ld);
+  }
+  // the quad's partial sums; o = O / l; lse from the quad's first lane
+  float inv[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    inv[h] = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+  }
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = q0 + warp * 16 + g + 8 * (e >> 1);
+      const int col = 8 * n + 2 * t + (e & 1);
+      if (row < Tq && col < D) o[(bh * Tq + row) * D + col] = acc[n][e] * inv[e >> 1];
+    }
+  if (t == 0)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = q0 + warp * 16 + g + 8 * h;
+      if (row < Tq) lse[bh * Tq + row] = l[h] > 0.0f ? m[h] + __logf(l[h]) : -INFINITY;
+    }
+}
+
+// ---- the backward on the tensor cores (bf16 products, float32 statistics) ------------------
+// The same tiles and lane layout as v3. P = e^(scale·s − lse) is recomputed from the forward's
+// lse; dS = P ∘ (dP − Δ) with Δ_i = dO_i · O_i (attention_delta). Two kernels, no atomics:
+//   dq: a block owns 64 query rows (16 per warp) and streams key tiles:
+//       S = Q Kᵀ, dP = dO Vᵀ, dQ += dS K          (dQ's rows in registers)
+//   dkdv: a block owns 64 keys (16 per warp) and streams query tiles, working on the
+//       transposes so that its own keys are the rows:
+//       Sᵀ = K Qᵀ, dV += Pᵀ dO, dPᵀ = V dOᵀ, dK += dSᵀ Q   (dK and dV in registers)
+// Every product reads bf16 operands: q, k, v (as the bf16 forward read them), dO, and P and
+// dS rounded from float32; every sum is float32.
+template <int DP>
+constexpr size_t bwd3_bytes() {
+  return size_t(4) * 64 * (DP + 8) * 2 + 2 * 64 * sizeof(float);
+}
+
+template <int DP>
+__global__ void __launch_bounds__(128) attention_bwd3_dq(const float* __restrict__ q, const float* __restrict__ k,
+                                                         const float* __restrict__ v, const float* __restrict__ lse,
+                                                         const float* __restrict__ delta,
+                                                         const float* __restrict__ dout, float* __restrict__ dq,
+                                                         int64_t Tq, int64_t Tk, int D, float scale, bool causal) {
+  using T16 = __nv_bfloat16;
+  constexpr int ld = DP + 8, NT = DP / 8;
+  extern __shared__ __align__(128) float4 attn3b_smem[];
+  uint32_t* Qw = reinterpret_cast<uint32_t*>(attn3b_smem);  // [64][ld] each
+  uint32_t* Ow = Qw + 64 * ld / 2;                           // dO
+  uint32_t* Kw = Ow + 64 * ld / 2;
+  uint32_t* Vw = Kw + 64 * ld / 2;
+  const auto* Qe = reinterpret_cast<const unsigned short*>(Qw);
+  const auto* Oe = reinterpret_cast<const unsigned short*>(Ow);
+  const auto* Ke = reinterpret_cast<const unsigned short*>(Kw);
+  const auto* Ve = reinterpret_cast<const unsigned short*>(Vw);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
+  stage_pairs<T16, DP>(Qw, ld, q + bh * Tq * D, q0, Tq, kRows2, D);
+  stage_pairs<T16, DP>(Ow, ld, dout + bh * Tq * D, q0, Tq, kRows2, D);
+  int64_t last[2];
+  float row_lse[2], row_delta[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = q0 + warp * 16 + g + 8 * h;
+    last[h] = row < Tq ? min(Tk - 1, last_key(row, Tq, Tk, causal)) : -1;
+    row_lse[h] = row < Tq ? lse[bh * Tq + row] : 0.0f;
+    row_delta[h] = row < Tq ? delta[bh * Tq + row] : 0.0f;
+  }
+  float acc[NT][4];
+  zero(acc);
+  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
+  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
+    __syncthreads();
+    stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, k0, Tk, kKeys2, D);
+    stage_pairs<T16, DP>(Vw, ld, v + bh * Tk * D, k0, Tk, kKeys2, D);
+    __syncthreads();
+    float s[8][4], dp[8][4];
+    zero(s);
+    zero(dp);
+    mma_rows_colsT<T16, DP>(s, Qe + warp * 16 * ld, Ke, ld);
+    mma_rows_colsT<T16, DP>(dp, Oe + warp * 16 * ld, Ve, ld);
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t key = k0 + 8 * j + 2 * t + (e & 1);
+        const float p = key <= last[e >> 1] ? __expf(s[j][e] * scale - row_lse[e >> 1]) : 0.0f;
+        s[j][e] = p * (dp[j][e] - row_delta[e >> 1]);  // dS
+      }
+    uint32_t da[4][4];
+    to_a_fragments<T16>(da, s);
+    mma_p_vals<T16, DP>(acc, da, Ke, ld);
+  }
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t row = q0 + warp * 16 + g + 8 * (e >> 1);
+      const int col = 8 * n + 2 * t + (e & 1);
+      if (row < Tq && col < D) dq[(bh * Tq + row) * D + col] = acc[n][e] * scale;
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(128) attention_bwd3_dkdv(const float* __restrict__ q, const float* __restrict__ k,
+                                                           const float* __restrict__ v, const float* __restrict__ lse,
+                                                           const float* __restrict__ delta,
+                                                           const float* __restrict__ dout, float* __restrict__ dk,
+                                                           float* __restrict__ dv, int64_t Tq, int64_t Tk, int D,
+                                                           float scale, bool causal) {
+  using T16 = __nv_bfloat16;
+  constexpr int ld = DP + 8, NT = DP / 8;
+  extern __shared__ __align__(128) float4 attn3b_smem[];
+  uint32_t* Kw = reinterpret_cast<uint32_t*>(attn3b_smem);  // this block's keys, [64][ld] each
+  uint32_t* Vw = Kw + 64 * ld / 2;
+  uint32_t* Qw = Vw + 64 * ld / 2;  // a tile of queries
+  uint32_t* Ow = Qw + 64 * ld / 2;  // and their dO
+  float* lse_s = reinterpret_cast<float*>(Ow + 64 * ld / 2);  // [64]: +inf past Tq (P = 0)
+  float* delta_s = lse_s + 64;
+  const auto* Ke = reinterpret_cast<const unsigned short*>(Kw);
+  const auto* Ve = reinterpret_cast<const unsigned short*>(Vw);
+  const auto* Qe = reinterpret_cast<const unsigned short*>(Qw);
+  const auto* Oe = reinterpret_cast<const unsigned short*>(Ow);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const int64_t bh = blockIdx.y, kb0 = blockIdx.x * int64_t(kKeys2);
+  stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, kb0, Tk, kKeys2, D);
+  stage_pairs<T16, DP>(Vw, ld, v + bh * Tk * D, kb0, Tk, kKeys2, D);
+  int64_t key[2];  // this lane's two keys (rows g and g + 8 of the warp's 16)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) key[h] = kb0 + warp * 16 + g + 8 * h;
+  float dk_acc[NT][4], dv_acc[NT][4];
+  zero(dk_acc);
+  zero(dv_acc);
+  // the first query that sees this block's first key (causal: i >= j − (Tk − Tq)), tile-aligned
+  const int64_t first_q = causal ? max(int64_t(0), kb0 - (Tk - Tq)) : 0;
+  for (int64_t q0 = first_q / kRows2 * kRows2; q0 < Tq; q0 += kRows2) {
+    __syncthreads();
+    stage_pairs<T16, DP>(Qw, ld, q + bh * Tq * D, q0, Tq, kRows2, D);
+    stage_pairs<T16, DP>(Ow, ld, dout + bh * Tq * D, q0, Tq, kRows2, D);
+    for (int i = threadIdx.x; i < kRows2; i += blockDim.x) {
+      const int64_t row = q0 + i;
+      lse_s[i] = row < Tq ? lse[bh * Tq + row] : INFINITY;
+      delta_s[i] = row < Tq ? delta[bh * Tq + row] : 0.0f;
+    }
+    __syncthreads();
+    float st[8][4], dpt[8][4];  // Sᵀ and dPᵀ: rows this warp's keys, columns the tile's queries
+    zero(st);
+    zero(dpt);
+    mma_rows_colsT<T16, DP>(st, Ke + warp * 16 * ld, Qe, ld);
+    mma_rows_colsT<T16, DP>(dpt, Ve + warp * 16 * ld, Oe, ld);
+    uint32_t pa[4][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int c = 8 * j + 2 * t + (e & 1);  // the query, within the tile
+        const int64_t row = q0 + c;
+        const bool seen = key[e >> 1] < Tk && key[e >> 1] <= last_key(row, Tq, Tk, causal);
+        st[j][e] = seen ? __expf(st[j][e] * scale - lse_s[c]) : 0.0f;  // Pᵀ
+        dpt[j][e] = st[j][e] * (dpt[j][e] - delta_s[c]);              // dSᵀ
+      }
+    to_a_fragments<T16>(pa, st);
+    mma_p_vals<T16, DP>(dv_acc, pa, Oe, ld);
+    to_a_fragments<T16>(pa, dpt);
+    mma_p_vals<T16, DP>(dk_acc, pa, Qe, ld);
+  }
+#pragma unroll
+  for (int n = 0; n < NT; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t kr = key[e >> 1];
+      const int col = 8 * n + 2 * t + (e & 1);
+      if (kr < Tk && col < D) {
+        dk[(bh * Tk + kr) * D + col] = dk_acc[n][e] * scale;
+        dv[(bh * Tk + kr) * D + col] = dv_acc[n][e];
+      }
+    }
 }
 
 // The backward's view of q, k and v: as given (rounding 0), or rounded to bf16 (1) or fp16 (2)
@@ -473,22 +810,45 @@ void check_attention(const char* op, int64_t B, int64_t H, int64_t Tq, int64_t T
   MM_CHECK(!causal || Tk >= Tq, "[cuda] ", op, ": causal attention needs Tk >= Tq (", Tk, " < ", Tq, ")");
 }
 
-template <typename T16>
-void attention_forward_v2(const float* q, const float* k, const float* v, float* o, float* lse, int64_t BH,
-                          int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal) {
-  const dim3 grid(ceil_div(Tq, kRows2), unsigned(BH));
-  auto launch = [&](auto dp) {
-    constexpr int DP = decltype(dp)::value;
-    constexpr size_t bytes = Fwd2Layout<DP>::bytes;
-    set_smem(attention_fwd_v2<T16, DP>, bytes, "attention_forward");
-    attention_fwd_v2<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
-  };
+// f(std::integral_constant<int, DP>()) with DP = D rounded up to 32, 64 or 128: the head size
+// the tensor-core kernels work on (zero-padded columns).
+template <typename F>
+void with_padded_head(int64_t D, F&& f) {
   if (D <= 32)
-    launch(std::integral_constant<int, 32>());
+    f(std::integral_constant<int, 32>());
   else if (D <= 64)
-    launch(std::integral_constant<int, 64>());
+    f(std::integral_constant<int, 64>());
   else
-    launch(std::integral_constant<int, 128>());
+    f(std::integral_constant<int, 128>());
+}
+template <typename T>
+struct Tag {
+  using type = T;
+};
+
+// v2 or v3 on bf16 (fp16 when fp16) operands.
+void attention_forward_16bit(const float* q, const float* k, const float* v, float* o, float* lse, int64_t BH,
+                             int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version, bool fp16) {
+  const dim3 grid(ceil_div(Tq, kRows2), unsigned(BH));
+  auto run = [&](auto tag) {
+    using T16 = typename decltype(tag)::type;
+    with_padded_head(D, [&](auto dp) {
+      constexpr int DP = decltype(dp)::value;
+      if (version == 2) {
+        constexpr size_t bytes = Fwd2Layout<DP>::bytes;
+        set_smem(attention_fwd_v2<T16, DP>, bytes, "attention_forward");
+        attention_fwd_v2<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
+      } else {
+        constexpr size_t bytes = fwd3_bytes<DP>();
+        set_smem(attention_fwd_v3<T16, DP>, bytes, "attention_forward");
+        attention_fwd_v3<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
+      }
+    });
+  };
+  if (fp16)
+    run(Tag<__half>());
+  else
+    run(Tag<__nv_bfloat16>());
   MM_CUDA_LAUNCHED("attention_forward");
 }
 
@@ -507,13 +867,7 @@ void attention_forward(const float* q, const float* k, const float* v, float* o,
   check_attention("attention_forward", B, H, Tq, Tk, D, causal);
   version = resolve_version("attention", version);
   if (B * H == 0 || Tq == 0) return;
-  if (version == 2) {
-    if (fp16)
-      attention_forward_v2<__half>(q, k, v, o, lse, B * H, Tq, Tk, D, scale, causal);
-    else
-      attention_forward_v2<__nv_bfloat16>(q, k, v, o, lse, B * H, Tq, Tk, D, scale, causal);
-    return;
-  }
+  if (version >= 2) return attention_forward_16bit(q, k, v, o, lse, B * H, Tq, Tk, D, scale, causal, version, fp16);
   const size_t bytes = sizeof(float) * (kRows * D + kKeys * (D + 1) + kKeys * D);
   const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H));
   MM_ATTN_DISPATCH(NV, {
@@ -525,10 +879,18 @@ void attention_forward(const float* q, const float* k, const float* v, float* o,
 
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
-                        int64_t Tk, int64_t D, float scale, bool causal, int rounding) {
+                        int64_t Tk, int64_t D, float scale, bool causal, int rounding, int version) {
   check_attention("attention_backward", B, H, Tq, Tk, D, causal);
   MM_CHECK(rounding >= 0 && rounding <= 2, "[cuda] attention_backward: rounding ", rounding, " (0, 1 bf16, 2 fp16)");
-  if (B * H == 0 || Tq == 0) return;
+  version = resolve_version("attention_backward", version);
+  MM_CHECK(version == 1 || rounding == 1, "[cuda] attention_backward: version 2 multiplies bf16 operands; rounding ",
+           rounding, " asks for ", rounding == 0 ? "float32" : "fp16", " (version 1)");
+  if (B * H == 0) return;
+  if (Tq == 0) {  // no queries: no key contributed to anything
+    MM_CUDA_CHECK(cudaMemsetAsync(dk, 0, sizeof(float) * B * H * Tk * D, stream()), "attention_backward");
+    MM_CUDA_CHECK(cudaMemsetAsync(dv, 0, sizeof(float) * B * H * Tk * D, stream()), "attention_backward");
+    return;
+  }
   if (Tk == 0) {  // no keys: the forward wrote o = 0, so dq = 0
     MM_CUDA_CHECK(cudaMemsetAsync(dq, 0, sizeof(float) * B * H * Tq * D, stream()), "attention_backward");
     return;
@@ -536,6 +898,21 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   DeviceArray<float> delta(size_t(B * H * Tq));
   attention_delta<<<ceil_div(B * H * Tq, 8), 256, 0, stream()>>>(o, dout, delta.data(), B * H * Tq, int(D));
   MM_CUDA_LAUNCHED("attention_backward");
+  if (version == 2) {
+    with_padded_head(D, [&](auto dp) {
+      constexpr int DP = decltype(dp)::value;
+      constexpr size_t bytes = bwd3_bytes<DP>();
+      set_smem(attention_bwd3_dq<DP>, bytes, "attention_backward");
+      attention_bwd3_dq<DP><<<dim3(ceil_div(Tq, kRows2), unsigned(B * H)), 128, bytes, stream()>>>(
+          q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
+      MM_CUDA_LAUNCHED("attention_backward");
+      set_smem(attention_bwd3_dkdv<DP>, bytes, "attention_backward");
+      attention_bwd3_dkdv<DP><<<dim3(ceil_div(Tk, kKeys2), unsigned(B * H)), 128, bytes, stream()>>>(
+          q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
+      MM_CUDA_LAUNCHED("attention_backward");
+    });
+    return;
+  }
   const size_t dq_bytes = sizeof(float) * (2 * kRows * D + 2 * kKeys * (D + 1));
   const size_t kv_bytes = sizeof(float) * (2 * kKeyRows * D + 2 * kKeys * (D + 1) + 2 * kKeys);
   auto run = [&](auto rounded) {  // the rounding as a template argument: no branch in the loads

@@ -19,8 +19,14 @@ constexpr Family kFamilies[] = {
     {"layer_norm", 2, 2},   // v2: a warp per row in registers
     {"group_norm", 2, 2},   // v2: few groups split across blocks
     {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
-    {"gemm_bf16", 1, 1},    // v1: WMMA
-    {"attention", 1, 2},    // v1: flash-style, float32 (v2, tensor cores, is --precision bf16|fp16's)
+    {"gemm_bf16", 1, 2},    // v1: WMMA (v2, mma.sync + ldmatrix, is unmeasured)
+    {"attention", 1, 3},    // v1: flash-style, float32 (v2 and v3 are tensor-core ones: attention_16bit)
+    // the forward --precision bf16|fp16 runs: v3 (mma.sync, products in registers) rather than
+    // v2 (WMMA, products through shared memory) by design; unmeasured until the device script runs
+    {"attention_16bit", 3, 3},
+    {"attention_backward", 1, 2},  // v1: float32 arithmetic (v2, bf16 tensor cores: attention_backward_bf16)
+    // the backward --precision bf16 runs: v2 (mma.sync), by design; unmeasured as above
+    {"attention_backward_bf16", 2, 2},
     {"vq", 2, 2},           // v2: fused tiled search
     {"conv2d", 1, 1},       // v1: implicit GEMM
 };

@@ -8,11 +8,18 @@
 //       from shared memory instead of 32 times from L2.
 //   v3: a 256-thread block computes a 128x128 tile, each thread 8x8 outputs in registers;
 //       an outer product per k step: 16 shared-memory reads (as float4) feed 64 FMAs.
-//   gemm_bf16 v1: WMMA (mma.sync) 16x16x16 bf16 fragments with float32 accumulators.
+//   gemm_bf16 v1: WMMA 16x16x16 bf16 fragments with float32 accumulators; the tile goes
+//       through shared memory on the way out, and operands are staged element by element.
+//   gemm_bf16 v2: mma.sync m16n8k16 with its documented register layout (ptx.cuh): a
+//       128x128 block tile, 8 warps of 64x32; operands arrive by 16-byte loads into registers
+//       while the previous k-tile is multiplied (two shared-memory buffers, one barrier per
+//       k-tile), fragments come from shared memory by ldmatrix (padded rows: no bank
+//       conflicts), and the accumulators are written straight from registers.
 #include <cublas_v2.h>
 #include <mma.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace mm::cuda {
 
@@ -177,6 +184,131 @@ __global__ void __launch_bounds__(128) gemm_bf16_v1(const __nv_bfloat16* __restr
   }
 }
 
+// ---- bf16 tensor cores through mma.sync and ldmatrix (v2) -----------------------------------------
+constexpr int kMM = 128, kMN = 128, kMK = 32;
+constexpr int kLdMA = kMK + 8, kLdMB = kMN + 8;  // 80- and 272-byte rows: 16-byte aligned, odd multiples of 16
+
+// One k-tile of A (128 x 32) and B (32 x 128) per block: 512 chunks of 8 elements each, two
+// per thread. A chunk is loaded by one 16-byte load when it lies inside the matrix and the
+// rows are 16-byte aligned (vec), else element by element with zeros outside.
+struct Tile16 {
+  uint4 a[2], b[2];
+};
+__device__ __forceinline__ uint4 load8(const __nv_bfloat16* __restrict__ p, int64_t row, int64_t col, int64_t rows,
+                                       int64_t cols, bool vec) {
+  if (vec && row < rows && col + 8 <= cols) return *reinterpret_cast<const uint4*>(p + row * cols + col);
+  unsigned short e[8];
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const __nv_bfloat16 x = row < rows && col + i < cols ? p[row * cols + col + i] : __float2bfloat16(0.0f);
+    std::memcpy(&e[i], &x, 2);
+  }
+  return make_uint4(ptx::pack(e[0], e[1]), ptx::pack(e[2], e[3]), ptx::pack(e[4], e[5]), ptx::pack(e[6], e[7]));
+}
+
+__global__ void __launch_bounds__(256) gemm_bf16_v2(const __nv_bfloat16* __restrict__ A,
+                                                    const __nv_bfloat16* __restrict__ B, float* __restrict__ C,
+                                                    int64_t M, int64_t N, int64_t K, bool vec_a, bool vec_b) {
+  // 16-bit elements held as 16-byte chunks (kLdMA / 8 and kLdMB / 8 chunks per row): the
+  // staging stores whole chunks, ldmatrix takes addresses of elements
+  __shared__ uint4 As[2][kMM * kLdMA / 8];
+  __shared__ uint4 Bs[2][kMK * kLdMB / 8];
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int wm = warp / 4, wn = warp % 4;  // this warp's 64 x 32 piece of the 128 x 128 tile
+  const int64_t bm = blockIdx.y * int64_t(kMM), bn = blockIdx.x * int64_t(kMN);
+  float acc[4][4][4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+  // chunk c = tid + 256·l: A row c / 4, columns 8·(c % 4); B row c / 16, columns 8·(c % 16)
+  auto fetch = [&](int64_t k0) {
+    Tile16 t;
+#pragma unroll
+    for (int l = 0; l < 2; ++l) {
+      const int c = tid + 256 * l;
+      t.a[l] = load8(A, bm + c / 4, k0 + 8 * (c % 4), M, K, vec_a);
+      t.b[l] = load8(B, k0 + c / 16, bn + 8 * (c % 16), K, N, vec_b);
+    }
+    return t;
+  };
+  auto stash = [&](const Tile16& t, int buf) {
+#pragma unroll
+    for (int l = 0; l < 2; ++l) {
+      const int c = tid + 256 * l;
+      As[buf][(c / 4) * (kLdMA / 8) + c % 4] = t.a[l];
+      Bs[buf][(c / 16) * (kLdMB / 8) + c % 16] = t.b[l];
+    }
+  };
+  stash(fetch(0), 0);
+  __syncthreads();
+  const int ktiles = int((K + kMK - 1) / kMK);
+  for (int kt = 0; kt < ktiles; ++kt) {
+    const int buf = kt & 1;
+    const unsigned short* as = reinterpret_cast<const unsigned short*>(As[buf]);
+    const unsigned short* bs = reinterpret_cast<const unsigned short*>(Bs[buf]);
+    Tile16 next;
+    if (kt + 1 < ktiles) next = fetch(int64_t(kt + 1) * kMK);  // in flight while this tile is multiplied
+#pragma unroll
+    for (int kk = 0; kk < kMK; kk += 16) {
+      uint32_t a[4][4], b[4][2];
+#pragma unroll
+      for (int i = 0; i < 4; ++i)  // A rows wm·64 + 16i + (lane % 16), columns kk + 8·(lane / 16)
+        ptx::ldmatrix_x4<false>(a[i], &as[(wm * 64 + i * 16 + (lane & 15)) * kLdMA + kk + (lane >> 4) * 8]);
+#pragma unroll
+      for (int j = 0; j < 4; j += 2) {  // B [k][n] transposed: n-tiles j and j + 1
+        uint32_t r[4];
+        ptx::ldmatrix_x4<true>(
+            r, &bs[(kk + (lane & 7) + ((lane >> 3) & 1) * 8) * kLdMB + wn * 32 + j * 8 + (lane >> 4) * 8]);
+        b[j][0] = r[0], b[j][1] = r[1], b[j + 1][0] = r[2], b[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) ptx::mma_16816<__nv_bfloat16>(acc[i][j], a[i], b[j]);
+    }
+    if (kt + 1 < ktiles) stash(next, buf ^ 1);  // the other buffer: last read before the previous barrier
+    __syncthreads();
+  }
+  const int g = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t r = bm + wm * 64 + i * 16 + g + 8 * (e / 2), c = bn + wn * 32 + j * 8 + 2 * t + e % 2;
+        if (r < M && c < N) C[r * N + c] = acc[i][j][e];
+      }
+}
+
+// One warp: D = A·B + C through ldmatrix and mma.sync (ptx.cuh), B loaded both ways (x2.trans
+// from B [16][8], x2 from Bᵀ [8][16]) into d[0..127] and d[128..255].
+template <typename T16>
+__global__ void mma_probe_k(const unsigned short* a, const unsigned short* b, const float* c, float* d) {
+  __shared__ __align__(16) unsigned short As[16 * 16];
+  __shared__ __align__(16) unsigned short Bs[16 * 8];
+  __shared__ __align__(16) unsigned short Bt[8 * 16];
+  const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+  for (int e = lane; e < 256; e += 32) As[e] = a[e];
+  for (int e = lane; e < 128; e += 32) Bs[e] = b[e], Bt[(e % 8) * 16 + e / 8] = b[e];
+  __syncwarp();
+  uint32_t af[4], b1[2], b2[2];
+  ptx::ldmatrix_x4<false>(af, &As[(lane & 15) * 16 + (lane >> 4) * 8]);
+  ptx::ldmatrix_x2<true>(b1, &Bs[(lane & 15) * 8]);
+  ptx::ldmatrix_x2<false>(b2, &Bt[(lane & 7) * 16 + ((lane >> 3) & 1) * 8]);
+  float d1[4], d2[4];
+  for (int e = 0; e < 4; ++e) d1[e] = d2[e] = c[(g + 8 * (e / 2)) * 8 + 2 * t + e % 2];
+  ptx::mma_16816<T16>(d1, af, b1);
+  ptx::mma_16816<T16>(d2, af, b2);
+  for (int e = 0; e < 4; ++e) {
+    const int at = (g + 8 * (e / 2)) * 8 + 2 * t + e % 2;
+    d[at] = d1[e], d[128 + at] = d2[e];
+  }
+}
+
 cublasHandle_t cublas() {
   static cublasHandle_t h = [] {
     cublasHandle_t handle = nullptr;
@@ -223,9 +355,26 @@ void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __
   check_gemm_sizes("gemm_bf16", M, N, K);
   check_grid_rows("gemm_bf16", M);
   if (M == 0 || N == 0) return;
-  resolve_version("gemm_bf16", version);
-  gemm_bf16_v1<<<dim3(ceil_div(N, kWN), ceil_div(M, kWM)), 128, 0, stream()>>>(A, B, C, M, N, K);
+  version = resolve_version("gemm_bf16", version);
+  if (version == 1) {
+    gemm_bf16_v1<<<dim3(ceil_div(N, kWN), ceil_div(M, kWM)), 128, 0, stream()>>>(A, B, C, M, N, K);
+  } else {
+    // 16-byte loads need 16-byte aligned rows: the base pointers and a row length of 8k elements
+    const bool vec_a = K % 8 == 0 && reinterpret_cast<uintptr_t>(A) % 16 == 0;
+    const bool vec_b = N % 8 == 0 && reinterpret_cast<uintptr_t>(B) % 16 == 0;
+    gemm_bf16_v2<<<dim3(ceil_div(N, kMN), ceil_div(M, kMM)), 256, 0, stream()>>>(A, B, C, M, N, K, vec_a, vec_b);
+  }
   MM_CUDA_LAUNCHED("gemm_bf16");
+}
+
+void mma_probe(const void* a, const void* b, const float* c, float* d, bool fp16) {
+  const auto* a16 = static_cast<const unsigned short*>(a);
+  const auto* b16 = static_cast<const unsigned short*>(b);
+  if (fp16)
+    mma_probe_k<__half><<<1, 32, 0, stream()>>>(a16, b16, c, d);
+  else
+    mma_probe_k<__nv_bfloat16><<<1, 32, 0, stream()>>>(a16, b16, c, d);
+  MM_CUDA_LAUNCHED("mma_probe");
 }
 
 // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ: cuBLAS gets B first.

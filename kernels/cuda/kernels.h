@@ -113,8 +113,15 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
           int version = 0);
 // bf16 operands, float32 accumulate and output; row-major, A [M, K], B [K, N].
 // v1: WMMA 16x16x16 fragments, a warp per 32x32 tile, operands staged in shared memory.
+// v2: mma.sync m16n8k16 + ldmatrix (ptx.cuh), 128x128 block tiles, 16-byte loads of the next
+// k-tile overlapping the products of this one.
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C,
                int version = 0);
+// The tensor-core layouts ptx.cuh relies on, checked on whatever runs the kernels: one warp
+// computes d = A·B + C for A [16][16], B [16][8] (row-major 16-bit: bf16, or fp16 when fp16)
+// and C [16][8] float through ldmatrix and mma.sync, B loaded once transposed from [16][8] and
+// once from a [8][16] copy: d[0..127] and d[128..255] must both be A·B + C.
+void mma_probe(const void* a, const void* b, const float* c, float* d, bool fp16);
 // cuBLAS: float32 (tf32 tensor cores when allow_tf32), and 16-bit operands (bf16, or fp16
 // when fp16) with float32 accumulate and output: the tensor-core path of --precision.
 void cublas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B,
@@ -133,17 +140,22 @@ void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, co
 // shared memory in tiles, keeps the running max and sum per row (online softmax) and never
 // writes the T x T matrix. lse [B, H, Tq] (the log-sum-exp of each row's scaled scores) is
 // kept for the backward. causal: query i sees keys j <= i + (Tk - Tq).
-// v1: float32 on the CUDA cores. v2: tensor cores (WMMA) on q, k, v and the probabilities
-// rounded to bf16 (fp16 when fp16), float32 softmax statistics and sums: --precision bf16|fp16.
+// v1: float32 on the CUDA cores. v2 and v3: tensor cores on q, k, v and the probabilities
+// rounded to bf16 (fp16 when fp16), float32 softmax statistics and sums; v2 through WMMA with
+// the running output in shared memory, v3 through mma.sync with S, P and O in registers (the
+// one --precision bf16|fp16 runs: default_version("attention_16bit")). fp16 is ignored by v1.
 void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
                        int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0,
                        bool fp16 = false);
-// Recomputes the probabilities from lse tile by tile, in float32: dq, dk, dv (overwritten).
-// After a v2 forward, rounding 1 (bf16) or 2 (fp16) reads q, k and v rounded as it did, so
-// that the probabilities match its lse; 0 reads them as they are (after v1).
+// Recomputes the probabilities from lse tile by tile: dq, dk, dv (overwritten). After a 16-bit
+// forward, rounding 1 (bf16) or 2 (fp16) reads q, k and v rounded as it did, so that the
+// probabilities match its lse; 0 reads them as they are (after v1).
+// v1: float32 arithmetic on the CUDA cores (any rounding). v2: tensor cores (mma.sync), bf16
+// only (rounding 1): every product on bf16 operands (q, k, v, dout, and the probabilities and
+// dS rounded), float32 sums; what --precision bf16 runs (default_version("attention_backward_bf16")).
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
-                        int64_t Tk, int64_t D, float scale, bool causal, int rounding = 0);
+                        int64_t Tk, int64_t D, float scale, bool causal, int rounding = 0, int version = 0);
 // The composition the fused kernel is measured against: S = scale·QKᵀ (cuBLAS), a causal
 // mask, softmax (ours), O = P·V (cuBLAS). `scratch` holds B·H·Tq·Tk floats.
 void attention_unfused(const float* q, const float* k, const float* v, float* o, float* scratch, int64_t B,

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 
+#include "kernels/cuda/ptx.cuh"
 #include "tests/cuda/emu_kernels.h"
 
 namespace mm::emu_test {
@@ -89,8 +90,40 @@ __global__ void wmma_tile(float* out, int offset, unsigned ldm) {
   out[threadIdx.x] = tile[threadIdx.x];
 }
 
+// ldmatrix .x4 (.trans when trans) of a 16x16 tile holding row·16 + col; out[lane·8 + 2j + h]
+// is half h of the lane's register j. mode 1: rows 4 bytes off 16-byte alignment; mode 2:
+// rows in global memory (src); mode 3: lane 5 has exited before an mma.sync; mode 4: the
+// last rows run past the end of the shared array.
+__global__ void tensor_core_ops(float* out, const unsigned short* src, int mode, bool trans) {
+  __shared__ __align__(16) unsigned short tile[16 * 16 + 8];
+  for (int i = threadIdx.x; i < 16 * 16 + 8; i += 32) tile[i] = static_cast<unsigned short>(i);
+  __syncwarp();
+  const int lane = threadIdx.x;
+  if (mode == 3) {
+    if (lane == 5) return;
+    float d[4] = {0, 0, 0, 0};
+    const uint32_t a[4] = {0, 0, 0, 0}, b[2] = {0, 0};
+    mm::cuda::ptx::mma_16816<__nv_bfloat16>(d, a, b);
+    return;
+  }
+  const unsigned short* base = mode == 2 ? src : mode == 4 ? tile + 16 * 16 - 8 * 16 + 8 : tile + (mode == 1 ? 2 : 0);
+  const unsigned short* row = base + (lane & 15) * 16 + (lane >> 4) * 8;
+  uint32_t r[4];
+  if (trans)
+    mm::cuda::ptx::ldmatrix_x4<true>(r, row);
+  else
+    mm::cuda::ptx::ldmatrix_x4<false>(r, row);
+  for (int j = 0; j < 4; ++j) {
+    out[lane * 8 + 2 * j] = float(r[j] & 0xffffu);
+    out[lane * 8 + 2 * j + 1] = float(r[j] >> 16);
+  }
+}
+
 }  // namespace
 
+void launch_tensor_core_ops(float* out, const unsigned short* src, int mode, bool trans) {
+  tensor_core_ops<<<1, 32>>>(out, src, mode, trans);
+}
 void launch_divergent_barrier(float* out) { divergent_barrier<<<1, 32>>>(out); }
 void launch_shuffle_after_exit(float* out) { shuffle_after_exit<<<1, 32>>>(out); }
 void launch_neighbour(int* out, int n, int seed, bool barrier) { neighbour<<<1, n>>>(out, seed, barrier); }

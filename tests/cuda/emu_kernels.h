@@ -12,4 +12,7 @@ void launch_touch(const float* p, float* out, unsigned grid_x, unsigned grid_y, 
 void launch_big_smem(float* out, size_t bytes, bool raise_limit);  // 32 threads; raise: cudaFuncSetAttribute first
 void launch_wmma_tile(float* out, int offset, unsigned ldm);       // one warp
 void launch_both_smem(float* out, size_t dynamic_bytes, bool raise_limit);  // 16 KiB static + dynamic_bytes
+// ldmatrix/mma.sync (ptx.cuh): out [32·8]; mode 0 loads, 1 misaligned rows, 2 rows in global
+// memory (src, 256 elements), 3 an mma.sync without lane 5, 4 rows past the shared array's end
+void launch_tensor_core_ops(float* out, const unsigned short* src, int mode, bool trans);
 }  // namespace mm::emu_test

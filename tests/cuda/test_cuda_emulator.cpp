@@ -131,6 +131,38 @@ TEST_CASE("cuda emulator: shared memory over 48 KiB needs cudaFuncSetAttribute; 
                        Error);
 }
 
+TEST_CASE("cuda emulator: ldmatrix hands each lane the elements PTX documents; its faults and mma.sync's") {
+  DeviceArray<float> out(32 * 8);
+  DeviceArray<unsigned short> global(256);
+  for (const bool trans : {false, true}) {
+    CAPTURE(trans);
+    emu_test::launch_tensor_core_ops(out.data(), global.data(), 0, trans);
+    const std::vector<float> r = out.download();
+    // matrix j of the x4 is the 8x8 block (rows 8·(j % 2), columns 8·(j / 2)) of the tile;
+    // lane L gets its row L / 4, columns 2·(L % 4) + h (or, .trans, that element transposed)
+    bool all = true;
+    for (int L = 0; L < 32; ++L)
+      for (int j = 0; j < 4; ++j)
+        for (int h = 0; h < 2; ++h) {
+          const int a = L / 4, b = 2 * (L % 4) + h;
+          const int row = 8 * (j % 2) + (trans ? b : a), col = 8 * (j / 2) + (trans ? a : b);
+          all = all && r[L * 8 + 2 * j + h] == float(row * 16 + col);
+        }
+    CHECK(all);
+    CHECK(r[5 * 8 + 0] == (trans ? 2 * 16 + 1 : 1 * 16 + 2));  // lane 5, register 0, low half
+  }
+  CHECK_THROWS_WITH_AS(emu_test::launch_tensor_core_ops(out.data(), global.data(), 1, false),
+                       doctest::Contains("is not 16-byte aligned"), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_tensor_core_ops(out.data(), global.data(), 2, true),
+                       doctest::Contains("is global (device) memory; ldmatrix reads shared memory"), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_tensor_core_ops(out.data(), global.data(), 4, false),
+                       doctest::Contains("does not have 16 bytes of this block's shared memory behind it"), Error);
+  CHECK_THROWS_WITH_AS(emu_test::launch_tensor_core_ops(out.data(), global.data(), 3, false),
+                       doctest::Contains("executes mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 without lane 5 "
+                                         "(it has exited)"),
+                       Error);
+}
+
 TEST_CASE("cuda emulator: cuBLAS GEMMs are column-major and check their leading dimensions") {
   // A 2x3 and B 3x2, column-major; C = A·B. Exact-size allocations (the caching allocator's
   // rounding would hide the overrun below).

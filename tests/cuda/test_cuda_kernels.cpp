@@ -10,8 +10,10 @@
 #include <doctest/doctest.h>
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -271,11 +273,65 @@ TEST_CASE("cuda gemm: every version and cuBLAS, transposes, awkward sizes; bf16 
     for (size_t i = 0; i < bv.size(); ++i) bh[i] = __float2bfloat16(bv[i]), br[i] = __bfloat162float(bh[i]);
     DeviceArray<__nv_bfloat16> A(ah), B(bh);
     const Tensor ref = matmul(t64(ar, {c.M, c.K}), t64(br, {c.K, c.N}));
+    for (int v = 1; v <= cuda::version_count("gemm_bf16"); ++v) {
+      CAPTURE(v);
+      DeviceArray<float> C = out_buffer(c.M * c.N);
+      cuda::gemm_bf16(c.M, c.N, c.K, A.data(), B.data(), C.data(), v);
+      CHECK(rel_err(C.download(), ref) < 1e-5);
+    }
     DeviceArray<float> C = out_buffer(c.M * c.N);
-    cuda::gemm_bf16(c.M, c.N, c.K, A.data(), B.data(), C.data());
-    CHECK(rel_err(C.download(), ref) < 1e-5);
     cuda::cublas_gemm_bf16(c.M, c.N, c.K, A.data(), B.data(), C.data());
     CHECK(rel_err(C.download(), ref) < 1e-5);
+  }
+}
+
+TEST_CASE("cuda gemm_bf16 v2 (mma.sync): 16-byte and element loads, several k-tiles, partial tiles, offset operands") {
+  MM_REQUIRE_CUDA();
+  struct Case { int64_t M, N, K, a_off, b_off; };
+  // a_off/b_off: the operands start that many elements into their buffers (1: not 16-byte
+  // aligned, so the kernel must take the element path although K and N are multiples of 8)
+  for (const Case c : {Case{256, 136, 96, 0, 0}, Case{130, 128, 40, 0, 0}, Case{1, 8, 8, 0, 0},
+                       Case{257, 9, 70, 0, 0}, Case{136, 144, 64, 1, 1}, Case{40, 264, 33, 0, 8}}) {
+    CAPTURE(c.M); CAPTURE(c.N); CAPTURE(c.K); CAPTURE(c.a_off); CAPTURE(c.b_off);
+    const std::vector<float> av = randv(c.M * c.K, 70 + c.M), bv = randv(c.K * c.N, 71 + c.N);
+    std::vector<__nv_bfloat16> ah(c.a_off + av.size(), __float2bfloat16(7.0f)), bh(c.b_off + bv.size(), __float2bfloat16(7.0f));
+    std::vector<float> ar(av.size()), br(bv.size());
+    for (size_t i = 0; i < av.size(); ++i) ah[c.a_off + i] = __float2bfloat16(av[i]), ar[i] = __bfloat162float(ah[c.a_off + i]);
+    for (size_t i = 0; i < bv.size(); ++i) bh[c.b_off + i] = __float2bfloat16(bv[i]), br[i] = __bfloat162float(bh[c.b_off + i]);
+    DeviceArray<__nv_bfloat16> A(ah), B(bh);
+    const Tensor ref = matmul(t64(ar, {c.M, c.K}), t64(br, {c.K, c.N}));
+    DeviceArray<float> C = out_buffer(c.M * c.N);
+    cuda::gemm_bf16(c.M, c.N, c.K, A.data() + c.a_off, B.data() + c.b_off, C.data(), 2);
+    CHECK(rel_err(C.download(), ref) < 1e-5);
+  }
+}
+
+TEST_CASE("cuda mma_probe: ldmatrix and mma.sync put each element where PTX documents (bf16, fp16)") {
+  MM_REQUIRE_CUDA();
+  for (bool fp16 : {false, true}) {
+    CAPTURE(fp16);
+    const std::vector<float> av = randv(256, 5 + fp16), bv = randv(128, 7 + fp16), cv = randv(128, 9 + fp16);
+    std::vector<unsigned short> ab(256), bb(128);
+    std::vector<float> ar(256), br(128);
+    auto round = [&](float x, unsigned short& bits) {
+      if (fp16) {
+        const __half h = __float2half_rn(x);
+        std::memcpy(&bits, &h, 2);
+        return __half2float(h);
+      }
+      const __nv_bfloat16 h = __float2bfloat16(x);
+      std::memcpy(&bits, &h, 2);
+      return __bfloat162float(h);
+    };
+    for (int i = 0; i < 256; ++i) ar[i] = round(av[i], ab[i]);
+    for (int i = 0; i < 128; ++i) br[i] = round(bv[i], bb[i]);
+    const Tensor ref = add(matmul(t64(ar, {16, 16}), t64(br, {16, 8})), t64(cv, {16, 8}));
+    DeviceArray<unsigned short> A(ab), B(bb);
+    DeviceArray<float> C(cv), D = out_buffer(256);
+    cuda::mma_probe(A.data(), B.data(), C.data(), D.data(), fp16);
+    const std::vector<float> d = D.download();
+    CHECK(rel_err(std::vector<float>(d.begin(), d.begin() + 128), ref) < 1e-6);  // B by ldmatrix .trans
+    CHECK(rel_err(std::vector<float>(d.begin() + 128, d.end()), ref) < 1e-6);    // B by ldmatrix
   }
 }
 
@@ -360,11 +416,13 @@ TEST_CASE("cuda attention: fused forward and backward against naive float64, cau
     // bf16 gradients erred 2.9e-2 (probabilities that no longer sum to 1), past 2·bound.
     const std::vector<float> lse1 = lse.download();  // v1's, the default forward above
     const std::vector<double> lse_ref(lse1.begin(), lse1.end());
+    // v3 (mma.sync, the products in registers) meets the same bounds.
+    for (const int version : {2, 3})
     for (const bool fp16 : {false, true}) {
-      CAPTURE(fp16);
+      CAPTURE(version); CAPTURE(fp16);
       DeviceArray<float> o3 = out_buffer(q.size()), lse3 = out_buffer(BH * c.Tq);
       cuda::attention_forward(dq_.data(), dk_.data(), dv_.data(), o3.data(), lse3.data(), c.B, c.H, c.Tq, c.Tk, c.D,
-                              float(scale), c.causal, 2, fp16);
+                              float(scale), c.causal, version, fp16);
       const std::vector<float> o3h = o3.download();
       const double bound = fp16 ? 2e-3 : 1e-2;
       CHECK(rel_err(o3h, ref.o) < bound);
@@ -377,7 +435,30 @@ TEST_CASE("cuda attention: fused forward and backward against naive float64, cau
       CHECK(rel_err(gq3.download(), ref.dq) < 2 * bound);
       CHECK(rel_err(gk3.download(), ref.dk) < 2 * bound);
       CHECK(rel_err(gv3.download(), ref.dv) < 2 * bound);
+      if (fp16 || version != 3) continue;
+      // the backward on the tensor cores (bf16 only): every product on bf16 operands
+      DeviceArray<float> gq4 = out_buffer(q.size()), gk4 = out_buffer(k.size()), gv4 = out_buffer(v.size());
+      cuda::attention_backward(dq_.data(), dk_.data(), dv_.data(), o3.data(), lse3.data(), ddo.data(), gq4.data(),
+                               gk4.data(), gv4.data(), c.B, c.H, c.Tq, c.Tk, c.D, float(scale), c.causal, 1, 2);
+      const double eq = rel_err(gq4.download(), ref.dq), ek = rel_err(gk4.download(), ref.dk),
+                   ev = rel_err(gv4.download(), ref.dv);
+      MESSAGE("bf16 backward v2: dq ", eq, " dk ", ek, " dv ", ev);
+      CHECK(eq < 2 * bound);
+      CHECK(ek < 2 * bound);
+      CHECK(ev < 2 * bound);
     }
+  }
+}
+
+TEST_CASE("cuda attention: with no queries the backward writes zero key gradients") {
+  MM_REQUIRE_CUDA();
+  for (const int version : {1, 2}) {
+    CAPTURE(version);
+    DeviceArray<float> gk = out_buffer(2 * 5 * 64), gv = out_buffer(2 * 5 * 64);  // poisoned
+    cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, gk.data(), gv.data(), 1, 2,
+                             0, 5, 64, 0.125f, false, 1, version);
+    for (const float x : gk.download()) REQUIRE(x == 0.0f);
+    for (const float x : gv.download()) REQUIRE(x == 0.0f);
   }
 }
 
@@ -542,6 +623,9 @@ TEST_CASE("cuda kernels refuse bad arguments with clear errors (no device needed
                        doctest::Contains("head size 512"), Error);
   CHECK_THROWS_WITH_AS(cuda::attention_forward(nullptr, nullptr, nullptr, nullptr, nullptr, 1, 1, 8, 4, 64, 1.f, true),
                        doctest::Contains("causal attention needs Tk >= Tq"), Error);
+  CHECK_THROWS_WITH_AS(cuda::attention_backward(nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                                                nullptr, 1, 1, 8, 8, 64, 1.f, false, 2, 2),
+                       doctest::Contains("version 2 multiplies bf16 operands; rounding 2 asks for fp16"), Error);
   CHECK_THROWS_WITH_AS(cuda::gemm(false, false, 4, 4, 4, nullptr, nullptr, nullptr, 9),
                        doctest::Contains("gemm has versions 1..3"), Error);
   CHECK_THROWS_WITH_AS(cuda::conv2d(nullptr, nullptr, nullptr, nullptr, 1, 3, 2, 2, 4, 5, 5, 1, 0),

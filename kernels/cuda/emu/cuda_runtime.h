@@ -34,10 +34,15 @@
 // other. Shared memory, dynamic and static, is poisoned (NaN) in every block before its first
 // use; device allocations are poisoned too.
 //
+//   - mma.sync and ldmatrix (kernels/cuda/ptx.cuh) run with the register layouts PTX
+//     documents, computed once per warp from all 32 lanes' registers: a kernel that puts an
+//     element in the wrong lane or register gets a wrong result here as on a GPU. A warp that
+//     reaches them without all 32 lanes, and ldmatrix rows that are not 16-byte aligned or
+//     point into global memory, are errors.
 // What it cannot check: speed (nothing here says anything about performance), the memory
 // model between blocks (blocks run one after another), the hardware's approximate intrinsics
-// (__expf is expf here), tensor-core fragment layouts (a WMMA fragment holds its whole tile in
-// every lane here), cuDNN (absent: mm's own convolution is used), and anything timing-related.
+// (__expf is expf here), WMMA's fragment layouts (unspecified by CUDA: a WMMA fragment holds
+// its whole tile in every lane here; mma.sync's are emulated as documented), cuDNN (absent: mm's own convolution is used), and anything timing-related.
 //
 // Reading order: this file, then emu.cpp (the fiber scheduler, the runtime, cuBLAS's GEMMs).
 #pragma once
@@ -76,6 +81,10 @@ struct alignas(16) float4 {
   float x, y, z, w;
 };
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
+struct alignas(16) uint4 {
+  unsigned x, y, z, w;
+};
+inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
 // Device math: CUDA's global overloads, and its fast intrinsics as the exact functions.
 template <typename A, typename B>
@@ -194,6 +203,21 @@ void syncthreads();
 void syncwarp(unsigned mask);
 enum class Shuffle { idx, up, down, bfly };
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width);
+// A warp-wide instruction (mma.sync, ldmatrix: .sync.aligned): every lane of the warp calls
+// warp_collective with its own operands (lane_args); once all 32 have, run computes the
+// instruction once from all of them (lanes[l] is lane l's lane_args), as the hardware does
+// from the lanes' registers. run may call collective_fault to stop the launch.
+struct Collective {
+  const char* name;
+  void (*run)(void* const* lanes);
+};
+void warp_collective(const Collective& c, void* lane_args);
+void collective_fault(const std::string& what);
+// The PTX instructions kernels/cuda/ptx.cuh wraps, with PTX's documented register layouts
+// (emu.cpp): mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32 with D = C = d,
+// and ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 (count = 1, 2, 4).
+void mma_m16n8k16(float* d, const uint32_t* a, const uint32_t* b, bool fp16);
+void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address);
 void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes, 128-byte aligned)
 // A fault of the calling CUDA thread (a misaligned WMMA pointer, ...): the thread stops, and
 // the launch throws mm::Error naming the kernel, block, thread and `what`.

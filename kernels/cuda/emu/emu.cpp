@@ -20,6 +20,8 @@
 #include <vector>
 
 #include "cublas_v2.h"
+#include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "cuda_runtime.h"
 #include "engine/error.h"
 
@@ -158,6 +160,8 @@ struct Fiber {
   // the warp operation this fiber waits at
   bool shuffle = false;
   unsigned mask = 0;
+  const Collective* collective = nullptr;  // a warp-wide instruction (mma.sync, ldmatrix), or null
+  void* collective_lane = nullptr;         // this lane's operands and results for it
   Shuffle kind = Shuffle::idx;
   int arg = 0, width = 32;
   uint64_t value = 0, result = 0;
@@ -182,7 +186,8 @@ struct Scheduler {
   std::string fault;                                 // set by a faulting thread (fault())
   Fiber* running = nullptr;
   Body body{};
-  std::vector<const void*> poisoned;  // the static __shared__ arrays this block has poisoned
+  std::vector<std::pair<const void*, size_t>> poisoned;  // the static __shared__ arrays this block has poisoned
+  size_t dynamic_bytes = 0;                             // this launch's dynamic shared memory
   size_t static_bytes = 0;             // and their bytes
   const void* main_bottom = nullptr;
   size_t main_size = 0;
@@ -260,6 +265,10 @@ void wait_here() {
   asan_finish(f->fake_stack, nullptr, nullptr);
 }
 
+const char* op_name(const Fiber& f) {
+  return f.collective ? f.collective->name : f.shuffle ? "a shuffle" : "__syncwarp";
+}
+
 const char* state_name(State s) {
   switch (s) {
     case State::ready: return "running";
@@ -300,6 +309,10 @@ bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
     if (!ready) continue;  // a lane of the mask is at __syncthreads: the deadlock check decides
     for (int l = 0; l < lanes; ++l) {
       if (!(waiting >> l & 1)) continue;
+      const Fiber& first = lane[static_cast<int>(__builtin_ctz(waiting))];
+      if (lane[l].shuffle != first.shuffle || lane[l].collective != first.collective)
+        block_error(b, str_cat("the lanes of warp ", w0 / 32, " wait at different warp operations (",
+                               op_name(first), " and ", op_name(lane[l]), ")"));
       for (int m = 0; m < lanes; ++m)  // the lanes a mask names must name the same lanes
         if ((lane[l].mask >> m & 1) && lane[m].state == State::at_warp && lane[m].mask != lane[l].mask)
           block_error(b, str_cat("threads ", w0 + l, " and ", w0 + m, " meet at a warp operation with different masks (0x",
@@ -307,9 +320,23 @@ bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
       if (!(lane[l].mask >> l & 1))
         block_error(b, str_cat("thread ", w0 + l, " calls a warp operation whose mask 0x", std::hex, lane[l].mask,
                                std::dec, " does not include itself"));
-      if (lane[l].shuffle != lane[static_cast<int>(__builtin_ctz(waiting))].shuffle)
-        block_error(b, str_cat("the lanes of warp ", w0 / 32, " wait at different warp operations (a shuffle and a ",
-                               "__syncwarp)"));
+    }
+    // A warp-wide instruction (.sync.aligned): every lane of the warp executes it together,
+    // and computes once, from all 32 lanes' registers.
+    if (const Collective* c = lane[static_cast<int>(__builtin_ctz(waiting))].collective) {
+      for (int l = 0; l < 32; ++l)
+        if (l >= lanes || !(waiting >> l & 1))
+          block_error(b, str_cat("warp ", w0 / 32, " executes ", c->name, " without lane ", l, " (",
+                                 l >= lanes ? "past the end of the block" : "it has exited",
+                                 "): .sync.aligned instructions need all 32 lanes"));
+      void* args[32];
+      for (int l = 0; l < 32; ++l) args[l] = lane[l].collective_lane;
+      c->run(args);
+      if (!S.fault.empty()) {
+        const std::string what = std::move(S.fault);
+        S.fault.clear();
+        block_error(b, str_cat("warp ", w0 / 32, ": ", what));
+      }
     }
     for (int l = 0; l < lanes; ++l) {
       Fiber& f = lane[l];
@@ -355,6 +382,7 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
     make_context(f.ctx, S.stack(i), kStack, &S.main);
   }
   if (smem) std::memset(S.smem.get(), 0xFF, smem);  // NaN: a read before any write shows
+  S.dynamic_bytes = smem;
   S.poisoned.clear();                                // and the static __shared__ arrays, at first use
   S.static_bytes = 0;
   bool ascending = true;
@@ -399,13 +427,151 @@ void syncthreads() {
 
 void syncwarp(unsigned mask) {
   Fiber& f = calling_fiber("__syncwarp");
-  f.state = State::at_warp, f.shuffle = false, f.mask = mask;
+  f.state = State::at_warp, f.shuffle = false, f.mask = mask, f.collective = nullptr;
   wait_here();
+}
+
+void warp_collective(const Collective& c, void* lane_args) {
+  Fiber& f = calling_fiber(c.name);
+  f.state = State::at_warp, f.shuffle = false, f.mask = 0xffffffffu, f.collective = &c;
+  f.collective_lane = lane_args;
+  wait_here();
+  f.collective = nullptr;
+}
+
+void collective_fault(const std::string& what) {
+  Scheduler& S = sched();
+  if (S.fault.empty()) S.fault = what;
+}
+
+// ---- the tensor-core instructions, with the register layouts PTX documents -----------------
+// (PTX ISA, "Matrix fragments for mma.m16n8k16 with floating point type" and "ldmatrix").
+// In a warp, lane L has groupID g = L / 4 and threadID_in_group t = L % 4. A 32-bit register
+// holds two 16-bit elements, the lower-indexed one in its low half.
+//   A (16 x 16, row):  a[i] holds A[g + 8·(i % 2)][2t + 8·(i / 2) + h], h = 0 (low), 1 (high)
+//   B (16 x 8, col):   b[i] holds B[2t + 8·i + h][g]
+//   C, D (16 x 8 f32): d[i] is D[g + 8·(i / 2)][2t + i % 2]
+//   ldmatrix .x4:      lanes 8j..8j+7 give the row addresses of 8 x 8 matrix j (16-byte
+//                      aligned rows of 8 elements); r[j] of lane L holds row L / 4, columns
+//                      2·(L % 4) + h of matrix j; with .trans, row 2·(L % 4) + h, column L / 4.
+namespace {
+
+struct MmaLane {
+  float* d;
+  const uint32_t* a;
+  const uint32_t* b;
+};
+
+template <bool FP16>
+float element(uint32_t reg, int h) {
+  const unsigned short bits = static_cast<unsigned short>(reg >> (16 * h));
+  if constexpr (FP16) {
+    __half x;
+    x.__x = bits;
+    return __half2float(x);
+  } else {
+    __nv_bfloat16 x;
+    x.__x = bits;
+    return __bfloat162float(x);
+  }
+}
+
+template <bool FP16>
+void mma_run(void* const* lanes) {
+  float A[16][16], B[16][8], D[16][8];
+  for (int L = 0; L < 32; ++L) {
+    const MmaLane& x = *static_cast<const MmaLane*>(lanes[L]);
+    const int g = L / 4, t = L % 4;
+    for (int i = 0; i < 4; ++i)
+      for (int h = 0; h < 2; ++h) A[g + 8 * (i % 2)][2 * t + 8 * (i / 2) + h] = element<FP16>(x.a[i], h);
+    for (int i = 0; i < 2; ++i)
+      for (int h = 0; h < 2; ++h) B[2 * t + 8 * i + h][g] = element<FP16>(x.b[i], h);
+    for (int i = 0; i < 4; ++i) D[g + 8 * (i / 2)][2 * t + i % 2] = x.d[i];
+  }
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 8; ++c) {
+      float s = D[r][c];  // products of 16-bit values are exact in float32
+      for (int k = 0; k < 16; ++k) s += A[r][k] * B[k][c];
+      D[r][c] = s;
+    }
+  for (int L = 0; L < 32; ++L) {
+    const MmaLane& x = *static_cast<const MmaLane*>(lanes[L]);
+    const int g = L / 4, t = L % 4;
+    for (int i = 0; i < 4; ++i) x.d[i] = D[g + 8 * (i / 2)][2 * t + i % 2];
+  }
+}
+const Collective kMmaBf16{"mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32", mma_run<false>};
+const Collective kMmaF16{"mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", mma_run<true>};
+
+// Whether [p, p + bytes) lies in this block's shared memory: the dynamic window or one static
+// __shared__ array (declared, so poisoned, before use).
+bool in_shared(const void* p, size_t bytes) {
+  const Scheduler& S = sched();
+  auto inside = [&](const void* base, size_t n) {
+    const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(base);
+    return a >= b && a + bytes <= b + n;
+  };
+  if (S.dynamic_bytes && inside(S.smem.get(), S.dynamic_bytes)) return true;
+  for (const auto& q : S.poisoned)
+    if (inside(q.first, q.second)) return true;
+  return false;
+}
+
+struct LdmatrixLane {
+  uint32_t* r;
+  const unsigned char* row;
+};
+
+template <int N, bool T>
+void ldmatrix_run(void* const* lanes) {
+  const char* name = T ? "ldmatrix .trans" : "ldmatrix";
+  const unsigned char* rows[32];
+  for (int L = 0; L < 8 * N; ++L) {
+    rows[L] = static_cast<const LdmatrixLane*>(lanes[L])->row;
+    if (reinterpret_cast<uintptr_t>(rows[L]) % 16 != 0)
+      return collective_fault(str_cat(name, ": lane ", L, "'s row address ", static_cast<const void*>(rows[L]),
+                                      " is not 16-byte aligned"));
+    if (!in_shared(rows[L], 16))
+      return collective_fault(str_cat(name, ": lane ", L, "'s row address ", static_cast<const void*>(rows[L]),
+                                      device_range(rows[L], 1)
+                                          ? " is global (device) memory; ldmatrix reads shared memory"
+                                          : " does not have 16 bytes of this block's shared memory behind it"));
+  }
+  auto at = [&](int matrix, int row, int col) {
+    unsigned short v;
+    std::memcpy(&v, rows[8 * matrix + row] + 2 * col, 2);
+    return uint32_t(v);
+  };
+  for (int L = 0; L < 32; ++L) {
+    const LdmatrixLane& x = *static_cast<const LdmatrixLane*>(lanes[L]);
+    for (int j = 0; j < N; ++j) {
+      const int a = L / 4, b = 2 * (L % 4);
+      x.r[j] = T ? at(j, b, a) | at(j, b + 1, a) << 16 : at(j, a, b) | at(j, a, b + 1) << 16;
+    }
+  }
+}
+const Collective kLdmatrix[2][3] = {
+    {{"ldmatrix.x1", ldmatrix_run<1, false>}, {"ldmatrix.x2", ldmatrix_run<2, false>},
+     {"ldmatrix.x4", ldmatrix_run<4, false>}},
+    {{"ldmatrix.x1.trans", ldmatrix_run<1, true>}, {"ldmatrix.x2.trans", ldmatrix_run<2, true>},
+     {"ldmatrix.x4.trans", ldmatrix_run<4, true>}}};
+
+}  // namespace
+
+void mma_m16n8k16(float* d, const uint32_t* a, const uint32_t* b, bool fp16) {
+  MmaLane lane{d, a, b};
+  warp_collective(fp16 ? kMmaF16 : kMmaBf16, &lane);
+}
+
+void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address) {
+  if (count != 1 && count != 2 && count != 4) fault("ldmatrix: the count is not .x1, .x2 or .x4");
+  LdmatrixLane lane{r, static_cast<const unsigned char*>(row_address)};
+  warp_collective(kLdmatrix[trans][count == 4 ? 2 : count - 1], &lane);
 }
 
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width) {
   Fiber& f = calling_fiber("a warp shuffle");
-  f.state = State::at_warp, f.shuffle = true, f.mask = mask;
+  f.state = State::at_warp, f.shuffle = true, f.mask = mask, f.collective = nullptr;
   f.kind = kind, f.arg = arg, f.width = width, f.value = value;
   wait_here();
   return f.result;
@@ -451,9 +617,9 @@ size_t max_dynamic_shared(const void* kernel) { return dynamic_allowed(kernel, 0
 
 void poison_shared(void* p, size_t bytes) {
   Scheduler& S = sched();
-  for (const void* q : S.poisoned)
-    if (q == p) return;  // once per block: the first thread to reach the declaration
-  S.poisoned.push_back(p);
+  for (const auto& q : S.poisoned)
+    if (q.first == p) return;  // once per block: the first thread to reach the declaration
+  S.poisoned.emplace_back(p, bytes);
   S.static_bytes += bytes;
   std::memset(p, 0xFF, bytes);
 }
