@@ -225,6 +225,19 @@ void bench_gemm(const Opts& o) {
     r.target = ">=0.7x cuBLAS";
     add(r);
   }
+  // wgmma (sm_90 only): C = A·Bᵀ, B's buffers read as [n, k]; its peer is cuBLAS on the same layout
+  if (cuda::compute_capability() == 90 && k % 8 == 0) {
+    const double t_nt = time_it([&] {
+      int s = next();
+      cuda::cublas_gemm_half(false, true, m, n, k, Ah[s].data(), Bh[s].data(), C.data(), false);
+    });
+    add(flop_row("gemm", cfg + " bf16 A·Bt", "cuBLAS", t_nt, flops));
+    const double mw = time_it([&] { int s = next(); cuda::gemm_bf16_nt(m, n, k, Ah[s].data(), Bh[s].data(), C.data()); });
+    Row r = flop_row("gemm", cfg + " bf16 A·Bt", "mm wgmma", mw, flops);
+    r.peer_ratio = t_nt / mw;
+    r.target = ">=0.7x cuBLAS";
+    add(r);
+  }
 }
 
 // ---- attention ---------------------------------------------------------------------------------------

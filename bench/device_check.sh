@@ -68,10 +68,12 @@ else
   done
 fi
 
-step "SASS: tensor-core instructions in the bf16 GEMM"
-obj=$(find $B -name 'gemm.cu.o' | head -1)
-if [ -n "$obj" ] && command -v cuobjdump >/dev/null; then
-  note "sass: $(cuobjdump --dump-sass "$obj" | grep -c -E 'HMMA|HGMMA') HMMA/HGMMA instructions in gemm.cu.o"
+step "SASS: tensor-core instructions in the bf16 GEMMs"
+if command -v cuobjdump >/dev/null; then
+  for f in gemm.cu.o gemm_sm90.cu.o attention.cu.o; do
+    obj=$(find $B -name "$f" | head -1)
+    [ -n "$obj" ] && note "sass: $f: $(cuobjdump --dump-sass "$obj" | grep -c 'HMMA') HMMA, $(cuobjdump --dump-sass "$obj" | grep -c 'HGMMA') HGMMA"
+  done
 fi
 
 step "mmbench all --device cuda"
@@ -102,7 +104,7 @@ step "compute-sanitizer (memcheck, racecheck) on a subset of the tests, pool off
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     MM_CUDA_NO_POOL=1 timeout "$(cap 60)" compute-sanitizer --tool $tool --error-exitcode 9 \
-      $TESTS --test-case='*softmax*,*layer_norm*,*group_norm*,*attention*,*vq: ties*,*resampling*' \
+      $TESTS --test-case='*softmax*,*layer_norm*,*group_norm*,*attention*,*vq: ties*,*resampling*,*gemm_bf16*,*mma_probe*' \
       >"$L/sanitizer-$tool.log" 2>&1
     rc=$?
     if grep -q "Device not supported" "$L/sanitizer-$tool.log"; then what="unsupported on this machine"

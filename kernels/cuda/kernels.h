@@ -117,6 +117,10 @@ void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const flo
 // k-tile overlapping the products of this one.
 void gemm_bf16(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C,
                int version = 0);
+// C [M, N] = A [M, K] · B [N, K]ᵀ (bf16, float32 accumulate and output; the layout of a linear
+// layer's weights): Hopper's wgmma (gemm_sm90.cu), 128x128 tiles, a 3-stage cp.async ring.
+// Needs an sm_90 GPU, K a multiple of 8 and 16-byte aligned A and B (else a clear error).
+void gemm_bf16_nt(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const __nv_bfloat16* B, float* C);
 // The tensor-core layouts ptx.cuh relies on, checked on whatever runs the kernels: one warp
 // computes d = A·B + C for A [16][16], B [16][8] (row-major 16-bit: bf16, or fp16 when fp16)
 // and C [16][8] float through ldmatrix and mma.sync, B loaded once transposed from [16][8] and

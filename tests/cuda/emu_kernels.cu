@@ -5,6 +5,7 @@
 #include <mma.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cuda/ptx.cuh"
 #include "tests/cuda/emu_kernels.h"
@@ -119,8 +120,58 @@ __global__ void tensor_core_ops(float* out, const unsigned short* src, int mode,
   }
 }
 
+// cp.async of 16 bytes from src into dynamic shared memory; out[i] = what thread 0 then reads
+// there (4 floats): after wait_group 0 (wait) or without it.
+__global__ void async_copy(float* out, const float* src, bool wait) {
+  extern __shared__ __align__(128) float async_smem[];
+  if (threadIdx.x == 0) {
+    ::mm::emu::cp_async16(async_smem, src, 16);
+    ::mm::emu::cp_async_commit();
+    if (wait) ::mm::emu::cp_async_wait(0);
+    for (int i = 0; i < 4; ++i) out[i] = async_smem[i];
+  }
+}
+
+// One warpgroup: D (64 x 8) = A (64 x 16, all 1) · B (8 x 16, all 2)ᵀ from unswizzled K-major
+// descriptors in dynamic shared memory; out[tid] = the thread's first accumulator read before
+// the wait (0: not yet computed) and out[128 + tid] after it (32).
+__global__ void wgmma_deferred(float* out) {
+  extern __shared__ __align__(128) uint16_t wg_smem[];  // A: 64 x 16, B: 8 x 16
+  for (int i = threadIdx.x; i < 64 * 16 + 8 * 16; i += blockDim.x) {
+    const __nv_bfloat16 x = __float2bfloat16(i < 64 * 16 ? 1.0f : 2.0f);
+    std::memcpy(&wg_smem[i], &x, 2);
+  }
+  __syncthreads();
+  auto desc = [](const void* p) {
+    return uint64_t(::mm::emu::shared_address(p) >> 4) | uint64_t(128 >> 4) << 16 | uint64_t(256 >> 4) << 32;
+  };
+  float d[4] = {0, 0, 0, 0};
+  ::mm::emu::wgmma_bf16(d, 8, desc(wg_smem), desc(wg_smem + 64 * 16), 1);
+  ::mm::emu::wgmma_commit();
+  out[threadIdx.x] = d[0];
+  ::mm::emu::wgmma_wait(0);
+  out[128 + threadIdx.x] = d[0];
+}
+
+// 64 threads fill a 16x16 tile (warp 1 the lower half), then warp 0 loads it with ldmatrix:
+// out[lane·4 + j] = its register j's low half. Without the barrier, warp 0 may read before
+// warp 1 has written.
+__global__ void ldmatrix_after_writes(float* out, bool barrier) {
+  __shared__ __align__(16) uint16_t tile[16 * 16];
+  for (int i = threadIdx.x; i < 256; i += 64) tile[i] = static_cast<uint16_t>(i);
+  if (barrier) __syncthreads();
+  if (threadIdx.x < 32) {
+    uint32_t r[4];
+    mm::cuda::ptx::ldmatrix_x4<false>(r, tile + (threadIdx.x & 15) * 16 + (threadIdx.x >> 4) * 8);
+    for (int j = 0; j < 4; ++j) out[threadIdx.x * 4 + j] = float(r[j] & 0xffffu);
+  }
+}
+
 }  // namespace
 
+void launch_ldmatrix_after_writes(float* out, bool barrier) { ldmatrix_after_writes<<<1, 64>>>(out, barrier); }
+void launch_async_copy(float* out, const float* src, bool wait) { async_copy<<<1, 32, 64>>>(out, src, wait); }
+void launch_wgmma_deferred(float* out) { wgmma_deferred<<<1, 128, (64 * 16 + 8 * 16) * 2>>>(out); }
 void launch_tensor_core_ops(float* out, const unsigned short* src, int mode, bool trans) {
   tensor_core_ops<<<1, 32>>>(out, src, mode, trans);
 }

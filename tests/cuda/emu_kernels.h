@@ -15,4 +15,7 @@ void launch_both_smem(float* out, size_t dynamic_bytes, bool raise_limit);  // 1
 // ldmatrix/mma.sync (ptx.cuh): out [32·8]; mode 0 loads, 1 misaligned rows, 2 rows in global
 // memory (src, 256 elements), 3 an mma.sync without lane 5, 4 rows past the shared array's end
 void launch_tensor_core_ops(float* out, const unsigned short* src, int mode, bool trans);
+void launch_async_copy(float* out, const float* src, bool wait);  // out: 4 floats
+void launch_ldmatrix_after_writes(float* out, bool barrier);       // out: 128 floats
+void launch_wgmma_deferred(float* out);                             // out: 256 floats
 }  // namespace mm::emu_test

@@ -6,6 +6,7 @@
 
 #include <cublas_v2.h>
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -161,6 +162,34 @@ TEST_CASE("cuda emulator: ldmatrix hands each lane the elements PTX documents; i
                        doctest::Contains("executes mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 without lane 5 "
                                          "(it has exited)"),
                        Error);
+}
+
+TEST_CASE("cuda emulator: cp.async lands at its wait, and wgmma computes at its wait") {
+  DeviceArray<float> src(std::vector<float>{1, 2, 3, 4}), out(256);
+  emu_test::launch_async_copy(out.data(), src.data(), true);
+  std::vector<float> r = out.download();
+  CHECK(r[0] == 1.0f);
+  CHECK(r[3] == 4.0f);
+  emu_test::launch_async_copy(out.data(), src.data(), false);  // read before the wait: not there yet
+  r = out.download();
+  CHECK(std::isnan(r[0]));
+  CHECK(std::isnan(r[3]));
+  // a warp at a tensor-core instruction runs ahead: without the barrier it reads warp 1's rows unwritten
+  for (const bool barrier : {true, false}) {
+    CAPTURE(barrier);
+    emu_test::launch_ldmatrix_after_writes(out.data(), barrier);
+    r = out.download();
+    bool as_written = true;  // lane L, register j: row 8·(j % 2) + L / 4, column 8·(j / 2) + 2·(L % 4)
+    for (int L = 0; L < 32; ++L)
+      for (int j = 0; j < 4; ++j) as_written = as_written && r[L * 4 + j] == float((8 * (j % 2) + L / 4) * 16 + 8 * (j / 2) + 2 * (L % 4));
+    CHECK(as_written == barrier);
+  }
+  emu_test::launch_wgmma_deferred(out.data());
+  r = out.download();
+  CHECK(r[0] == 0.0f);    // before the wait: the accumulator as it was
+  CHECK(r[127] == 0.0f);
+  CHECK(r[128] == 32.0f);  // after: 16 products of 1·2
+  CHECK(r[255] == 32.0f);
 }
 
 TEST_CASE("cuda emulator: cuBLAS GEMMs are column-major and check their leading dimensions") {

@@ -45,6 +45,19 @@ Tensor t64(const std::vector<float>& v, const Shape& s) {
 using mm::testing::rel_err;
 double rel_err(const std::vector<float>& a, const Tensor& ref) { return rel_err(a, ref.to_vector<double>()); }
 
+// n random values rounded to bf16, `offset` elements into a buffer filled with 7s: the device
+// operand (bits), and the same values as floats for the float64 reference.
+struct Bf16Operand {
+  std::vector<__nv_bfloat16> bits;
+  std::vector<float> values;
+};
+Bf16Operand bf16_operand(size_t n, uint64_t seed, size_t offset = 0) {
+  const std::vector<float> v = randv(n, seed);
+  Bf16Operand o{std::vector<__nv_bfloat16>(offset + n, __float2bfloat16(7.0f)), std::vector<float>(n)};
+  for (size_t i = 0; i < n; ++i) o.bits[offset + i] = __float2bfloat16(v[i]), o.values[i] = __bfloat162float(o.bits[offset + i]);
+  return o;
+}
+
 DeviceArray<float> out_buffer(size_t n) {
   DeviceArray<float> d(n);
   d.poison();
@@ -266,13 +279,9 @@ TEST_CASE("cuda gemm: every version and cuBLAS, transposes, awkward sizes; bf16 
         CHECK(rel_err(C.download(), ref) < 2e-3);
       }
     // bf16: both sides multiply the same bf16-rounded values.
-    const std::vector<float> av = randv(c.M * c.K, 90 + c.M), bv = randv(c.K * c.N, 91 + c.N);
-    std::vector<__nv_bfloat16> ah(av.size()), bh(bv.size());
-    std::vector<float> ar(av.size()), br(bv.size());
-    for (size_t i = 0; i < av.size(); ++i) ah[i] = __float2bfloat16(av[i]), ar[i] = __bfloat162float(ah[i]);
-    for (size_t i = 0; i < bv.size(); ++i) bh[i] = __float2bfloat16(bv[i]), br[i] = __bfloat162float(bh[i]);
-    DeviceArray<__nv_bfloat16> A(ah), B(bh);
-    const Tensor ref = matmul(t64(ar, {c.M, c.K}), t64(br, {c.K, c.N}));
+    const Bf16Operand a = bf16_operand(c.M * c.K, 90 + c.M), b = bf16_operand(c.K * c.N, 91 + c.N);
+    DeviceArray<__nv_bfloat16> A(a.bits), B(b.bits);
+    const Tensor ref = matmul(t64(a.values, {c.M, c.K}), t64(b.values, {c.K, c.N}));
     for (int v = 1; v <= cuda::version_count("gemm_bf16"); ++v) {
       CAPTURE(v);
       DeviceArray<float> C = out_buffer(c.M * c.N);
@@ -293,17 +302,38 @@ TEST_CASE("cuda gemm_bf16 v2 (mma.sync): 16-byte and element loads, several k-ti
   for (const Case c : {Case{256, 136, 96, 0, 0}, Case{130, 128, 40, 0, 0}, Case{1, 8, 8, 0, 0},
                        Case{257, 9, 70, 0, 0}, Case{136, 144, 64, 1, 1}, Case{40, 264, 33, 0, 8}}) {
     CAPTURE(c.M); CAPTURE(c.N); CAPTURE(c.K); CAPTURE(c.a_off); CAPTURE(c.b_off);
-    const std::vector<float> av = randv(c.M * c.K, 70 + c.M), bv = randv(c.K * c.N, 71 + c.N);
-    std::vector<__nv_bfloat16> ah(c.a_off + av.size(), __float2bfloat16(7.0f)), bh(c.b_off + bv.size(), __float2bfloat16(7.0f));
-    std::vector<float> ar(av.size()), br(bv.size());
-    for (size_t i = 0; i < av.size(); ++i) ah[c.a_off + i] = __float2bfloat16(av[i]), ar[i] = __bfloat162float(ah[c.a_off + i]);
-    for (size_t i = 0; i < bv.size(); ++i) bh[c.b_off + i] = __float2bfloat16(bv[i]), br[i] = __bfloat162float(bh[c.b_off + i]);
-    DeviceArray<__nv_bfloat16> A(ah), B(bh);
-    const Tensor ref = matmul(t64(ar, {c.M, c.K}), t64(br, {c.K, c.N}));
+    const Bf16Operand a = bf16_operand(c.M * c.K, 70 + c.M, c.a_off), b = bf16_operand(c.K * c.N, 71 + c.N, c.b_off);
+    DeviceArray<__nv_bfloat16> A(a.bits), B(b.bits);
+    const Tensor ref = matmul(t64(a.values, {c.M, c.K}), t64(b.values, {c.K, c.N}));
     DeviceArray<float> C = out_buffer(c.M * c.N);
     cuda::gemm_bf16(c.M, c.N, c.K, A.data() + c.a_off, B.data() + c.b_off, C.data(), 2);
     CHECK(rel_err(C.download(), ref) < 1e-5);
   }
+}
+
+TEST_CASE("cuda gemm_bf16_nt (wgmma, sm_90): A·Bᵀ against float64, partial tiles, the stage ring, refusals") {
+  MM_REQUIRE_CUDA();
+  if (cuda::compute_capability() != 90) {
+    MESSAGE("SKIPPED: wgmma needs an sm_90 GPU; this one is sm_", cuda::compute_capability());
+    return;
+  }
+  struct Case { int64_t M, N, K; };
+  // K = 520: 9 k-tiles of 64 through the 3-stage ring, the last one partial
+  for (const Case c : {Case{128, 128, 64}, Case{1, 8, 8}, Case{200, 136, 200}, Case{257, 300, 520}, Case{64, 256, 1024}}) {
+    CAPTURE(c.M); CAPTURE(c.N); CAPTURE(c.K);
+    const Bf16Operand a = bf16_operand(c.M * c.K, 80 + c.M), b = bf16_operand(c.N * c.K, 81 + c.N);
+    DeviceArray<__nv_bfloat16> A(a.bits), B(b.bits);
+    const Tensor ref = matmul(t64(a.values, {c.M, c.K}), t64(b.values, {c.N, c.K}).t());
+    DeviceArray<float> C = out_buffer(c.M * c.N);
+    cuda::gemm_bf16_nt(c.M, c.N, c.K, A.data(), B.data(), C.data());
+    CHECK(rel_err(C.download(), ref) < 1e-5);
+  }
+  DeviceArray<__nv_bfloat16> A(64 * 16), B(64 * 16);
+  DeviceArray<float> C(64 * 64);
+  CHECK_THROWS_WITH_AS(cuda::gemm_bf16_nt(64, 64, 12, A.data(), B.data(), C.data()),
+                       doctest::Contains("K=12 must be a multiple of 8"), Error);
+  CHECK_THROWS_WITH_AS(cuda::gemm_bf16_nt(8, 8, 8, A.data() + 1, B.data(), C.data()),
+                       doctest::Contains("A and B must be 16-byte aligned"), Error);
 }
 
 TEST_CASE("cuda mma_probe: ldmatrix and mma.sync put each element where PTX documents (bf16, fp16)") {

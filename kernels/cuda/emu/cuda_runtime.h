@@ -38,7 +38,14 @@
 //     documents, computed once per warp from all 32 lanes' registers: a kernel that puts an
 //     element in the wrong lane or register gets a wrong result here as on a GPU. A warp that
 //     reaches them without all 32 lanes, and ldmatrix rows that are not 16-byte aligned or
-//     point into global memory, are errors.
+//     outside shared memory, are errors. cp.async and wgmma are asynchronous here too: a copy
+//     lands only at the wait that completes its group, and a wgmma reads its operands at the
+//     issue, computes at the wait, and faults if shared memory under it changed in between.
+//     A warp that reaches one of these warp-wide instructions runs it at once and runs on to
+//     its next barrier, ahead of the other warps, so a missing __syncthreads between other
+//     warps' writes (or copies) and a tensor-core read of them shows.
+//     What the async proxy needs on a GPU (fence.proxy.async between ordinary stores and a
+//     wgmma's reads) cannot show here.
 // What it cannot check: speed (nothing here says anything about performance), the memory
 // model between blocks (blocks run one after another), the hardware's approximate intrinsics
 // (__expf is expf here), WMMA's fragment layouts (unspecified by CUDA: a WMMA fragment holds
@@ -218,6 +225,24 @@ void collective_fault(const std::string& what);
 // and ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16 (count = 1, 2, 4).
 void mma_m16n8k16(float* d, const uint32_t* a, const uint32_t* b, bool fp16);
 void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address);
+// cp.async.cg.shared.global (16 bytes; zero-filled past src_bytes), commit_group and
+// wait_group, per thread: a copy lands only at the wait that completes its group (its
+// destination reads as NaN until then), so a missing wait or barrier shows.
+void cp_async16(void* dst, const void* src, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
+// wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16 with both operands in shared memory
+// (K-major, no swizzle: the descriptors' start, leading and stride byte offsets), commit_group
+// and wait_group, per warp (each warp of the warpgroup computes its 16 rows). The operands are
+// read at the issue; the product is computed at the wait that completes its group, into the
+// accumulators the lanes named at the issue: reading them before the wait gives their old
+// values, and shared memory under the operands changing before it is a fault.
+void wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d);
+void wgmma_commit();
+void wgmma_wait(int pending);
+// __cvta_generic_to_shared: the offset of p in this block's dynamic shared memory (the only
+// shared memory the emulator's wgmma descriptors may point into).
+uint32_t shared_address(const void* p);
 void* dynamic_shared();  // this block's dynamic shared memory (the launch's smem bytes, 128-byte aligned)
 // A fault of the calling CUDA thread (a misaligned WMMA pointer, ...): the thread stops, and
 // the launch throws mm::Error naming the kernel, block, thread and `what`.
@@ -295,6 +320,8 @@ Launch<F> launch_known(const char* kernel, const char* file, int line, F f, cons
 }
 
 }  // namespace mm::emu
+
+inline size_t __cvta_generic_to_shared(const void* p) { return ::mm::emu::shared_address(p); }
 
 #define threadIdx (::mm::emu::current->thread_idx)
 #define blockIdx (::mm::emu::current->block_idx)

@@ -166,6 +166,27 @@ struct Fiber {
   int arg = 0, width = 32;
   uint64_t value = 0, result = 0;
   void* fake_stack = nullptr;  // AddressSanitizer's bookkeeping across switches
+  // cp.async: this thread's copies not yet committed, and its committed groups, oldest first
+  struct AsyncCopy {
+    unsigned char* dst;
+    unsigned char data[16];
+  };
+  std::vector<AsyncCopy> copies_open;
+  std::vector<std::vector<AsyncCopy>> copy_groups;
+};
+
+// wgmma: a warp's issued products not yet committed, and its committed groups, oldest first
+struct Wgmma {
+  float* d[32];  // each lane's accumulators
+  int n;
+  uint64_t desc_a, desc_b;
+  int scale_d;
+  // the operands' bits as the issue read them (this warp's 16 rows of A, n rows of B)
+  std::vector<uint16_t> a, b;
+};
+struct WarpAsync {
+  std::vector<Wgmma> open;
+  std::vector<std::vector<Wgmma>> groups;
 };
 
 #if MM_EMU_ASAN
@@ -186,6 +207,7 @@ struct Scheduler {
   std::string fault;                                 // set by a faulting thread (fault())
   Fiber* running = nullptr;
   Body body{};
+  std::vector<WarpAsync> warp_async;                     // per warp of the block (wgmma)
   std::vector<std::pair<const void*, size_t>> poisoned;  // the static __shared__ arrays this block has poisoned
   size_t dynamic_bytes = 0;                             // this launch's dynamic shared memory
   size_t static_bytes = 0;             // and their bytes
@@ -290,81 +312,100 @@ struct BlockContext {
                       b.block.y, ",", b.block.z, "): ", what));
 }
 
+// Releases warp w0 / 32 if its lanes all wait at a warp operation (with collectives_only, at a
+// warp-wide instruction); true if it was released.
+bool release_warp(Scheduler& S, size_t w0, size_t n, const BlockContext& b, bool collectives_only = false) {
+  const int lanes = static_cast<int>(std::min<size_t>(32, n - w0));
+  Fiber* lane = &S.fibers[w0];
+  unsigned waiting = 0, mask = 0;
+  for (int l = 0; l < lanes; ++l)
+    if (lane[l].state == State::at_warp) waiting |= 1u << l, mask |= lane[l].mask;
+  if (!waiting) return false;
+  if (collectives_only && !lane[static_cast<int>(__builtin_ctz(waiting))].collective) return false;
+  // CUDA requires the non-exited threads named in the mask to take part: lanes that have
+  // exited (or do not exist, past the end of a partial warp) are not waited for; reading
+  // from one is the error (below).
+  bool ready = true;
+  for (int l = 0; l < lanes; ++l)
+    if ((mask >> l & 1) && lane[l].state != State::done && lane[l].state != State::at_warp) ready = false;
+  if (!ready) return false;  // a lane of the mask is at __syncthreads: the deadlock check decides
+  for (int l = 0; l < lanes; ++l) {
+    if (!(waiting >> l & 1)) continue;
+    const Fiber& first = lane[static_cast<int>(__builtin_ctz(waiting))];
+    if (lane[l].shuffle != first.shuffle || lane[l].collective != first.collective)
+      block_error(b, str_cat("the lanes of warp ", w0 / 32, " wait at different warp operations (",
+                             op_name(first), " and ", op_name(lane[l]), ")"));
+    for (int m = 0; m < lanes; ++m)  // the lanes a mask names must name the same lanes
+      if ((lane[l].mask >> m & 1) && lane[m].state == State::at_warp && lane[m].mask != lane[l].mask)
+        block_error(b, str_cat("threads ", w0 + l, " and ", w0 + m, " meet at a warp operation with different masks (0x",
+                               std::hex, lane[l].mask, " and 0x", lane[m].mask, std::dec, ")"));
+    if (!(lane[l].mask >> l & 1))
+      block_error(b, str_cat("thread ", w0 + l, " calls a warp operation whose mask 0x", std::hex, lane[l].mask,
+                             std::dec, " does not include itself"));
+  }
+  // A warp-wide instruction (.sync.aligned): every lane of the warp executes it together,
+  // and computes once, from all 32 lanes' registers.
+  if (const Collective* c = lane[static_cast<int>(__builtin_ctz(waiting))].collective) {
+    for (int l = 0; l < 32; ++l)
+      if (l >= lanes || !(waiting >> l & 1))
+        block_error(b, str_cat("warp ", w0 / 32, " executes ", c->name, " without lane ", l, " (",
+                               l >= lanes ? "past the end of the block" : "it has exited",
+                               "): .sync.aligned instructions need all 32 lanes"));
+    void* args[32];
+    for (int l = 0; l < 32; ++l) args[l] = lane[l].collective_lane;
+    c->run(args);
+    if (!S.fault.empty()) {
+      const std::string what = std::move(S.fault);
+      S.fault.clear();
+      block_error(b, str_cat("warp ", w0 / 32, ": ", what));
+    }
+  }
+  for (int l = 0; l < lanes; ++l) {
+    Fiber& f = lane[l];
+    if (!(waiting >> l & 1)) continue;
+    if (f.shuffle) {
+      const int width = f.width;
+      MM_CHECK(width > 0 && width <= 32 && (width & (width - 1)) == 0, "[cuda-emu] kernel ", b.kernel,
+               ": shuffle width ", width, " is not a power of two up to 32");
+      const int base = l & ~(width - 1);
+      int src = l;
+      switch (f.kind) {
+        case Shuffle::idx: src = base + (f.arg & (width - 1)); break;
+        case Shuffle::up: src = l - f.arg >= base ? l - f.arg : l; break;
+        case Shuffle::down: src = l + f.arg < base + width ? l + f.arg : l; break;
+        case Shuffle::bfly: src = (l ^ f.arg) < base + width ? (l ^ f.arg) : l; break;
+      }
+      if (src >= lanes || !(waiting >> src & 1) || !(f.mask >> src & 1))
+        block_error(b, str_cat("thread ", w0 + l, " shuffles from lane ", src, ", which is not taking part (",
+                               src >= lanes ? "past the end of the block" :
+                               lane[src].state == State::done ? "it has exited" : "not in the mask or elsewhere",
+                               "): the value is undefined on a GPU"));
+      f.result = lane[src].value;
+    }
+    f.state = State::ready;
+  }
+  return true;
+}
+
 // Releases the warps whose lanes all wait at a warp operation; true if any was released.
 bool release_warps(Scheduler& S, size_t n, const BlockContext& b) {
   bool released = false;
-  for (size_t w0 = 0; w0 < n; w0 += 32) {
-    const int lanes = static_cast<int>(std::min<size_t>(32, n - w0));
-    Fiber* lane = &S.fibers[w0];
-    unsigned waiting = 0, mask = 0;
-    for (int l = 0; l < lanes; ++l)
-      if (lane[l].state == State::at_warp) waiting |= 1u << l, mask |= lane[l].mask;
-    if (!waiting) continue;
-    // CUDA requires the non-exited threads named in the mask to take part: lanes that have
-    // exited (or do not exist, past the end of a partial warp) are not waited for; reading
-    // from one is the error (below).
-    bool ready = true;
-    for (int l = 0; l < lanes; ++l)
-      if ((mask >> l & 1) && lane[l].state != State::done && lane[l].state != State::at_warp) ready = false;
-    if (!ready) continue;  // a lane of the mask is at __syncthreads: the deadlock check decides
-    for (int l = 0; l < lanes; ++l) {
-      if (!(waiting >> l & 1)) continue;
-      const Fiber& first = lane[static_cast<int>(__builtin_ctz(waiting))];
-      if (lane[l].shuffle != first.shuffle || lane[l].collective != first.collective)
-        block_error(b, str_cat("the lanes of warp ", w0 / 32, " wait at different warp operations (",
-                               op_name(first), " and ", op_name(lane[l]), ")"));
-      for (int m = 0; m < lanes; ++m)  // the lanes a mask names must name the same lanes
-        if ((lane[l].mask >> m & 1) && lane[m].state == State::at_warp && lane[m].mask != lane[l].mask)
-          block_error(b, str_cat("threads ", w0 + l, " and ", w0 + m, " meet at a warp operation with different masks (0x",
-                                 std::hex, lane[l].mask, " and 0x", lane[m].mask, std::dec, ")"));
-      if (!(lane[l].mask >> l & 1))
-        block_error(b, str_cat("thread ", w0 + l, " calls a warp operation whose mask 0x", std::hex, lane[l].mask,
-                               std::dec, " does not include itself"));
-    }
-    // A warp-wide instruction (.sync.aligned): every lane of the warp executes it together,
-    // and computes once, from all 32 lanes' registers.
-    if (const Collective* c = lane[static_cast<int>(__builtin_ctz(waiting))].collective) {
-      for (int l = 0; l < 32; ++l)
-        if (l >= lanes || !(waiting >> l & 1))
-          block_error(b, str_cat("warp ", w0 / 32, " executes ", c->name, " without lane ", l, " (",
-                                 l >= lanes ? "past the end of the block" : "it has exited",
-                                 "): .sync.aligned instructions need all 32 lanes"));
-      void* args[32];
-      for (int l = 0; l < 32; ++l) args[l] = lane[l].collective_lane;
-      c->run(args);
-      if (!S.fault.empty()) {
-        const std::string what = std::move(S.fault);
-        S.fault.clear();
-        block_error(b, str_cat("warp ", w0 / 32, ": ", what));
-      }
-    }
-    for (int l = 0; l < lanes; ++l) {
-      Fiber& f = lane[l];
-      if (!(waiting >> l & 1)) continue;
-      if (f.shuffle) {
-        const int width = f.width;
-        MM_CHECK(width > 0 && width <= 32 && (width & (width - 1)) == 0, "[cuda-emu] kernel ", b.kernel,
-                 ": shuffle width ", width, " is not a power of two up to 32");
-        const int base = l & ~(width - 1);
-        int src = l;
-        switch (f.kind) {
-          case Shuffle::idx: src = base + (f.arg & (width - 1)); break;
-          case Shuffle::up: src = l - f.arg >= base ? l - f.arg : l; break;
-          case Shuffle::down: src = l + f.arg < base + width ? l + f.arg : l; break;
-          case Shuffle::bfly: src = (l ^ f.arg) < base + width ? (l ^ f.arg) : l; break;
-        }
-        if (src >= lanes || !(waiting >> src & 1) || !(f.mask >> src & 1))
-          block_error(b, str_cat("thread ", w0 + l, " shuffles from lane ", src, ", which is not taking part (",
-                                 src >= lanes ? "past the end of the block" :
-                                 lane[src].state == State::done ? "it has exited" : "not in the mask or elsewhere",
-                                 "): the value is undefined on a GPU"));
-        f.result = lane[src].value;
-      }
-      f.state = State::ready;
-    }
-    released = true;
-  }
+  for (size_t w0 = 0; w0 < n; w0 += 32) released = release_warp(S, w0, n, b) || released;
   return released;
+}
+
+// After f ran: if its warp waits, whole, at a warp-wide instruction (mma.sync, ldmatrix,
+// wgmma), the instruction runs at once and the warp's lanes run on (in order) until they wait
+// at something else. So a warp runs ahead of the others to the next barrier (a legal schedule
+// on a GPU), and a missing __syncthreads between what other warps write (or copy with
+// cp.async) and this warp's tensor-core read of it shows as a wrong result. (Shuffles are
+// still released once a pass has run every thread, so that lanes meeting a shuffle with
+// different masks are seen together.)
+void run_ahead(Scheduler& S, const Fiber& f, size_t n, const BlockContext& b) {
+  const size_t w0 = size_t(f.linear) / 32 * 32, lanes = std::min<size_t>(32, n - w0);
+  while (S.fault.empty() && release_warp(S, w0, n, b, /*collectives_only=*/true))
+    for (size_t l = 0; l < lanes; ++l)
+      if (S.fibers[w0 + l].state == State::ready) resume(S, S.fibers[w0 + l]);
 }
 
 void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block, const dim3& grid, size_t smem) {
@@ -379,17 +420,23 @@ void run_block(Scheduler& S, size_t n, const BlockContext& b, const dim3& block,
     f.coords.block_dim = block;
     f.coords.grid_dim = grid;
     f.fake_stack = nullptr;
+    f.copies_open.clear();
+    f.copy_groups.clear();
     make_context(f.ctx, S.stack(i), kStack, &S.main);
   }
   if (smem) std::memset(S.smem.get(), 0xFF, smem);  // NaN: a read before any write shows
   S.dynamic_bytes = smem;
+  S.warp_async.assign((n + 31) / 32, WarpAsync{});
   S.poisoned.clear();                                // and the static __shared__ arrays, at first use
   S.static_bytes = 0;
   bool ascending = true;
   for (;;) {
     for (size_t k = 0; k < n; ++k) {
       Fiber& f = S.fibers[ascending ? k : n - 1 - k];
-      if (f.state == State::ready) resume(S, f);
+      if (f.state == State::ready) {
+        resume(S, f);
+        if (f.state == State::at_warp && f.collective) run_ahead(S, f, n, b);
+      }
     }
     if (!S.fault.empty()) {
       const std::string what = std::move(S.fault);
@@ -567,6 +614,191 @@ void ldmatrix(uint32_t* r, int count, bool trans, const void* row_address) {
   if (count != 1 && count != 2 && count != 4) fault("ldmatrix: the count is not .x1, .x2 or .x4");
   LdmatrixLane lane{r, static_cast<const unsigned char*>(row_address)};
   warp_collective(kLdmatrix[trans][count == 4 ? 2 : count - 1], &lane);
+}
+
+// ---- asynchronous copies and products (cp.async, wgmma) -------------------------------------
+void cp_async16(void* dst, const void* src, int src_bytes) {
+  Fiber& f = calling_fiber("cp.async");
+  char what[200];
+  if (reinterpret_cast<uintptr_t>(dst) % 16 != 0 || reinterpret_cast<uintptr_t>(src) % 16 != 0) {
+    std::snprintf(what, sizeof what, "cp.async: addresses %p (shared) and %p (global) must be 16-byte aligned", dst, src);
+    fault(what);
+  }
+  if (src_bytes < 0 || src_bytes > 16) fault("cp.async: the source size is not 0..16 bytes");
+  if (!in_shared(dst, 16)) {
+    std::snprintf(what, sizeof what, "cp.async: destination %p is not 16 bytes of this block's shared memory", dst);
+    fault(what);
+  }
+  if (src_bytes > 0 && !device_range(src, static_cast<size_t>(src_bytes))) {
+    std::snprintf(what, sizeof what, "cp.async: source %p (%d bytes) is not device memory", src, src_bytes);
+    fault(what);
+  }
+  Fiber::AsyncCopy c{static_cast<unsigned char*>(dst), {}};
+  if (src_bytes > 0) std::memcpy(c.data, src, static_cast<size_t>(src_bytes));
+  std::memset(c.data + src_bytes, 0, static_cast<size_t>(16 - src_bytes));
+  std::memset(dst, 0xFF, 16);  // NaN until the copy lands
+  f.copies_open.push_back(c);
+}
+
+void cp_async_commit() {
+  Fiber& f = calling_fiber("cp.async.commit_group");
+  f.copy_groups.push_back(std::move(f.copies_open));
+  f.copies_open.clear();
+}
+
+void cp_async_wait(int pending) {
+  Fiber& f = calling_fiber("cp.async.wait_group");
+  size_t done = 0;
+  while (f.copy_groups.size() - done > static_cast<size_t>(std::max(pending, 0))) {
+    for (const Fiber::AsyncCopy& c : f.copy_groups[done]) std::memcpy(c.dst, c.data, 16);
+    ++done;
+  }
+  f.copy_groups.erase(f.copy_groups.begin(), f.copy_groups.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+uint32_t shared_address(const void* p) {
+  const Scheduler& S = sched();
+  const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(S.smem.get());
+  if (!S.dynamic_bytes || a < b || a >= b + S.dynamic_bytes)
+    fault("__cvta_generic_to_shared: the emulator maps only dynamic shared memory into the shared window");
+  return static_cast<uint32_t>(a - b);
+}
+
+namespace {
+
+int current_warp() {
+  const Fiber* f = sched().running;
+  return f->linear / 32;
+}
+
+// One K-major, unswizzled operand of a wgmma (rows x 16 of 16-bit elements), as its descriptor
+// says: element (row, k) at start + (row / 8)·SBO + (k / 8)·LBO + (row % 8)·16 + (k % 8)·2.
+struct Operand16 {
+  const unsigned char* start;
+  size_t lbo, sbo;
+  uint16_t at(int row, int k) const {
+    uint16_t x;
+    std::memcpy(&x, start + size_t(row / 8) * sbo + size_t(k / 8) * lbo + (row % 8) * 16 + (k % 8) * 2, 2);
+    return x;
+  }
+};
+float bf16_bits(uint16_t bits) {
+  __nv_bfloat16 x;
+  x.__x = bits;
+  return __bfloat162float(x);
+}
+bool decode(uint64_t desc, int rows, Operand16& out, std::string& error) {
+  const Scheduler& S = sched();
+  const size_t start = size_t(desc & 0x3FFF) << 4, lbo = size_t(desc >> 16 & 0x3FFF) << 4,
+               sbo = size_t(desc >> 32 & 0x3FFF) << 4;
+  const int base_offset = int(desc >> 49 & 7), swizzle = int(desc >> 62);
+  if (swizzle != 0 || base_offset != 0) {
+    error = str_cat("descriptor 0x", std::hex, desc, std::dec, ": swizzle mode ", swizzle, ", base offset ",
+                    base_offset, " (the emulator implements the unswizzled layout only)");
+    return false;
+  }
+  // the last byte the operand reaches
+  const size_t end = start + size_t((rows - 1) / 8) * sbo + lbo + 7 * 16 + 16;
+  if (end > S.dynamic_bytes) {
+    error = str_cat("descriptor 0x", std::hex, desc, std::dec, " (start ", start, ", LBO ", lbo, ", SBO ", sbo,
+                    ") reaches byte ", end, " of ", S.dynamic_bytes, " bytes of dynamic shared memory");
+    return false;
+  }
+  out = Operand16{S.smem.get() + start, lbo, sbo};
+  return true;
+}
+
+// This warp's operands as the descriptors show them now: its 16 rows of A (64 x 16), B's n rows.
+bool read_operands(const Wgmma& w, int warp, std::vector<uint16_t>& a, std::vector<uint16_t>& b, std::string& error) {
+  Operand16 A, B;
+  if (!decode(w.desc_a, 64, A, error) || !decode(w.desc_b, w.n, B, error)) return false;
+  const int row0 = 16 * (warp % 4);
+  a.resize(16 * 16), b.resize(size_t(w.n) * 16);
+  for (int r = 0; r < 16; ++r)
+    for (int k = 0; k < 16; ++k) a[r * 16 + k] = A.at(row0 + r, k);
+  for (int c = 0; c < w.n; ++c)
+    for (int k = 0; k < 16; ++k) b[size_t(c) * 16 + k] = B.at(c, k);
+  return true;
+}
+
+// D (16 rows of this warp x n) = A (its 16 rows of 64 x 16) · B (16 x n) [+ D], from the
+// operands the issue read; shared memory under them must not have changed since (on a GPU the
+// tensor cores read it at some point in between). Lane L holds
+// d[q] = D[16·(warp % 4) + g + 8·((q % 4) / 2)][8·(q / 4) + 2t + q % 2].
+void run_wgmma(const Wgmma& w, int warp) {
+  std::vector<uint16_t> a, b;
+  std::string error;
+  if (!read_operands(w, warp, a, b, error)) return collective_fault(str_cat("wgmma: ", error));
+  if (a != w.a || b != w.b)
+    return collective_fault("wgmma: shared memory under a pending wgmma changed between its issue and its wait");
+  for (int L = 0; L < 32; ++L) {
+    const int g = L / 4, t = L % 4;
+    for (int q = 0; q < w.n / 2; ++q) {
+      const int row = g + 8 * ((q % 4) / 2), col = 8 * (q / 4) + 2 * t + q % 2;
+      float s = w.scale_d ? w.d[L][q] : 0.0f;
+      for (int k = 0; k < 16; ++k) s += bf16_bits(w.a[size_t(row) * 16 + k]) * bf16_bits(w.b[size_t(col) * 16 + k]);
+      w.d[L][q] = s;
+    }
+  }
+}
+
+struct WgmmaLane {
+  float* d;
+  int n;
+  uint64_t desc_a, desc_b;
+  int scale_d, warp;
+};
+void wgmma_issue_run(void* const* lanes) {
+  const WgmmaLane& l0 = *static_cast<const WgmmaLane*>(lanes[0]);
+  if (l0.n < 8 || l0.n > 256 || l0.n % 8 != 0) return collective_fault(str_cat("wgmma: N = ", l0.n, " (8..256, a multiple of 8)"));
+  // a warpgroup: 4 consecutive warps from a multiple of 4, all in the block
+  if (size_t(l0.warp / 4 * 4 + 4) * 32 > sched().fibers.size())
+    return collective_fault(str_cat("wgmma: warp ", l0.warp, "'s warpgroup (warps ", l0.warp / 4 * 4, "..",
+                                    l0.warp / 4 * 4 + 3, ") is not all in this block of ", sched().fibers.size(),
+                                    " threads"));
+  Wgmma w{{}, l0.n, l0.desc_a, l0.desc_b, l0.scale_d, {}, {}};
+  std::string error;
+  if (!read_operands(w, l0.warp, w.a, w.b, error)) return collective_fault(str_cat("wgmma: ", error));
+  for (int L = 0; L < 32; ++L) {
+    const WgmmaLane& x = *static_cast<const WgmmaLane*>(lanes[L]);
+    if (x.n != l0.n || x.desc_a != l0.desc_a || x.desc_b != l0.desc_b || x.scale_d != l0.scale_d)
+      return collective_fault(str_cat("wgmma: lane ", L, "'s descriptors or scale differ from lane 0's"));
+    w.d[L] = x.d;
+  }
+  sched().warp_async[static_cast<size_t>(l0.warp)].open.push_back(std::move(w));
+}
+void wgmma_commit_run(void* const* lanes) {
+  WarpAsync& a = sched().warp_async[static_cast<size_t>(static_cast<const int*>(lanes[0])[0])];
+  a.groups.push_back(std::move(a.open));
+  a.open.clear();
+}
+void wgmma_wait_run(void* const* lanes) {
+  const int* arg = static_cast<const int*>(lanes[0]);  // {warp, pending}
+  WarpAsync& a = sched().warp_async[static_cast<size_t>(arg[0])];
+  size_t done = 0;
+  while (a.groups.size() - done > static_cast<size_t>(std::max(arg[1], 0))) {
+    for (const Wgmma& w : a.groups[done]) run_wgmma(w, arg[0]);
+    ++done;
+  }
+  a.groups.erase(a.groups.begin(), a.groups.begin() + static_cast<std::ptrdiff_t>(done));
+}
+const Collective kWgmma{"wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16", wgmma_issue_run};
+const Collective kWgmmaCommit{"wgmma.commit_group.sync.aligned", wgmma_commit_run};
+const Collective kWgmmaWait{"wgmma.wait_group.sync.aligned", wgmma_wait_run};
+
+}  // namespace
+
+void wgmma_bf16(float* d, int n, uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  WgmmaLane lane{d, n, desc_a, desc_b, scale_d, current_warp()};
+  warp_collective(kWgmma, &lane);
+}
+void wgmma_commit() {
+  int arg[2] = {current_warp(), 0};
+  warp_collective(kWgmmaCommit, arg);
+}
+void wgmma_wait(int pending) {
+  int arg[2] = {current_warp(), pending};
+  warp_collective(kWgmmaWait, arg);
 }
 
 uint64_t shuffle(unsigned mask, uint64_t value, Shuffle kind, int arg, int width) {
