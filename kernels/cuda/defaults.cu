@@ -28,6 +28,7 @@ constexpr Family kFamilies[] = {
     // the backward --precision bf16 runs: v2 (mma.sync), by design; unmeasured as above
     {"attention_backward_bf16", 2, 2},
     {"vq", 2, 2},           // v2: fused tiled search
+    {"row_extreme", 2, 2},  // v2: a warp per row (v1, a thread per row, crawls along long rows)
     {"conv2d", 1, 1},       // v1: implicit GEMM
 };
 const Family& find(const char* family) {

@@ -74,7 +74,9 @@ void index_axis_backward(const float* dy, const int64_t* map, float* dx, int64_t
 void gather_last(const float* x, const int64_t* idx, float* y, int64_t rows, int64_t n, int64_t m);
 void gather_last_backward(const float* dy, const int64_t* idx, float* dx, int64_t rows, int64_t n, int64_t m);
 // The max (or min) of each row of x [rows, cols] and its first index; NaN wins, as torch.
-void row_extreme(const float* x, float* value, int64_t* index, int64_t rows, int64_t cols, bool max);
+// v1: a thread per row. v2: a warp per row (coalesced reads, a shuffle reduction).
+void row_extreme(const float* x, float* value, int64_t* index, int64_t rows, int64_t cols, bool max,
+                 int version = 0);
 
 // ---- softmax.cu: over the last dimension of [rows, cols] --------------------------------------
 // v1: a block per row, three passes (max, sum, write). v2: a warp per row, one read with an

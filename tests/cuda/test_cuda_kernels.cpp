@@ -336,6 +336,38 @@ TEST_CASE("cuda gemm_bf16_nt (wgmma, sm_90): A·Bᵀ against float64, partial ti
                        doctest::Contains("A and B must be 16-byte aligned"), Error);
 }
 
+TEST_CASE("cuda row_extreme: every version, the first index of the max/min, NaN wins, short and long rows") {
+  MM_REQUIRE_CUDA();
+  struct Case { int64_t rows, cols; };
+  for (const Case c : {Case{1, 1}, Case{7, 5}, Case{9, 31}, Case{3, 32}, Case{5, 33}, Case{4, 100}, Case{2, 1000}}) {
+    CAPTURE(c.rows); CAPTURE(c.cols);
+    std::vector<float> x = randv(c.rows * c.cols, 60 + c.cols);
+    for (float& v : x) v = std::round(v * 4.0f) / 4.0f;  // few distinct values: ties everywhere
+    if (c.rows > 2) x[1 * c.cols + c.cols / 2] = NAN, x[1 * c.cols + c.cols - 1] = NAN;  // row 1: the first NaN wins
+    DeviceArray<float> dx(x);
+    for (const bool max : {true, false})
+      for (int v = 1; v <= cuda::version_count("row_extreme"); ++v) {
+        CAPTURE(max); CAPTURE(v);
+        DeviceArray<float> value = out_buffer(c.rows);
+        DeviceArray<int64_t> index(c.rows);
+        cuda::row_extreme(dx.data(), value.data(), index.data(), c.rows, c.cols, max, v);
+        const std::vector<float> got = value.download();
+        const std::vector<int64_t> at = index.download();
+        bool ok = true;
+        for (int64_t r = 0; r < c.rows; ++r) {
+          int64_t want = 0;  // the reference: first NaN, else first occurrence of the extreme
+          for (int64_t j = 1; j < c.cols && !std::isnan(x[r * c.cols + want]); ++j) {
+            const float a = x[r * c.cols + j], b = x[r * c.cols + want];
+            if (std::isnan(a) || (max ? a > b : a < b)) want = j;
+          }
+          const float wv = x[r * c.cols + want];
+          ok = ok && at[r] == want && (std::isnan(wv) ? std::isnan(got[r]) : got[r] == wv);
+        }
+        CHECK(ok);
+      }
+  }
+}
+
 TEST_CASE("cuda mma_probe: ldmatrix and mma.sync put each element where PTX documents (bf16, fp16)") {
   MM_REQUIRE_CUDA();
   for (bool fp16 : {false, true}) {
