@@ -266,23 +266,19 @@ void bench_attention_one(int64_t B, int64_t H, int64_t T, int64_t D, bool causal
   if (t_unfused > 0) r.peer_ratio = t_unfused / ms;
   r.target = T >= 1024 ? ">=0.7x cuDNN (torch peer)" : "faster than unfused";
   add(r);
-  // v2: tensor cores on bf16 operands (--precision bf16's forward); its peer is the torch
-  // script's cuDNN attention in bf16, and the float32 composition here
-  const double m2 = time_it([&] {
-    cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, 2);
-  });
-  Row r2 = flop_row("attention", cfg, "mm flash v2 fwd bf16", m2, flops);
-  if (t_unfused > 0) r2.peer_ratio = t_unfused / m2;
-  r2.target = T >= 1024 ? ">=0.7x cuDNN bf16 (torch peer)" : "faster than unfused";
-  add(r2);
-  // v3: mma.sync with the products in registers (what --precision bf16 runs)
-  const double m3 = time_it([&] {
-    cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, 3);
-  });
-  Row r3 = flop_row("attention", cfg, "mm flash v3 fwd bf16", m3, flops);
-  if (t_unfused > 0) r3.peer_ratio = t_unfused / m3;
-  r3.target = r2.target;
-  add(r3);
+  // The tensor-core forwards on bf16 operands (--precision bf16 runs v3 below 512 keys, v4 from
+  // there): v2 WMMA, v3 mma.sync with the products in registers, v4 v3 on 16-bit copies (the
+  // conversion included) with cp.async double buffering. Their peers: the torch script's cuDNN
+  // attention in bf16, and the float32 composition here.
+  for (int ver = 2; ver <= cuda::version_count("attention"); ++ver) {
+    const double mv = time_it([&] {
+      cuda::attention_forward(q.data(), k.data(), v.data(), o.data(), lse.data(), B, H, T, T, D, scale, causal, ver);
+    });
+    Row rv = flop_row("attention", cfg, "mm flash v" + std::to_string(ver) + " fwd bf16", mv, flops);
+    if (t_unfused > 0) rv.peer_ratio = t_unfused / mv;
+    rv.target = T >= 1024 ? ">=0.7x cuDNN bf16 (torch peer)" : "faster than unfused";
+    add(rv);
+  }
   const double mb = time_it([&] {
     cuda::attention_backward(q.data(), k.data(), v.data(), o.data(), lse.data(), dout.data(), dq.data(), dk.data(),
                              dv.data(), B, H, T, T, D, scale, causal);

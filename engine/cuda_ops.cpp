@@ -541,10 +541,10 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
   Tensor qd = dense(q), kd = dense(k), vd = dense(v);
   Tensor o = Tensor::empty({B, H, Tq, D}, DType::f32, Device::cuda);
   Tensor lse = Tensor::empty({B, H, Tq}, DType::f32, Device::cuda);
-  // --precision bf16|fp16: a tensor-core forward (defaults.cu's attention_16bit) on 16-bit
-  // q, k, v and probabilities
+  // --precision bf16|fp16: a tensor-core forward (defaults.cu's attention_16bit_version) on
+  // 16-bit q, k, v and probabilities
   const Precision prec = precision();
-  const int version = prec == Precision::fp32 ? 1 : cuda::default_version("attention_16bit");
+  const int version = prec == Precision::fp32 ? 1 : cuda::attention_16bit_version(Tk);
   cuda::attention_forward(fptr(qd), fptr(kd), fptr(vd), fptr(o), fptr(lse), B, H, Tq, Tk, D,
                           static_cast<float>(scale), causal, version, prec == Precision::fp16);
   const int rounding = prec == Precision::fp32 ? 0 : prec == Precision::bf16 ? 1 : 2;  // as the forward read q, k, v

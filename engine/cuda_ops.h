@@ -38,8 +38,9 @@ namespace mm::cuda_ops {
 // with float32 accumulation and float32 results, the tensor-core rate. Tensors stay float32
 // in memory (the master values of whatever is optimised); operands are rounded to 16 bits
 // as each GEMM reads them. The fused attention reads 16-bit q, k, v too (the tensor-core
-// kernels defaults.cu names attention_16bit, and attention_backward_bf16 after a bf16
-// forward); the other ops stay float32, and the CPU always computes in float32. Per thread: PrecisionScope sets it for a block (the models
+// kernels defaults.cu picks: attention_16bit_version, and attention_backward_bf16 after a
+// bf16 forward); the other ops stay float32, and the CPU always computes in float32. Per
+// thread: PrecisionScope sets it for a block (the models
 // open one with their own precision, ClipModel/VQGAN::set_precision, so the apps' other
 // GEMMs stay float32). Each backward step runs at its forward's precision, except that fp16
 // forwards take bf16 backwards: gradients span more range than fp16's 6e-8..65504 and there

@@ -358,42 +358,32 @@ __device__ __forceinline__ void zero(float (&x)[N][4]) {
     for (int e = 0; e < 4; ++e) x[n][e] = 0.0f;
 }
 
-template <typename T16, int DP>
-__global__ void __launch_bounds__(128) attention_fwd_v3(const float* __restrict__ q, const float* __restrict__ k,
-                                                        const float* __restrict__ v, float* __restrict__ o,
-                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
-                                                        float scale, bool causal) {
-  constexpr int ld = DP + 8, NT = DP / 8;  // row stride (elements); O's n-tiles
-  extern __shared__ __align__(128) float4 attn3_smem[];
-  uint32_t* Qw = reinterpret_cast<uint32_t*>(attn3_smem);  // [64][ld] T16, as pairs
-  uint32_t* Kw = Qw + 64 * ld / 2;
-  uint32_t* Vw = Kw + 64 * ld / 2;
-  const unsigned short* Qe = reinterpret_cast<const unsigned short*>(Qw);  // element addresses, for ldmatrix
-  const unsigned short* Ke = reinterpret_cast<const unsigned short*>(Kw);
-  const unsigned short* Ve = reinterpret_cast<const unsigned short*>(Vw);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
-  stage_pairs<T16, DP>(Qw, ld, q + bh * Tq * D, q0, Tq, kRows2, D);
-  // rows g and g + 8 of the warp's 16: the last key each sees (-1: none, past Tq)
+// The forward's per-warp state across key tiles: O (16 x DP) in registers, and for rows g and
+// g + 8 the running max m, this lane's part of the sum l, and the last key the row sees.
+template <int DP>
+struct Fwd3Rows {
+  float acc[DP / 8][4];
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   int64_t last[2];
+  __device__ Fwd3Rows(int64_t q0, int64_t Tq, int64_t Tk, bool causal) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
+    zero(acc);
 #pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int64_t row = q0 + warp * 16 + g + 8 * h;
-    last[h] = row < Tq ? min(Tk - 1, last_key(row, Tq, Tk, causal)) : -1;
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = q0 + warp * 16 + g + 8 * h;
+      last[h] = row < Tq ? min(Tk - 1, last_key(row, Tq, Tk, causal)) : -1;
+    }
   }
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[NT][4];
-  zero(acc);
-  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
-  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
-  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
-    __syncthreads();  // the previous tile's K and V are consumed
-    stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, k0, Tk, kKeys2, D);
-    stage_pairs<T16, DP>(Vw, ld, v + bh * Tk * D, k0, Tk, kKeys2, D);
-    __syncthreads();
+  // One tile of 64 keys from k0 (K and V staged, rows of ld elements): S = Q Kᵀ, the online
+  // softmax (scaled, masked scores; the quad's max; O and l rescaled by e^(m_old − m_new)),
+  // P = e^(s − m) summed in float32 and rounded to T16 as the A fragments of O += P V.
+  template <typename T16>
+  __device__ void tile(const unsigned short* Qrows, const unsigned short* Ke, const unsigned short* Ve, int ld,
+                       int64_t k0, float scale) {
+    const int t = threadIdx.x & 3;
     float s[8][4];
     zero(s);
-    mma_rows_colsT<T16, DP>(s, Qe + warp * 16 * ld, Ke, ld);
-    // online softmax: scaled, masked scores; the quad's max; rescale O and l
+    mma_rows_colsT<T16, DP>(s, Qrows, Ke, ld);
     float tmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < 8; ++j)
@@ -414,10 +404,9 @@ __global__ void __launch_bounds__(128) attention_fwd_v3(const float* __restrict_
       l[h] *= alpha[h];
     }
 #pragma unroll
-    for (int n = 0; n < NT; ++n)
+    for (int n = 0; n < DP / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[n][e] *= alpha[e >> 1];
-    // P = e^(s − m), summed in float32 (per lane until the end), rounded to T16 for P·V
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -429,28 +418,144 @@ __global__ void __launch_bounds__(128) attention_fwd_v3(const float* __restrict_
     to_a_fragments<T16>(pa, s);
     mma_p_vals<T16, DP>(acc, pa, Ve, ld);
   }
-  // the quad's partial sums; o = O / l; lse from the quad's first lane
-  float inv[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
-    inv[h] = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
-  }
-#pragma unroll
-  for (int n = 0; n < NT; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      const int64_t row = q0 + warp * 16 + g + 8 * (e >> 1);
-      const int col = 8 * n + 2 * t + (e & 1);
-      if (row < Tq && col < D) o[(bh * Tq + row) * D + col] = acc[n][e] * inv[e >> 1];
-    }
-  if (t == 0)
+  // The quad's partial sums; o = O / l; lse from the quad's first lane.
+  __device__ void finish(float* __restrict__ o, float* __restrict__ lse, int64_t bh, int64_t q0, int64_t Tq, int D) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    float inv[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t row = q0 + warp * 16 + g + 8 * h;
-      if (row < Tq) lse[bh * Tq + row] = l[h] > 0.0f ? m[h] + __logf(l[h]) : -INFINITY;
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+      inv[h] = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
     }
+#pragma unroll
+    for (int n = 0; n < DP / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t row = q0 + warp * 16 + g + 8 * (e >> 1);
+        const int col = 8 * n + 2 * t + (e & 1);
+        if (row < Tq && col < D) o[(bh * Tq + row) * D + col] = acc[n][e] * inv[e >> 1];
+      }
+    if (t == 0)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int64_t row = q0 + warp * 16 + g + 8 * h;
+        if (row < Tq) lse[bh * Tq + row] = l[h] > 0.0f ? m[h] + __logf(l[h]) : -INFINITY;
+      }
+  }
+};
+
+// The keys a block of 64 query rows from q0 needs: [0, k_end).
+__device__ __forceinline__ int64_t block_key_end(int64_t q0, int64_t Tq, int64_t Tk, bool causal) {
+  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
+  return min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+}
+
+template <typename T16, int DP>
+__global__ void __launch_bounds__(128) attention_fwd_v3(const float* __restrict__ q, const float* __restrict__ k,
+                                                        const float* __restrict__ v, float* __restrict__ o,
+                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
+                                                        float scale, bool causal) {
+  constexpr int ld = DP + 8;  // row stride (elements)
+  extern __shared__ __align__(128) float4 attn3_smem[];
+  uint32_t* Qw = reinterpret_cast<uint32_t*>(attn3_smem);  // [64][ld] T16, as pairs
+  uint32_t* Kw = Qw + 64 * ld / 2;
+  uint32_t* Vw = Kw + 64 * ld / 2;
+  const unsigned short* Qe = reinterpret_cast<const unsigned short*>(Qw);  // element addresses, for ldmatrix
+  const unsigned short* Ke = reinterpret_cast<const unsigned short*>(Kw);
+  const unsigned short* Ve = reinterpret_cast<const unsigned short*>(Vw);
+  const int warp = threadIdx.x >> 5;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
+  stage_pairs<T16, DP>(Qw, ld, q + bh * Tq * D, q0, Tq, kRows2, D);
+  Fwd3Rows<DP> rows(q0, Tq, Tk, causal);
+  const int64_t k_end = block_key_end(q0, Tq, Tk, causal);
+  for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
+    __syncthreads();  // the previous tile's K and V are consumed
+    stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, k0, Tk, kKeys2, D);
+    stage_pairs<T16, DP>(Vw, ld, v + bh * Tk * D, k0, Tk, kKeys2, D);
+    __syncthreads();
+    rows.template tile<T16>(Qe + warp * 16 * ld, Ke, Ve, ld, k0, scale);
+  }
+  rows.finish(o, lse, bh, q0, Tq, D);
+}
+
+// ---- v4: v3 on 16-bit q, k, v in memory, K and V double-buffered by cp.async ---------------
+// attention_forward converts q, k and v once (to16_padded: [BH, T, DP] T16, zero columns past
+// D) and the kernel streams K and V tiles with 16-byte cp.async copies into two shared-memory
+// buffers: the next tile is in flight while the tensor cores work on this one. For long
+// sequences each K and V row is read ceil(Tq / 64) times, in half the bytes of v3's float32
+// reads and without stalling the block. (For short ones the conversion pass costs more than it
+// saves: defaults.cu's attention_16bit_version picks.)
+template <int DP>
+constexpr size_t fwd4_bytes() {
+  return size_t(5) * 64 * (DP + 8) * 2;  // Q, K x 2, V x 2
+}
+
+// rows x DP elements of a [.., DP] T16 matrix from row0 into shared memory (row stride ld
+// elements) by cp.async, zero-filled past rows_total.
+template <int DP>
+__device__ __forceinline__ void copy_rows_async(unsigned short* dst, int ld, const unsigned short* __restrict__ src,
+                                                int64_t row0, int64_t rows_total) {
+  constexpr int chunks = DP / 8;  // 16 bytes each
+  for (int c = threadIdx.x; c < 64 * chunks; c += blockDim.x) {
+    const int r = c / chunks, x = c % chunks;
+    const int64_t gr = row0 + r;
+    const bool in = gr < rows_total;
+    ptx::cp_async16(dst + r * ld + 8 * x, in ? src + gr * DP + 8 * x : src, in ? 16 : 0);
+  }
+}
+
+template <typename T16, int DP>
+__global__ void __launch_bounds__(128) attention_fwd_v4(const unsigned short* __restrict__ q,
+                                                        const unsigned short* __restrict__ k,
+                                                        const unsigned short* __restrict__ v, float* __restrict__ o,
+                                                        float* __restrict__ lse, int64_t Tq, int64_t Tk, int D,
+                                                        float scale, bool causal) {
+  constexpr int ld = DP + 8;
+  extern __shared__ __align__(128) float4 attn4_smem[];
+  unsigned short* Qs = reinterpret_cast<unsigned short*>(attn4_smem);  // [64][ld]
+  unsigned short* Ks = Qs + 64 * ld;                                   // [2][64][ld]
+  unsigned short* Vs = Ks + 2 * 64 * ld;                               // [2][64][ld]
+  const int warp = threadIdx.x >> 5;
+  const int64_t bh = blockIdx.y, q0 = blockIdx.x * int64_t(kRows2);
+  const unsigned short* kb = k + bh * Tk * DP;
+  const unsigned short* vb = v + bh * Tk * DP;
+  Fwd3Rows<DP> rows(q0, Tq, Tk, causal);
+  const int64_t k_end = block_key_end(q0, Tq, Tk, causal);
+  const int tiles = int((k_end + kKeys2 - 1) / kKeys2);
+  copy_rows_async<DP>(Qs, ld, q + bh * Tq * DP, q0, Tq);
+  if (tiles > 0) {
+    copy_rows_async<DP>(Ks, ld, kb, 0, Tk);
+    copy_rows_async<DP>(Vs, ld, vb, 0, Tk);
+  }
+  ptx::cp_async_commit();  // group: Q and tile 0
+  for (int i = 0; i < tiles; ++i) {
+    const int buf = i & 1;
+    if (i + 1 < tiles) {  // tile i + 1 into the other buffer (consumed at i - 1, before the barrier that ended it)
+      const int64_t k1 = int64_t(i + 1) * kKeys2;
+      copy_rows_async<DP>(Ks + (buf ^ 1) * 64 * ld, ld, kb, k1, Tk);
+      copy_rows_async<DP>(Vs + (buf ^ 1) * 64 * ld, ld, vb, k1, Tk);
+    }
+    ptx::cp_async_commit();
+    ptx::cp_async_wait<1>();  // all but the newest group: tile i (and Q) have landed, for this thread
+    __syncthreads();          // and for every thread
+    rows.template tile<T16>(Qs + warp * 16 * ld, Ks + buf * 64 * ld, Vs + buf * 64 * ld, ld, int64_t(i) * kKeys2,
+                            scale);
+    __syncthreads();  // buffer buf is consumed: the next iteration refills it
+  }
+  rows.finish(o, lse, bh, q0, Tq, D);
+}
+
+// x [rows, D] float32 -> y [rows, DP] T16, zero past D.
+template <typename T16, int DP>
+void to16_padded(const float* x, unsigned short* y, int64_t rows, int64_t D) {
+  launch_each(rows * DP, "attention_forward", [=] __device__(int64_t e) {
+    const int64_t r = e / DP, d = e % DP;
+    const T16 h = ptx::to16<T16>(d < D ? x[r * D + d] : 0.0f);
+    unsigned short bits;
+    memcpy(&bits, &h, 2);
+    y[e] = bits;
+  });
 }
 
 // ---- the backward on the tensor cores (bf16 products, float32 statistics) ------------------
@@ -500,8 +605,7 @@ __global__ void __launch_bounds__(128) attention_bwd3_dq(const float* __restrict
   }
   float acc[NT][4];
   zero(acc);
-  const int64_t q_last = min(q0 + kRows2, Tq) - 1;
-  const int64_t k_end = min(Tk, last_key(q_last, Tq, Tk, causal) + 1);
+  const int64_t k_end = block_key_end(q0, Tq, Tk, causal);
   for (int64_t k0 = 0; k0 < k_end; k0 += kKeys2) {
     __syncthreads();
     stage_pairs<T16, DP>(Kw, ld, k + bh * Tk * D, k0, Tk, kKeys2, D);
@@ -838,6 +942,15 @@ void attention_forward_16bit(const float* q, const float* k, const float* v, flo
         constexpr size_t bytes = Fwd2Layout<DP>::bytes;
         set_smem(attention_fwd_v2<T16, DP>, bytes, "attention_forward");
         attention_fwd_v2<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
+      } else if (version == 4) {
+        DeviceArray<unsigned short> qh(size_t(BH * Tq * DP)), kh(size_t(BH * Tk * DP)), vh(size_t(BH * Tk * DP));
+        to16_padded<T16, DP>(q, qh.data(), BH * Tq, D);
+        to16_padded<T16, DP>(k, kh.data(), BH * Tk, D);
+        to16_padded<T16, DP>(v, vh.data(), BH * Tk, D);
+        constexpr size_t bytes = fwd4_bytes<DP>();
+        set_smem(attention_fwd_v4<T16, DP>, bytes, "attention_forward");
+        attention_fwd_v4<T16, DP><<<grid, 128, bytes, stream()>>>(qh.data(), kh.data(), vh.data(), o, lse, Tq, Tk,
+                                                                   int(D), scale, causal);
       } else {
         constexpr size_t bytes = fwd3_bytes<DP>();
         set_smem(attention_fwd_v3<T16, DP>, bytes, "attention_forward");

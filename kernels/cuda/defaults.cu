@@ -20,10 +20,7 @@ constexpr Family kFamilies[] = {
     {"group_norm", 2, 2},   // v2: few groups split across blocks
     {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
     {"gemm_bf16", 1, 2},    // v1: WMMA (v2, mma.sync + ldmatrix, is unmeasured)
-    {"attention", 1, 3},    // v1: flash-style, float32 (v2 and v3 are tensor-core ones: attention_16bit)
-    // the forward --precision bf16|fp16 runs: v3 (mma.sync, products in registers) rather than
-    // v2 (WMMA, products through shared memory) by design; unmeasured until the device script runs
-    {"attention_16bit", 3, 3},
+    {"attention", 1, 4},    // v1: flash-style, float32 (v2..v4 are tensor-core ones: attention_16bit_version)
     {"attention_backward", 1, 2},  // v1: float32 arithmetic (v2, bf16 tensor cores: attention_backward_bf16)
     // the backward --precision bf16 runs: v2 (mma.sync), by design; unmeasured as above
     {"attention_backward_bf16", 2, 2},
@@ -39,6 +36,13 @@ const Family& find(const char* family) {
 }  // namespace
 
 int default_version(const char* family) { return find(family).default_version; }
+
+// The forward --precision bf16|fp16 runs, by design (unmeasured until the device script
+// runs): v3 (mma.sync, products in registers, float32 q, k, v read and rounded as they are
+// staged) for short key sequences, where converting q, k and v first would cost more than it
+// saves; v4 (v3 on 16-bit copies, K and V double-buffered by cp.async) from 512 keys, where
+// each K and V row is read 8 or more times.
+int attention_16bit_version(int64_t keys) { return keys >= 512 ? 4 : 3; }
 int version_count(const char* family) { return find(family).versions; }
 
 int resolve_version(const char* family, int version) {

@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/ptx.cuh"
 
 namespace mm::cuda {
 
@@ -37,29 +38,6 @@ __device__ __forceinline__ uint64_t descriptor(const unsigned char* p) {
   return uint64_t((a & 0x3FFFF) >> 4) | (lbo >> 4) << 16 | (sbo >> 4) << 32;  // swizzle bits 62-63: 0, none
 }
 
-__device__ __forceinline__ void cp_async16(unsigned char* dst, const void* src, int src_bytes) {
-#if defined(MM_CUDA_EMULATED)
-  ::mm::emu::cp_async16(dst, src, src_bytes);
-#elif defined(__CUDA_ARCH__)
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
-#endif
-}
-__device__ __forceinline__ void cp_async_commit() {
-#if defined(MM_CUDA_EMULATED)
-  ::mm::emu::cp_async_commit();
-#elif defined(__CUDA_ARCH__)
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-template <int Pending>
-__device__ __forceinline__ void cp_async_wait() {
-#if defined(MM_CUDA_EMULATED)
-  ::mm::emu::cp_async_wait(Pending);
-#elif defined(__CUDA_ARCH__)
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
-#endif
-}
 // Shared memory written through the generic proxy (cp.async, stores) before the tensor cores
 // read it through the async proxy (wgmma): each writer fences before the barrier.
 __device__ __forceinline__ void fence_proxy_async() {
@@ -146,7 +124,7 @@ __global__ void __launch_bounds__(256, 2) gemm_bf16_nt_wgmma(const __nv_bfloat16
       const int64_t row = (b ? bn : bm) + 8 * warp + lane8 + 64 * hi_row, k = k0 + 8 * (kq + 4 * hi_k);
       const bool in = row < (b ? N : M) && k < K;  // K % 8 == 0: a chunk is all inside or all outside
       const __nv_bfloat16* base = b ? B : A;
-      cp_async16(stage + b * kHOperandBytes + hi_k * 2 * kHStepBytes + hi_row * 2048, in ? base + row * K + k : base,
+      ptx::cp_async16(stage + b * kHOperandBytes + hi_k * 2 * kHStepBytes + hi_row * 2048, in ? base + row * K + k : base,
                  in ? 16 : 0);
     }
   };
@@ -157,15 +135,15 @@ __global__ void __launch_bounds__(256, 2) gemm_bf16_nt_wgmma(const __nv_bfloat16
 #pragma unroll
   for (int s = 0; s < kHStages - 1; ++s) {
     if (s < ktiles) load(s, int64_t(s) * kHK);
-    cp_async_commit();  // (an empty group past the last tile keeps the count of groups regular)
+    ptx::cp_async_commit();  // (an empty group past the last tile keeps the count of groups regular)
   }
   for (int kt = 0; kt < ktiles; ++kt) {
-    cp_async_wait<kHStages - 2>();  // this thread's copies of tile kt have landed
+    ptx::cp_async_wait<kHStages - 2>();  // this thread's copies of tile kt have landed
     fence_proxy_async();
     __syncthreads();  // everyone's have, and every wgmma of tile kt - 1 (whose stage is refilled next) is done
     const int next = kt + kHStages - 1;
     if (next < ktiles) load(next % kHStages, int64_t(next) * kHK);
-    cp_async_commit();
+    ptx::cp_async_commit();
     const unsigned char* stage = gemm_h_smem + (kt % kHStages) * kHStageBytes;
     fence_operands(acc);
     wgmma_fence();

@@ -14,6 +14,8 @@ namespace mm::cuda {
 
 // The default version of each kernel family (what version 0 selects), and how many exist.
 int default_version(const char* family);
+// The tensor-core attention forward for `keys` keys (defaults.cu: v3 for short sequences, v4 for long).
+int attention_16bit_version(int64_t keys);
 int version_count(const char* family);
 
 // ---- elementwise.cu -------------------------------------------------------------------------
@@ -146,10 +148,11 @@ void cublas_gemm_half_batched(int64_t batch, int64_t M, int64_t N, int64_t K, co
 // shared memory in tiles, keeps the running max and sum per row (online softmax) and never
 // writes the T x T matrix. lse [B, H, Tq] (the log-sum-exp of each row's scaled scores) is
 // kept for the backward. causal: query i sees keys j <= i + (Tk - Tq).
-// v1: float32 on the CUDA cores. v2 and v3: tensor cores on q, k, v and the probabilities
+// v1: float32 on the CUDA cores. v2..v4: tensor cores on q, k, v and the probabilities
 // rounded to bf16 (fp16 when fp16), float32 softmax statistics and sums; v2 through WMMA with
-// the running output in shared memory, v3 through mma.sync with S, P and O in registers (the
-// one --precision bf16|fp16 runs: default_version("attention_16bit")). fp16 is ignored by v1.
+// the running output in shared memory, v3 through mma.sync with S, P and O in registers, v4
+// v3 on 16-bit copies of q, k, v (one conversion pass) with K and V tiles double-buffered by
+// cp.async. --precision bf16|fp16 runs attention_16bit_version(Tk). fp16 is ignored by v1.
 void attention_forward(const float* q, const float* k, const float* v, float* o, float* lse, int64_t B, int64_t H,
                        int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version = 0,
                        bool fp16 = false);

@@ -1,5 +1,5 @@
-// kernels/cuda/ptx.cuh: the warp-level tensor-core instructions behind attention v3 and
-// gemm_bf16 v2, as inline PTX. Unlike WMMA, whose fragments are opaque, these come with
+// kernels/cuda/ptx.cuh: the warp-level tensor-core instructions behind attention v3/v4 and
+// gemm_bf16 v2, as inline PTX, and cp.async (at the end). Unlike WMMA, whose fragments are opaque, these come with
 // register layouts that PTX documents, so a kernel can work on the accumulators in its own
 // registers (rescale a row of O, turn S into the next product's operand) without a trip
 // through shared memory. The layouts, for lane L of the warp, g = L / 4, t = L % 4, and a
@@ -109,6 +109,34 @@ __device__ __forceinline__ void ldmatrix_x2(uint32_t (&r)[2], const void* row) {
                  : "=r"(r[0]), "=r"(r[1])
                  : "r"(addr)
                  : "memory");
+#endif
+}
+
+// cp.async.cg.shared.global: 16 bytes from global memory into shared memory without passing
+// through registers, the bytes past src_bytes zero-filled (src_bytes 0: src is not read, but
+// must still be a valid address); commit_group closes this thread's batch of copies,
+// wait_group<N> waits until at most N of its batches are still in flight.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, int src_bytes) {
+#if defined(MM_CUDA_EMULATED)
+  ::mm::emu::cp_async16(dst, src, src_bytes);
+#elif defined(__CUDA_ARCH__)
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(src_bytes) : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(MM_CUDA_EMULATED)
+  ::mm::emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__)
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+template <int Pending>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(MM_CUDA_EMULATED)
+  ::mm::emu::cp_async_wait(Pending);
+#elif defined(__CUDA_ARCH__)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(Pending) : "memory");
 #endif
 }
 
