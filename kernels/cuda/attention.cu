@@ -365,7 +365,7 @@ struct Fwd3Rows {
   float acc[DP / 8][4];
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   int64_t last[2];
-  __device__ Fwd3Rows(int64_t q0, int64_t Tq, int64_t Tk, bool causal) {
+  __device__ __forceinline__ Fwd3Rows(int64_t q0, int64_t Tq, int64_t Tk, bool causal) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2;
     zero(acc);
 #pragma unroll
@@ -378,7 +378,7 @@ struct Fwd3Rows {
   // softmax (scaled, masked scores; the quad's max; O and l rescaled by e^(m_old − m_new)),
   // P = e^(s − m) summed in float32 and rounded to T16 as the A fragments of O += P V.
   template <typename T16>
-  __device__ void tile(const unsigned short* Qrows, const unsigned short* Ke, const unsigned short* Ve, int ld,
+  __device__ __forceinline__ void tile(const unsigned short* Qrows, const unsigned short* Ke, const unsigned short* Ve, int ld,
                        int64_t k0, float scale) {
     const int t = threadIdx.x & 3;
     float s[8][4];
@@ -419,7 +419,7 @@ struct Fwd3Rows {
     mma_p_vals<T16, DP>(acc, pa, Ve, ld);
   }
   // The quad's partial sums; o = O / l; lse from the quad's first lane.
-  __device__ void finish(float* __restrict__ o, float* __restrict__ lse, int64_t bh, int64_t q0, int64_t Tq, int D) {
+  __device__ __forceinline__ void finish(float* __restrict__ o, float* __restrict__ lse, int64_t bh, int64_t q0, int64_t Tq, int D) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     float inv[2];
 #pragma unroll
@@ -543,6 +543,7 @@ __global__ void __launch_bounds__(128) attention_fwd_v4(const unsigned short* __
                             scale);
     __syncthreads();  // buffer buf is consumed: the next iteration refills it
   }
+  ptx::cp_async_wait<0>();  // (with no key tile, Q's copies: none left in flight at exit)
   rows.finish(o, lse, bh, q0, Tq, D);
 }
 
@@ -930,7 +931,7 @@ struct Tag {
   using type = T;
 };
 
-// v2 or v3 on bf16 (fp16 when fp16) operands.
+// v2, v3 or v4 on bf16 (fp16 when fp16) operands.
 void attention_forward_16bit(const float* q, const float* k, const float* v, float* o, float* lse, int64_t BH,
                              int64_t Tq, int64_t Tk, int64_t D, float scale, bool causal, int version, bool fp16) {
   const dim3 grid(ceil_div(Tq, kRows2), unsigned(BH));

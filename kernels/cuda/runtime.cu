@@ -144,6 +144,9 @@ void* allocate(size_t bytes, const char* op) {
     cudaError_t e = cudaMalloc(&p, size);
     if (e == cudaErrorMemoryAllocation) {
       cudaGetLastError();
+      // pooled blocks may still be read or written by queued work on the stream: let it finish
+      // before handing them back (cudaFree would usually wait anyway; this does not rely on it)
+      cudaStreamSynchronize(stream());
       P.release_free();
       e = cudaMalloc(&p, size);
     }

@@ -512,6 +512,19 @@ TEST_CASE("cuda attention: fused forward and backward against naive float64, cau
   }
 }
 
+TEST_CASE("cuda attention: with no keys every forward writes o = 0 and lse = -inf") {
+  MM_REQUIRE_CUDA();
+  const std::vector<float> q = randv(2 * 5 * 64, 3);
+  DeviceArray<float> dq(q);
+  for (int version = 1; version <= cuda::version_count("attention"); ++version) {
+    CAPTURE(version);
+    DeviceArray<float> o = out_buffer(q.size()), lse = out_buffer(2 * 5);
+    cuda::attention_forward(dq.data(), nullptr, nullptr, o.data(), lse.data(), 1, 2, 5, 0, 64, 0.125f, false, version);
+    for (const float x : o.download()) REQUIRE(x == 0.0f);
+    for (const float x : lse.download()) REQUIRE(x == -INFINITY);
+  }
+}
+
 TEST_CASE("cuda attention: with no queries the backward writes zero key gradients") {
   MM_REQUIRE_CUDA();
   for (const int version : {1, 2}) {
