@@ -15,6 +15,8 @@
 //       while the previous k-tile is multiplied (two shared-memory buffers, one barrier per
 //       k-tile), fragments come from shared memory by ldmatrix (padded rows: no bank
 //       conflicts), and the accumulators are written straight from registers.
+//   gemm_bf16_nt (gemm_sm90.cu): Hopper's warpgroup wgmma, operands read by the tensor cores
+//       from shared memory through descriptors, fed by cp.async.
 #include <cublas_v2.h>
 #include <mma.h>
 

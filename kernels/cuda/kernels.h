@@ -111,8 +111,9 @@ void group_norm_backward(const float* x, const float* w, const float* b, const f
 
 // ---- gemm.cu: C[M, N] = A[M, K] · B[K, N] (row-major; trans_a/trans_b read A as [K, M], B as [N, K])
 // v1: a thread per output, straight from global memory. v2: 32x32 tiles in shared memory.
-// v3: 128x128 block tiles, 8x8 outputs per thread in registers (the classic SGEMM). v4 is
-// gemm_bf16 (tensor cores). The production path is cublas_gemm.
+// v3: 128x128 block tiles, 8x8 outputs per thread in registers (the classic SGEMM). The
+// tensor-core rungs are gemm_bf16 (WMMA, then mma.sync) and gemm_bf16_nt (wgmma, sm_90).
+// The production path is cublas_gemm.
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A, const float* B, float* C,
           int version = 0);
 // bf16 operands, float32 accumulate and output; row-major, A [M, K], B [K, N].
