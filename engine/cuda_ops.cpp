@@ -560,8 +560,7 @@ Tensor attention(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor
       Tensor dk = Tensor::empty(ks.shape(), DType::f32, Device::cuda);
       Tensor dv = Tensor::empty(vs.shape(), DType::f32, Device::cuda);
       cuda::attention_backward(fptr(qs), fptr(ks), fptr(vs), fptr(os), fptr(lse), fptr(dout), fptr(dq), fptr(dk),
-                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal, rounding,
-                               rounding == 1 ? cuda::default_version("attention_backward_bf16") : 1);
+                               fptr(dv), B, H, Tq, Tk, D, static_cast<float>(scale), causal, rounding);
       return {dq, dk, dv};
     });
   }

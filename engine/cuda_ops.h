@@ -38,7 +38,7 @@ namespace mm::cuda_ops {
 // with float32 accumulation and float32 results, the tensor-core rate. Tensors stay float32
 // in memory (the master values of whatever is optimised); operands are rounded to 16 bits
 // as each GEMM reads them. The fused attention reads 16-bit q, k, v too (the tensor-core
-// kernels defaults.cu picks: attention_16bit_version, and attention_backward_bf16 after a
+// kernels defaults.cu picks: attention_16bit_version, and attention_backward_version after a
 // bf16 forward); the other ops stay float32, and the CPU always computes in float32. Per
 // thread: PrecisionScope sets it for a block (the models
 // open one with their own precision, ClipModel/VQGAN::set_precision, so the apps' other

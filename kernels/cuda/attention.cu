@@ -903,12 +903,6 @@ __global__ void causal_mask_k(float* s, int64_t Tq, int64_t Tk, int64_t n) {
   }
 }
 
-// Launches kernel<NV> with `bytes` of dynamic shared memory (raising the limit when needed).
-template <typename Kernel>
-void set_smem(Kernel kernel, size_t bytes, const char* op) {
-  if (bytes > 48 * 1024) MM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
-}
-
 void check_attention(const char* op, int64_t B, int64_t H, int64_t Tq, int64_t Tk, int64_t D, bool causal) {
   MM_CHECK(D >= 1 && D <= 128, "[cuda] ", op, ": head size ", D, " is not supported by the fused kernel (1..128)");
   MM_CHECK(B * H < 65536, "[cuda] ", op, ": B*H = ", B * H, " exceeds 65535");
@@ -941,7 +935,7 @@ void attention_forward_16bit(const float* q, const float* k, const float* v, flo
       constexpr int DP = decltype(dp)::value;
       if (version == 2) {
         constexpr size_t bytes = Fwd2Layout<DP>::bytes;
-        set_smem(attention_fwd_v2<T16, DP>, bytes, "attention_forward");
+        allow_dynamic_smem<attention_fwd_v2<T16, DP>>(bytes, "attention_forward");
         attention_fwd_v2<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
       } else if (version == 4) {
         DeviceArray<unsigned short> qh(size_t(BH * Tq * DP)), kh(size_t(BH * Tk * DP)), vh(size_t(BH * Tk * DP));
@@ -949,12 +943,12 @@ void attention_forward_16bit(const float* q, const float* k, const float* v, flo
         to16_padded<T16, DP>(k, kh.data(), BH * Tk, D);
         to16_padded<T16, DP>(v, vh.data(), BH * Tk, D);
         constexpr size_t bytes = fwd4_bytes<DP>();
-        set_smem(attention_fwd_v4<T16, DP>, bytes, "attention_forward");
+        allow_dynamic_smem<attention_fwd_v4<T16, DP>>(bytes, "attention_forward");
         attention_fwd_v4<T16, DP><<<grid, 128, bytes, stream()>>>(qh.data(), kh.data(), vh.data(), o, lse, Tq, Tk,
                                                                    int(D), scale, causal);
       } else {
         constexpr size_t bytes = fwd3_bytes<DP>();
-        set_smem(attention_fwd_v3<T16, DP>, bytes, "attention_forward");
+        allow_dynamic_smem<attention_fwd_v3<T16, DP>>(bytes, "attention_forward");
         attention_fwd_v3<T16, DP><<<grid, 128, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
       }
     });
@@ -985,7 +979,7 @@ void attention_forward(const float* q, const float* k, const float* v, float* o,
   const size_t bytes = sizeof(float) * (kRows * D + kKeys * (D + 1) + kKeys * D);
   const dim3 grid(ceil_div(Tq, kRows), unsigned(B * H));
   MM_ATTN_DISPATCH(NV, {
-    set_smem(attention_fwd_v1<NV>, bytes, "attention_forward");
+    allow_dynamic_smem<attention_fwd_v1<NV>>(bytes, "attention_forward");
     attention_fwd_v1<NV><<<grid, 256, bytes, stream()>>>(q, k, v, o, lse, Tq, Tk, int(D), scale, causal);
   });
   MM_CUDA_LAUNCHED("attention_forward");
@@ -996,7 +990,7 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
                         int64_t Tk, int64_t D, float scale, bool causal, int rounding, int version) {
   check_attention("attention_backward", B, H, Tq, Tk, D, causal);
   MM_CHECK(rounding >= 0 && rounding <= 2, "[cuda] attention_backward: rounding ", rounding, " (0, 1 bf16, 2 fp16)");
-  version = resolve_version("attention_backward", version);
+  version = version == 0 ? attention_backward_version(rounding) : resolve_version("attention_backward", version);
   MM_CHECK(version == 1 || rounding == 1, "[cuda] attention_backward: version 2 multiplies bf16 operands; rounding ",
            rounding, " asks for ", rounding == 0 ? "float32" : "fp16", " (version 1)");
   if (B * H == 0) return;
@@ -1016,11 +1010,11 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
     with_padded_head(D, [&](auto dp) {
       constexpr int DP = decltype(dp)::value;
       constexpr size_t bytes = bwd3_bytes<DP>();
-      set_smem(attention_bwd3_dq<DP>, bytes, "attention_backward");
+      allow_dynamic_smem<attention_bwd3_dq<DP>>(bytes, "attention_backward");
       attention_bwd3_dq<DP><<<dim3(ceil_div(Tq, kRows2), unsigned(B * H)), 128, bytes, stream()>>>(
           q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
       MM_CUDA_LAUNCHED("attention_backward");
-      set_smem(attention_bwd3_dkdv<DP>, bytes, "attention_backward");
+      allow_dynamic_smem<attention_bwd3_dkdv<DP>>(bytes, "attention_backward");
       attention_bwd3_dkdv<DP><<<dim3(ceil_div(Tk, kKeys2), unsigned(B * H)), 128, bytes, stream()>>>(
           q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
       MM_CUDA_LAUNCHED("attention_backward");
@@ -1032,11 +1026,11 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   auto run = [&](auto rounded) {  // the rounding as a template argument: no branch in the loads
     constexpr int R = decltype(rounded)::value;
     MM_ATTN_DISPATCH(NV, {
-      set_smem(attention_bwd_dq<NV, R>, dq_bytes, "attention_backward");
+      allow_dynamic_smem<attention_bwd_dq<NV, R>>(dq_bytes, "attention_backward");
       attention_bwd_dq<NV, R><<<dim3(ceil_div(Tq, kRows), unsigned(B * H)), 256, dq_bytes, stream()>>>(
           q, k, v, lse, delta.data(), dout, dq, Tq, Tk, int(D), scale, causal);
       MM_CUDA_LAUNCHED("attention_backward");
-      set_smem(attention_bwd_dkdv<NV, R>, kv_bytes, "attention_backward");
+      allow_dynamic_smem<attention_bwd_dkdv<NV, R>>(kv_bytes, "attention_backward");
       attention_bwd_dkdv<NV, R><<<dim3(ceil_div(Tk, kKeyRows), unsigned(B * H)), 256, kv_bytes, stream()>>>(
           q, k, v, lse, delta.data(), dout, dk, dv, Tq, Tk, int(D), scale, causal);
     });

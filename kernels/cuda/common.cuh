@@ -5,12 +5,26 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 
 #include "kernels/cuda/check.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/cuda/runtime.h"
 
 namespace mm::cuda {
+
+// Lets Kernel launch with `bytes` of dynamic shared memory: past 48 KiB a kernel needs
+// cudaFuncSetAttribute first. Called before each launch, it sets the attribute once per
+// kernel (raising it if a later launch needs more), not on every call.
+template <auto Kernel>
+void allow_dynamic_smem(size_t bytes, const char* op) {
+  static std::mutex mu;
+  static size_t allowed = 48 * 1024;
+  std::lock_guard<std::mutex> lock(mu);
+  if (bytes <= allowed) return;
+  MM_CUDA_CHECK(cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)), op);
+  allowed = bytes;
+}
 
 // Enough blocks to fill the device a few times over for grid-stride loops.
 inline unsigned grid_for(int64_t n, int threads) {

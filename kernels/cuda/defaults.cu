@@ -21,9 +21,7 @@ constexpr Family kFamilies[] = {
     {"gemm", 3, 3},         // v3: register-tiled SGEMM (float32; gemm_bf16 is the tensor-core one)
     {"gemm_bf16", 1, 2},    // v1: WMMA (v2, mma.sync + ldmatrix, is unmeasured)
     {"attention", 1, 4},    // v1: flash-style, float32 (v2..v4 are tensor-core ones: attention_16bit_version)
-    {"attention_backward", 1, 2},  // v1: float32 arithmetic (v2, bf16 tensor cores: attention_backward_bf16)
-    // the backward --precision bf16 runs: v2 (mma.sync), by design; unmeasured as above
-    {"attention_backward_bf16", 2, 2},
+    {"attention_backward", 1, 2},  // v1: float32 arithmetic (v2: bf16 tensor cores, attention_backward_version)
     {"vq", 2, 2},           // v2: fused tiled search
     {"row_extreme", 2, 2},  // v2: a warp per row (v1, a thread per row, crawls along long rows)
     {"conv2d", 1, 1},       // v1: implicit GEMM
@@ -43,6 +41,11 @@ int default_version(const char* family) { return find(family).default_version; }
 // saves; v4 (v3 on 16-bit copies, K and V double-buffered by cp.async) from 512 keys, where
 // each K and V row is read 8 or more times.
 int attention_16bit_version(int64_t keys) { return keys >= 512 ? 4 : 3; }
+
+// The backward for q, k, v rounded as the forward read them (rounding 0 float32, 1 bf16, 2
+// fp16): v2 (mma.sync on bf16 operands, by design, unmeasured) after a bf16 forward; v1
+// (float32 arithmetic) otherwise: fp16 products would lose dS's small values.
+int attention_backward_version(int rounding) { return rounding == 1 ? 2 : default_version("attention_backward"); }
 int version_count(const char* family) { return find(family).versions; }
 
 int resolve_version(const char* family, int version) {

@@ -175,10 +175,7 @@ void gemm_bf16_nt(int64_t M, int64_t N, int64_t K, const __nv_bfloat16* A, const
   MM_CHECK(compute_capability() == 90, "[cuda] gemm_bf16_nt: wgmma needs an sm_90 GPU (H100, H200); this one is sm_",
            compute_capability());
   if (M == 0 || N == 0) return;
-  if (kHSmemBytes > 48 * 1024)
-    MM_CUDA_CHECK(cudaFuncSetAttribute(gemm_bf16_nt_wgmma, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       int(kHSmemBytes)),
-                  "gemm_bf16_nt");
+  allow_dynamic_smem<gemm_bf16_nt_wgmma>(kHSmemBytes, "gemm_bf16_nt");
   gemm_bf16_nt_wgmma<<<dim3(ceil_div(N, kHN), ceil_div(M, kHM)), 256, kHSmemBytes, stream()>>>(A, B, C, M, N, K);
   MM_CUDA_LAUNCHED("gemm_bf16_nt");
 }

@@ -16,6 +16,8 @@ namespace mm::cuda {
 int default_version(const char* family);
 // The tensor-core attention forward for `keys` keys (defaults.cu: v3 for short sequences, v4 for long).
 int attention_16bit_version(int64_t keys);
+// The attention backward that version 0 picks for a rounding of q, k, v (defaults.cu).
+int attention_backward_version(int rounding);
 int version_count(const char* family);
 
 // ---- elementwise.cu -------------------------------------------------------------------------
@@ -162,7 +164,7 @@ void attention_forward(const float* q, const float* k, const float* v, float* o,
 // probabilities match its lse; 0 reads them as they are (after v1).
 // v1: float32 arithmetic on the CUDA cores (any rounding). v2: tensor cores (mma.sync), bf16
 // only (rounding 1): every product on bf16 operands (q, k, v, dout, and the probabilities and
-// dS rounded), float32 sums; what --precision bf16 runs (default_version("attention_backward_bf16")).
+// dS rounded), float32 sums. Version 0: attention_backward_version(rounding), v2 after bf16.
 void attention_backward(const float* q, const float* k, const float* v, const float* o, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t B, int64_t H, int64_t Tq,
                         int64_t Tk, int64_t D, float scale, bool causal, int rounding = 0, int version = 0);
