@@ -8,9 +8,11 @@
 //
 // Adding a kernel: write `int bench_x(const Args&)` and add a row to kBenches below.
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <random>
@@ -25,11 +27,21 @@
 #include "bench/bench_cuda.h"
 #endif
 #ifndef MM_BENCH_ENGINE_ONLY  // the device machine builds the engine and kernels alone
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
 #include "models/clip.h"
+#include "models/clip_config.h"
 #include "models/vqgan_clip.h"
+#include "weights_tools/safetensors.h"
+#include "weights_tools/torch_file.h"
 #endif
 
 namespace {
+
+std::vector<std::string> g_command_line;  // mmbench's argv (clip-load runs itself again)
 
 // Command-line flags after the kernel name: `--key value` pairs plus the bare flag --json.
 struct Args {
@@ -247,6 +259,82 @@ int bench_clip_image(const Args& args) {
   return 0;
 }
 
+// clip-load: the memory a CLIP costs, in a fresh process. Without --file F existing, writes
+// random weights of the real shapes (--model-config) in OpenAI's dtype mix (convert_weights:
+// conv, linear and attention weights and the projections fp16; embeddings, norms fp32) to F,
+// then runs itself again to measure from scratch: peak resident memory (VmHWM) after
+// ClipModel::load, then after prepack("visual.") and one batch-1 encode_image (what mmclip
+// and mmgen do on the CPU), each against the file's size.
+int64_t status_kib(const char* field) {  // from /proc/self/status, in KiB (-1 when absent)
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(field, 0) == 0) return std::stoll(line.substr(std::strlen(field)));
+  return -1;
+}
+bool openai_half(const std::string& key) {
+  auto ends = [&](const char* e) {
+    const size_t n = std::strlen(e);
+    return key.size() >= n && key.compare(key.size() - n, n, e) == 0;
+  };
+  if (key == "text_projection" || key == "visual.proj") return true;
+  if (key.find("ln_") != std::string::npos || key.find(".bn") != std::string::npos ||
+      key.find("embedding") != std::string::npos || key == "logit_scale")
+    return false;
+  return ends(".weight") || ends(".bias") || ends("in_proj_weight") || ends("in_proj_bias");
+}
+int bench_clip_load(const Args& args) {
+  const std::string name = args.get("model-config", "ViT-B/32");
+  setup_device_and_threads(args);
+  const std::string file = args.get("file", "/tmp/mm_clip_load_" + std::to_string(::getuid()) + ".safetensors");
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    const mm::ClipConfig c = mm::clip_config_preset(name);
+    std::vector<std::pair<std::string, mm::Shape>> table;
+    for (const auto& spec : mm::clip_weight_table(c)) table.push_back({spec.key, spec.shape});
+    std::vector<std::pair<std::string, mm::Tensor>> tensors;
+    for (auto& [key, t] : random_weights(table).tensors)
+      tensors.push_back({key, openai_half(key) ? t.to(mm::DType::f16) : t});
+    mm::save_safetensors(file, tensors);
+    std::fprintf(stderr, "mmbench clip-load: wrote %s (%s, OpenAI's fp16/fp32 mix); measuring in a fresh process\n",
+                 file.c_str(), name.c_str());
+    std::vector<std::string> keep = g_command_line;
+    keep.push_back("--file");
+    keep.push_back(file);
+    std::vector<char*> again;
+    for (auto& a : keep) again.push_back(a.data());
+    again.push_back(nullptr);
+    ::execv("/proc/self/exe", again.data());
+    throw mm::Error(mm::str_cat("mmbench clip-load: cannot run itself again: ", std::strerror(errno)));
+  }
+  MM_CHECK(::stat(file.c_str(), &st) == 0, "mmbench clip-load: cannot stat '", file, "'");
+  const double file_mib = static_cast<double>(st.st_size) / (1 << 20);
+  const double base_mib = static_cast<double>(status_kib("VmRSS:")) / 1024;
+  const int64_t base_anon_kib = status_kib("RssAnon:");
+  const mm::TensorFile f = mm::load_weights(file);
+  mm::ClipModel clip = mm::ClipModel::load(f, mm::infer_clip_config(f));
+  if (args.get("widen", "0") != "0") clip = clip.to(mm::DType::f32);  // every weight a float32 copy (mm before 12/2026)
+  const double load_mib = static_cast<double>(status_kib("VmHWM:")) / 1024 - base_mib;
+  if (args.get("prepack", "1") != "0") clip.prepack("visual.");
+  {
+    mm::NoGradGuard ng;
+    const int64_t r = clip.config().image_resolution;
+    mm::Generator gen(0);
+    clip.encode_image(mm::Tensor::randn({1, 3, r, r}, gen));
+  }
+  const double run_mib = static_cast<double>(status_kib("VmHWM:")) / 1024 - base_mib;
+  // of which private memory (the rest are pages of the mapped file, which the kernel can drop)
+  const double anon_mib = static_cast<double>(status_kib("RssAnon:") - base_anon_kib) / 1024;
+  report(args, "clip-load",
+         {{"model", "\"" + name + "\""}, {"file_mib", num(file_mib)}, {"load_peak_mib", num(load_mib)},
+          {"load_ratio", num(load_mib / file_mib)}, {"encode_peak_mib", num(run_mib)},
+          {"encode_ratio", num(run_mib / file_mib)}, {"encode_private_mib", num(anon_mib)}},
+         "file " + num(file_mib) + " MiB; peak after load " + num(load_mib) + " MiB (" + num(load_mib / file_mib) +
+             "x the file); after prepack + one encode_image " + num(run_mib) + " MiB (" + num(run_mib / file_mib) +
+             "x; private " + num(anon_mib) + " MiB, the rest mapped file pages), above the " + num(base_mib) +
+             " MiB the process had before");
+  return 0;
+}
+
 // vqgan-clip-step: one mmgen optimisation step (quantise, decode, cutouts, CLIP, backward,
 // Adam) with random weights of taming's f16-16384 VQGAN and a CLIP (--model-config).
 int bench_vqgan_clip_step(const Args& args) {
@@ -335,6 +423,11 @@ const std::vector<Bench>& benches() {
        "CLIP encode_image, random weights of a real model; --model-config ViT-B/32 --batch N [--prepack 0|1] "
        "[--device cuda [--precision bf16]]",
        {"model-config", "batch", "prepack", "device", "precision", "threads", "repeat"}, bench_clip_image, true},
+      {"clip-load",
+       "peak memory of loading a CLIP (fresh process; writes random weights of the real shapes in OpenAI's fp16/fp32 "
+       "mix to --file first if it does not exist); --model-config ViT-B/32 [--file F] [--prepack 0|1] [--widen 1: "
+       "all weights float32 copies]",
+       {"model-config", "file", "prepack", "widen", "threads"}, bench_clip_load, true},
       {"vqgan-clip-step",
        "one mmgen step, random f16-16384 VQGAN + CLIP; --size 256 --cutn 32 [--model-config] [--device cuda "
        "[--precision bf16]] (on the device: the allocator's peak too)",
@@ -397,6 +490,7 @@ int run(int argc, char** argv) {
     MM_CHECK(i + 1 < argc, "mmbench: flag '", flag, "' needs a value");
     args.values[key] = argv[++i];
   }
+  g_command_line.assign(argv, argv + argc);
   return bench->run(args);
 }
 

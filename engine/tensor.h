@@ -31,8 +31,9 @@ struct Storage {
   size_t nbytes = 0;
   Device device = Device::cpu;
   std::shared_ptr<void> owner;
-  // A GEMM-packed copy of a frozen weight in this storage (mm::prepack_linear_weight), type-
-  // erased; copy_, fill_ and set_requires_grad(true) on any view of the storage drop it.
+  // GEMM-packed copies of frozen weights in this storage, one per packed view
+  // (mm::prepack_linear_weight), type-erased; copy_, fill_ and set_requires_grad(true) on any
+  // view of the storage drop them all.
   std::shared_ptr<const void> gemm_pack;
 
   static std::shared_ptr<Storage> allocate(size_t nbytes, Device device);

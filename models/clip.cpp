@@ -165,8 +165,13 @@ ClipModel ClipModel::load(const TensorFile& file, const ClipConfig& config) {
              " but the config expects ", shape_str(*it->second), " (config ", config.str(), ")");
     MM_CHECK(is_floating(t.dtype()), "[clip] ", file.path, ": tensor '", key, "' is ", t.str(),
              ", expected a floating-point tensor");
-    // fp16 -> fp32 is exact; an f32 tensor stays a view of the (memory-mapped) file.
-    m.weights_[key] = t.detach().to(DType::f32).contiguous();
+    // The linear layers' weights, most of the model, stay as the file stores them: views of
+    // the memory-mapped file, 16-bit in OpenAI's releases, which linear() widens exactly
+    // (per call, or once by prepack). The rest becomes float32 (fp16 -> fp32 is exact; an f32
+    // tensor stays a view of the file). So loading ViT-B/32 costs about its file in memory,
+    // not the 1.7x of a float32 copy.
+    const bool keep = is_linear_weight_key(key) && t.dim() == 2 && is_half_weight(t);
+    m.weights_[key] = keep ? t.detach() : t.detach().to(DType::f32).contiguous();
   }
   for (const auto& spec : table)
     MM_CHECK(m.weights_.count(spec.key), "[clip] ", file.path, ": missing tensor '", spec.key, "' (expected shape ",
@@ -189,27 +194,28 @@ ClipModel ClipModel::to(DType dtype) const {
 }
 
 ClipModel ClipModel::to(Device device) const {
-  return map_weights([device](const Tensor& t) { return t.to(device); });
+  // The device computes on float32 weights: 16-bit ones are widened there (copied at 16 bits).
+  return map_weights([device](const Tensor& t) {
+    return device == Device::cpu ? t.to(device) : t.to(device).to(DType::f32);
+  });
 }
 
-int64_t ClipModel::prepack(const std::string& prefix) {
+bool is_linear_weight_key(const std::string& key) {
   // The weights that reach linear(): attention projections and MLPs (not embeddings, convs or
   // the output projections, which go through matmul).
   static const char* const kLinear[] = {"attn.in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.weight",
                                         "q_proj.weight",       "k_proj.weight",   "v_proj.weight"};
-  auto ends_with = [](const std::string& s, const char* e) {
+  for (const char* e : kLinear) {
     const size_t n = std::strlen(e);
-    return s.size() >= n && s.compare(s.size() - n, n, e) == 0;
-  };
-  int64_t n = 0;
-  for (const auto& [key, t] : weights_) {
-    if (key.rfind(prefix, 0) != 0) continue;
-    for (const char* e : kLinear)
-      if (ends_with(key, e)) {
-        n += prepack_linear_weight(t);
-        break;
-      }
+    if (key.size() >= n && key.compare(key.size() - n, n, e) == 0) return true;
   }
+  return false;
+}
+
+int64_t ClipModel::prepack(const std::string& prefix) {
+  int64_t n = 0;
+  for (const auto& [key, t] : weights_)
+    if (key.rfind(prefix, 0) == 0 && is_linear_weight_key(key)) n += prepack_linear_weight(t);
   return n;
 }
 

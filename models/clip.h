@@ -62,12 +62,16 @@ struct ClipTensorSpec {
 
 // Every tensor a CLIP with this config has, in state-dict order, with its shape.
 std::vector<ClipTensorSpec> clip_weight_table(const ClipConfig& config);
+// Whether `key` names a weight that goes through linear() (attention and MLP projections).
+bool is_linear_weight_key(const std::string& key);
 
 class ClipModel {
  public:
   // Checks `file` against clip_weight_table(config): a missing key, a wrong shape or an
   // unknown key is an mm::Error naming the file and the key (input_resolution,
-  // context_length, vocab_size and *.num_batches_tracked are skipped). Converts to float32.
+  // context_length, vocab_size and *.num_batches_tracked are skipped). Linear weights stored
+  // at 16 bits stay so, as views of the file (linear() widens them exactly); the rest is
+  // converted to float32.
   static ClipModel load(const TensorFile& file, const ClipConfig& config);
 
   // pixel_values [B, 3, R, R] float32 (or float64 after to(f64)), normalised with CLIP's

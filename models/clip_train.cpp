@@ -90,7 +90,8 @@ void ClipModel::set_trainable(bool trainable) {
   for (auto& [key, t] : weights_) {
     // Weights loaded from a safetensors file may be views of its read-only mapping: the
     // optimiser and BatchNorm update in place, so a trainable model owns private copies.
-    if (trainable) t = t.detach().clone();
+    // (16-bit weights kept from a half-precision file become float32: what the optimiser updates.)
+    if (trainable) t = t.dtype() == DType::f32 ? t.detach().clone() : t.detach().to(DType::f32);
     if (!is_running_stat(key)) t.set_requires_grad(trainable);
   }
 }

@@ -193,38 +193,66 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 
 namespace {
 
-// What prepack_linear_weight leaves in the weight's storage: the view it packed, and the pack.
+// What prepack_linear_weight leaves in the weight's storage: for each view it packed, the
+// view and its pack. One storage may hold many weights (a memory-mapped file's tensors).
 struct LinearPack {
   int64_t offset, rs, cs;
+  DType dtype;
   kernels::PackedB b;
+  bool packs(const Tensor& w) const {
+    return offset == w.offset() && rs == w.strides()[1] && cs == w.strides()[0] && dtype == w.dtype() &&
+           b.K == w.size(1) && b.N == w.size(0);
+  }
 };
+using LinearPacks = std::vector<LinearPack>;
 
 // The usable pack of this exact view of a weight, or null.
 const kernels::PackedB* pack_of(const Tensor& weight) {
   const std::shared_ptr<const void>& any = weight.impl()->storage->gemm_pack;
-  if (!any || weight.dtype() != DType::f32 || weight.requires_grad()) return nullptr;
-  const auto* p = static_cast<const LinearPack*>(any.get());
-  const bool same_view = p->offset == weight.offset() && p->rs == weight.strides()[1] &&
-                         p->cs == weight.strides()[0] && p->b.K == weight.size(1) && p->b.N == weight.size(0);
-  return same_view && p->b.usable() ? &p->b : nullptr;
+  if (!any || weight.requires_grad()) return nullptr;
+  for (const LinearPack& p : *static_cast<const LinearPacks*>(any.get()))
+    if (p.packs(weight)) return p.b.usable() ? &p.b : nullptr;
+  return nullptr;
 }
 
 }  // namespace
 
 bool prepack_linear_weight(const Tensor& weight) {
-  if (!weight.defined() || weight.dim() != 2 || weight.dtype() != DType::f32 || weight.requires_grad() ||
-      weight.device() != Device::cpu || weight.numel() == 0)
+  if (!weight.defined() || weight.dim() != 2 || !(weight.dtype() == DType::f32 || is_half_weight(weight)) ||
+      weight.requires_grad() || weight.device() != Device::cpu || weight.numel() == 0)
     return false;
-  // B = W^T [in, out]: element (k, j) = W[j, k].
-  auto pack = std::make_shared<LinearPack>(LinearPack{
-      weight.offset(), weight.strides()[1], weight.strides()[0],
-      kernels::pack_b(weight.size(1), weight.size(0), {weight.data<float>(), weight.strides()[1], weight.strides()[0]})});
-  weight.impl()->storage->gemm_pack = std::move(pack);
+  // B = W^T [in, out]: element (k, j) = W[j, k]. A 16-bit weight is widened (exactly) into a
+  // temporary first: the pack is float32 either way.
+  const Tensor w = weight.dtype() == DType::f32 ? weight : weight.to(DType::f32);
+  LinearPack pack{weight.offset(), weight.strides()[1], weight.strides()[0], weight.dtype(),
+                  kernels::pack_b(w.size(1), w.size(0), {w.data<float>(), w.strides()[1], w.strides()[0]})};
+  // The storage's list is immutable once published: a new list with this view's pack added
+  // (or replaced).
+  std::shared_ptr<const void>& slot = weight.impl()->storage->gemm_pack;
+  auto packs = std::make_shared<LinearPacks>();
+  if (slot)
+    for (const LinearPack& p : *static_cast<const LinearPacks*>(slot.get()))
+      if (!p.packs(weight)) packs->push_back(p);
+  packs->push_back(std::move(pack));
+  slot = std::move(packs);
   return true;
 }
 
+bool is_half_weight(const Tensor& weight) {
+  return weight.defined() && (weight.dtype() == DType::f16 || weight.dtype() == DType::bf16);
+}
+
+bool linear_weight_packed(const Tensor& weight) { return weight.defined() && pack_of(weight) != nullptr; }
+
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  check_float_pair("linear", "x", x, "weight", weight);
+  if (is_half_weight(weight)) {
+    MM_CHECK(x.defined() && x.dtype() == DType::f32, "[linear] weight ", weight.str(), " is 16-bit: x must be float32, got ",
+             x.defined() ? x.str() : std::string("undefined"));
+    MM_CHECK(!weight.requires_grad(), "[linear] weight ", weight.str(),
+             " requires grad: a trained weight must be float32 (convert it with to(DType::f32))");
+  } else {
+    check_float_pair("linear", "x", x, "weight", weight);
+  }
   MM_CHECK(weight.dim() == 2, "[linear] weight ", shape_str(weight.shape()), " must be 2-D [out, in]");
   MM_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), "[linear] x ", shape_str(x.shape()), " and weight ",
            shape_str(weight.shape()), ": x's last dim must equal weight's in-features ", weight.size(1));
@@ -241,7 +269,9 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   out_shape.back() = out_f;
   // (on the device cuBLAS computes y; the backward below is shared)
   const bool device = cuda_ops::on_device("linear", {&x, &weight, &bias});
-  Tensor y = device ? cuda_ops::linear(x, weight, bias).reshape({R, out_f}) : Tensor::empty({R, out_f}, x.dtype());
+  Tensor y = device ? cuda_ops::linear(x, is_half_weight(weight) ? weight.detach().to(DType::f32) : weight, bias)
+                         .reshape({R, out_f})
+                   : Tensor::empty({R, out_f}, x.dtype());
   if (!device) dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* py = y.data<T>();
@@ -254,8 +284,10 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       kernels::sgemm_packed(R, out_f, in, 1.f, {x2.data<float>(), x2.strides()[0], x2.strides()[1]}, *packed, 0.f,
                             reinterpret_cast<float*>(py), out_f);
     } else {
-      detail::gemm<T>(R, out_f, in, T(1), x2.data<T>(), x2.strides()[0], x2.strides()[1], weight.data<T>(),
-                      weight.strides()[1], weight.strides()[0], T(0), py, out_f);
+      // a 16-bit weight (a model kept as its file stores it) is widened for this call only
+      const Tensor w = is_half_weight(weight) ? weight.detach().to(DType::f32) : weight;
+      detail::gemm<T>(R, out_f, in, T(1), x2.data<T>(), x2.strides()[0], x2.strides()[1], w.data<T>(),
+                      w.strides()[1], w.strides()[0], T(0), py, out_f);
     }
     if (bias.defined()) {  // y[r, :] += bias, while the rows are still warm from the GEMM
       const T* pbias = bias.data<T>();
@@ -286,7 +318,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       cuda_ops::PrecisionScope scope(prec);  // (the device's GEMMs at the forward's precision)
       // dY: [R, out];  dX = dY @ W,  dW = dY^T @ X,  db = sum over rows of dY
       Tensor dy = g[0].reshape({R, out_f});
-      return Grads{want_x ? matmul(dy, wd).reshape(x_shape) : Tensor(), want_w ? matmul(dy.t(), xs) : Tensor(),
+      return Grads{want_x ? matmul(dy, is_half_weight(wd) ? wd.to(DType::f32) : wd).reshape(x_shape) : Tensor(),
+                   want_w ? matmul(dy.t(), xs) : Tensor(),
                    want_b ? sum(dy, {0}) : Tensor()};
     };
     record_op("linear", {x, weight, bias}, {y}, backward);

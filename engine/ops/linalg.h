@@ -26,15 +26,22 @@ Tensor matmul(const Tensor& a, const Tensor& b);
 
 // y = x @ weight^T + bias over the last dim of x, as one GEMM over all rows of x.
 // x [..., in], weight [out, in], bias [out] or undefined -> y [..., out].
+// A frozen weight may be float16/bfloat16 with float32 x (a model kept in its file's dtype,
+// memory-mapped): it is widened exactly, per call or once by prepack_linear_weight, and the
+// result is bitwise that of the float32 weight. Input gradients flow; the weight's cannot.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+bool is_half_weight(const Tensor& weight);  // float16 or bfloat16: what linear widens
 
 // Packs a frozen float32 linear weight [out, in] for the GEMM once, so that later linear()
 // calls with this weight skip packing it on every call (at transformer sizes that costs a
 // third of the multiply; kernels/gemm.h, PackedB). Results are bitwise the same. Costs a second
 // copy of the weight. The weight must not change afterwards: copy_, fill_ and
 // set_requires_grad(true) drop the pack, writes through data<T>() do not. Returns false (and
-// does nothing) for weights that require grad or are not float32 2-D.
+// does nothing) for weights that require grad or are not float32/16-bit 2-D. A 16-bit weight
+// is packed as float32 (the pack then replaces its per-call widening).
 bool prepack_linear_weight(const Tensor& weight);
+// Whether linear() will read this exact view of `weight` from a pack.
+bool linear_weight_packed(const Tensor& weight);
 
 // ---- helpers for other ops' CPU kernels (attention, vq) ---------------------------------
 namespace detail {

@@ -253,3 +253,50 @@ TEST_CASE("prepack_linear_weight: bitwise the same linear, gradients to x, dropp
   CHECK_FALSE(prepack_linear_weight(rand64({4, 4}, 44)));
   CHECK_FALSE(prepack_linear_weight(b));
 }
+
+TEST_CASE("linear with a 16-bit weight: bitwise the widened float32 weight's result, packed or not, gradients to x") {
+  for (DType half : {DType::f16, DType::bf16}) {
+    CAPTURE(dtype_name(half));
+    // 96 x 64 weights and 150 rows: above sgemm's small-problem size, so packs are used
+    Tensor x = rand64({3, 50, 64}, 51).to(f32), b = rand64({96}, 53).to(f32);
+    Tensor wh = rand64({96, 64}, 52).to(half);
+    Tensor wf = wh.to(f32);  // exact
+    const std::vector<float> want = linear(x, wf, b).to_vector<float>();
+    CHECK(linear(x, wh, b).to_vector<float>() == want);
+    // strided 16-bit views (a slice of in_proj, a transpose) widen the same way
+    check_close(linear(x, wh.narrow(0, 32, 32), Tensor()), linear(x, wf.narrow(0, 32, 32), Tensor()), 0, 0, "slice");
+    // the input gradient, with the weight widened again in the backward
+    Tensor xa = x.detach().set_requires_grad(true), xb = x.detach().set_requires_grad(true);
+    sum(mul(linear(xa, wh, b), linear(xa, wh, b))).backward();
+    sum(mul(linear(xb, wf, b), linear(xb, wf, b))).backward();
+    CHECK(xa.grad().to_vector<float>() == xb.grad().to_vector<float>());
+    // packed from 16 bits: the same result, read from the pack
+    REQUIRE(prepack_linear_weight(wh));
+    CHECK(linear_weight_packed(wh));
+    CHECK_FALSE(linear_weight_packed(wh.narrow(0, 0, 48)));
+    CHECK(linear(x, wh, b).to_vector<float>() == want);
+    // errors: a 16-bit weight with non-float32 x, or one that would be trained
+    CHECK_THROWS_WITH(linear(x.to(f64), wh, b), doctest::Contains("is 16-bit: x must be float32, got float64"));
+    Tensor wt = rand64({96, 64}, 54).to(half).set_requires_grad(true);
+    CHECK_THROWS_WITH(linear(x, wt, b), doctest::Contains("a trained weight must be float32"));
+  }
+}
+
+TEST_CASE("prepack_linear_weight: several weights that view one storage (a mapped file) each keep their pack") {
+  Tensor file = rand64({3 * 96 * 64}, 61).to(f32);  // three [96, 64] weights back to back
+  std::vector<Tensor> ws;
+  for (int i = 0; i < 3; ++i) ws.push_back(file.narrow(0, i * 96 * 64, 96 * 64).reshape({96, 64}));
+  Tensor x = rand64({2, 40, 64}, 62).to(f32);
+  std::vector<std::vector<float>> plain;
+  for (const Tensor& w : ws) plain.push_back(linear(x, w, Tensor()).to_vector<float>());
+  for (const Tensor& w : ws) REQUIRE(prepack_linear_weight(w));
+  for (int i = 0; i < 3; ++i) {
+    CHECK(linear_weight_packed(ws[i]));
+    CHECK(linear(x, ws[i], Tensor()).to_vector<float>() == plain[i]);
+  }
+  REQUIRE(prepack_linear_weight(ws[1]));  // packed again: replaced, not added twice
+  CHECK(linear_weight_packed(ws[0]));
+  CHECK(linear_weight_packed(ws[1]));
+  ws[2].fill_(0.25);  // a write through any view drops every pack of the storage
+  for (const Tensor& w : ws) CHECK_FALSE(linear_weight_packed(w));
+}

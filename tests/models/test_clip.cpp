@@ -5,6 +5,8 @@
 // Run: ./build/mm_tests --source-file=*test_clip.cpp
 #include <doctest/doctest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -118,6 +120,43 @@ TEST_CASE("clip_rn_tiny matches OpenAI CLIP (.pt and .safetensors)") {
       check_against_refs(load_tiny(f, "clip_rn_tiny"), exp, std::string("rn") + ext);
     }
   }
+}
+
+TEST_CASE("clip keeps an fp16 file's linear weights as 16-bit views of the file; the rest float32") {
+  MM_REQUIRE_REFS("clip_vit_tiny.pt");
+  const TensorFile f = load_ref("clip_vit_tiny.pt");
+  const ClipModel m = load_tiny(f, "clip_vit_tiny");
+  int64_t kept = 0;
+  for (const auto& [key, t] : f.tensors) {
+    const std::vector<ClipTensorSpec> table = clip_weight_table(m.config());
+    if (std::none_of(table.begin(), table.end(), [&](const ClipTensorSpec& s) { return s.key == key; })) continue;
+    CAPTURE(key);
+    const Tensor& w = m.weight(key);
+    if (is_linear_weight_key(key) && t.dtype() == DType::f16) {
+      // the file's own bytes: no copy was made
+      CHECK(w.dtype() == DType::f16);
+      CHECK(w.impl()->storage == t.impl()->storage);
+      CHECK(w.offset() == t.offset());
+      ++kept;
+    } else {
+      CHECK(w.dtype() == DType::f32);
+    }
+  }
+  // every transformer block has in_proj, out_proj, c_fc and c_proj (the tiny ViT and text
+  // towers: 2 + 2 blocks)
+  CHECK(kept >= 16);
+  // prepacked from 16 bits, encode_image is bitwise what it was
+  MM_REQUIRE_REFS("clip_vit_tiny_expected.safetensors");
+  const TensorFile exp = load_ref("clip_vit_tiny_expected.safetensors");
+  NoGradGuard ng;
+  const std::vector<float> before = m.encode_image(exp.get("pixel_values")).to_vector<float>();
+  ClipModel packed = load_tiny(f, "clip_vit_tiny");
+  CHECK(packed.prepack("visual.") > 0);
+  CHECK(packed.encode_image(exp.get("pixel_values")).to_vector<float>() == before);
+  // training widens them: the optimiser updates float32 copies, never the mapped file
+  packed.set_trainable(true);
+  CHECK(packed.weight("visual.transformer.resblocks.0.mlp.c_fc.weight").dtype() == DType::f32);
+  CHECK(packed.weight("visual.transformer.resblocks.0.mlp.c_fc.weight").requires_grad());
 }
 
 TEST_CASE("clip encode_text pools at the first EOT: empty text, truncated text, repeated EOT, short context") {
