@@ -1,6 +1,7 @@
 // weights_tools/mmconvert.cpp: the weight-file command line.
 //
-//   mmconvert info FILE                                  list tensors: name, dtype, shape
+//   mmconvert info FILE                                  list tensors: name, dtype, shape, and the
+//                                                        model config inferred from them
 //   mmconvert FILE OUT.safetensors [--dtype fp16|fp32|keep]   convert to mm's format
 //
 // FILE may be an OpenAI .pt (TorchScript), a torch.save checkpoint (pytorch_model.bin,
@@ -10,6 +11,9 @@
 #include <string>
 
 #include "engine/mm.h"
+#include "models/clip.h"
+#include "models/clip_config.h"
+#include "models/vqgan.h"
 #include "weights_tools/torch_file.h"
 
 using namespace mm;
@@ -38,6 +42,26 @@ int info(const std::string& path) {
   }
   std::printf("%zu tensors, %lld elements, %.1f MB\n", f.tensors.size(), static_cast<long long>(total), bytes / 1e6);
   for (const auto& [k, v] : f.metadata) std::printf("metadata %s = %s\n", k.c_str(), v.c_str());
+  // The model, as the apps would infer it from these shapes.
+  try {
+    if (f.contains("encoder.conv_in.weight") && f.contains("quant_conv.weight")) {
+      std::printf("model: taming %s (inferred; resolution and attn_resolutions assume 256: model.yaml has the "
+                  "real ones)\n",
+                  infer_vqgan_config(f, 256).str().c_str());
+    } else {
+      const bool hf = map_hf_clip_names(f);
+      if (f.contains("token_embedding.weight") && (f.contains("visual.proj") || f.contains("visual.attnpool.c_proj.weight"))) {
+        const ClipConfig c = infer_clip_config(f);
+        std::printf("model: CLIP %s (inferred%s%s)\n", c.str().c_str(), hf ? " from Hugging Face names" : "",
+                    c.transformer_heads == 0 ? "; text heads by OpenAI's width/64 rule: 0, give them with --model-config"
+                                             : "");
+      }
+      else
+        std::printf("model: not a CLIP or taming VQGAN that mm knows (tensors only)\n");
+    }
+  } catch (const std::exception& e) {
+    std::printf("model: cannot infer a config: %s\n", e.what());
+  }
   return 0;
 }
 

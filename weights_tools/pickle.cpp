@@ -206,10 +206,10 @@ class Decoder {
         }
         case 'h': push(memo_get(le(1))); break;  // BINGET
         case 'j': push(memo_get(le(4))); break;  // LONG_BINGET
-        case 'g': push(memo_get(std::stoull(line()))); break;
+        case 'g': push(memo_get(decimal(line()))); break;
         case 'q': memo_[le(1)] = top(); break;  // BINPUT
         case 'r': memo_[le(4)] = top(); break;  // LONG_BINPUT
-        case 'p': memo_[std::stoull(line())] = top(); break;
+        case 'p': memo_[decimal(line())] = top(); break;
         case 0x94: memo_[memo_.size()] = top(); break;  // MEMOIZE
         default:
           throw Error(str_cat(what_, ": unsupported pickle opcode 0x", std::hex, static_cast<int>(op), std::dec,
@@ -242,6 +242,12 @@ class Decoder {
   uint64_t checked_len(uint64_t n) {
     check(n <= size_ - pos_, "a length runs past the end of the data");
     return n;
+  }
+  // A text-protocol memo index: decimal digits only (a clear error, not std::stoull's).
+  uint64_t decimal(const std::string& s) {
+    check(!s.empty() && s.size() <= 18 && s.find_first_not_of("0123456789") == std::string::npos,
+          str_cat("bad memo index '", s.substr(0, 32), "'").c_str());
+    return std::stoull(s);
   }
   std::string line() {
     std::string s;
@@ -379,7 +385,8 @@ class Decoder {
     const Tensor& storage = st->tensor;
     const int64_t storage_numel = storage.numel();
     Shape shape, strides;
-    int64_t last = off->i;  // largest element index touched
+    __int128 last = off->i;  // largest element index touched (128 bits: sizes x strides cannot overflow)
+    __int128 numel = 1;
     bool empty = false;
     for (size_t k = 0; k < size->items.size(); ++k) {
       check(size->items[k]->kind == Value::Kind::integer && stride->items[k]->kind == Value::Kind::integer,
@@ -389,9 +396,11 @@ class Decoder {
       shape.push_back(s);
       strides.push_back(t);
       if (s == 0) empty = true;
-      else last += (s - 1) * t;
+      else last += static_cast<__int128>(s - 1) * t;
+      numel *= s;
+      check(numel < (__int128{1} << 40), "_rebuild_tensor_v2: more than 2^40 elements");
     }
-    if (!empty && (off->i < 0 || last >= storage_numel))
+    if (off->i < 0 || (!empty && last >= storage_numel))
       throw Error(str_cat(what_, ": tensor of size ", shape_str(shape), " with strides ", shape_str(strides),
                           " at offset ", off->i, " overruns its storage of ", storage_numel, " elements"));
     auto v = make(Value::Kind::tensor);

@@ -17,6 +17,7 @@ namespace {
 struct ZipEntry {
   uint64_t offset = 0;  // of the (uncompressed) data in the file, when stored
   uint64_t size = 0;
+  uint64_t compressed_size = 0;
   bool stored = true;
 };
 
@@ -33,6 +34,7 @@ std::map<std::string, ZipEntry> read_directory(const std::string& path) {
     if (unzGetCurrentFileInfo64(zf, &info, name, sizeof(name), nullptr, 0, nullptr, 0) != UNZ_OK) break;
     ZipEntry e;
     e.size = info.uncompressed_size;
+    e.compressed_size = info.compressed_size;
     e.stored = info.compression_method == 0;
     if (unzOpenCurrentFile(zf) == UNZ_OK) {
       e.offset = static_cast<uint64_t>(unzGetCurrentFileZStreamPos64(zf));
@@ -57,14 +59,24 @@ std::shared_ptr<Storage> entry_storage(const std::string& path, const std::share
              "' runs past the end of the file (truncated?)");
     return Storage::wrap(static_cast<char*>(file->data) + e.offset, e.size, file->owner);
   }
+  // Deflate expands at most ~1032:1, and the entry's compressed bytes lie in the file: a
+  // directory claiming more is corrupted (and must not make us allocate it).
+  MM_CHECK(e.compressed_size <= file->nbytes && e.size <= e.compressed_size * 1032 + 4096, "'", path, "': zip entry '",
+           name, "' claims ", e.size, " bytes from ", e.compressed_size, " compressed (corrupted archive)");
   unzFile zf = unzOpen64(path.c_str());
   MM_CHECK(zf != nullptr && unzLocateFile(zf, name.c_str(), 1) == UNZ_OK && unzOpenCurrentFile(zf) == UNZ_OK, "'", path,
            "': cannot open zip entry '", name, "'");
   auto s = Storage::allocate(e.size, Device::cpu);
-  const int got = unzReadCurrentFile(zf, s->data, static_cast<unsigned>(e.size));
+  uint64_t done = 0;  // in chunks: unzReadCurrentFile takes an unsigned count and returns an int
+  int got = 1;
+  while (done < e.size && got > 0) {
+    const unsigned chunk = static_cast<unsigned>(std::min<uint64_t>(e.size - done, uint64_t{1} << 30));
+    got = unzReadCurrentFile(zf, static_cast<char*>(s->data) + done, chunk);
+    if (got > 0) done += static_cast<uint64_t>(got);
+  }
   const int crc = unzCloseCurrentFile(zf);
   unzClose(zf);
-  MM_CHECK(got == static_cast<int>(e.size) && crc == UNZ_OK, "'", path, "': zip entry '", name, "' is corrupted");
+  MM_CHECK(done == e.size && got >= 0 && crc == UNZ_OK, "'", path, "': zip entry '", name, "' is corrupted");
   return s;
 }
 

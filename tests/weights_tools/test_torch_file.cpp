@@ -11,7 +11,9 @@
 #include <sstream>
 
 #include "engine/mm.h"
+#include "tests/apps/run_command.h"
 #include "tests/refs.h"
+#include "weights_tools/safetensors.h"
 #include "weights_tools/pickle.h"
 #include "weights_tools/torch_file.h"
 
@@ -113,6 +115,45 @@ TEST_CASE("the pickle decoder keeps unknown globals inert") {
                        doctest::Contains("unsupported pickle opcode 0xff"), Error);
 }
 
+namespace {
+// A protocol-2 pickle of _rebuild_tensor_v2(storage, 0, size, stride, False, {}) with 8-byte
+// (LONG1) sizes and strides.
+std::string rebuild_pickle(const std::vector<int64_t>& size, const std::vector<int64_t>& stride) {
+  auto long1 = [](int64_t v) {
+    std::string b = "\x8a\x08";
+    for (int i = 0; i < 8; ++i) b.push_back(static_cast<char>((static_cast<uint64_t>(v) >> (8 * i)) & 0xff));
+    return b;
+  };
+  std::string p = "\x80\x02" "ctorch._utils\n_rebuild_tensor_v2\n(" "(K\x01tQ" "K";
+  p += '\0';  // offset 0 (a NUL: appended, not inside a C string)
+  p += "(";
+  for (int64_t v : size) p += long1(v);
+  p += "t(";
+  for (int64_t v : stride) p += long1(v);
+  p += "t\x89}tR.";
+  return p;
+}
+}  // namespace
+
+TEST_CASE("tensor views in a pickle are checked against their storage without overflow") {
+  auto storage = Storage::allocate(64 * sizeof(float), Device::cpu);
+  const pickle::PersistentLoad resolve = [&](const pickle::ValuePtr&) { return pickle::StorageRef{storage, DType::f32}; };
+  auto load = [&](const std::vector<int64_t>& size, const std::vector<int64_t>& stride) {
+    const std::string p = rebuild_pickle(size, stride);
+    return pickle::load(reinterpret_cast<const unsigned char*>(p.data()), p.size(), resolve, "v.pkl");
+  };
+  // a valid view: [8, 8] of 64 floats
+  CHECK(load({8, 8}, {8, 1})->tensor.shape() == Shape{8, 8});
+  // one element past the storage
+  CHECK_THROWS_WITH_AS(load({8, 9}, {8, 1}), doctest::Contains("overruns its storage of 64 elements"), Error);
+  // (size - 1) x stride = (2^30 - 1) 2^39 wraps to -2^39 in 64-bit arithmetic, which would pass
+  CHECK_THROWS_WITH_AS(load({int64_t{1} << 30, 1}, {int64_t{1} << 39, 1}),
+                       doctest::Contains("overruns its storage of 64 elements"), Error);
+  const int64_t big = (int64_t{1} << 39) + 1;
+  // zero strides with a huge element count (no overrun, but absurd)
+  CHECK_THROWS_WITH_AS(load({big, big}, {0, 0}), doctest::Contains("more than 2^40 elements"), Error);
+}
+
 TEST_CASE("truncated and non-checkpoint files are clear errors") {
   MM_REQUIRE_REFS("clip_vit_tiny.pt");
   std::ifstream in(testing::refs_path("clip_vit_tiny.pt"), std::ios::binary);
@@ -137,4 +178,38 @@ TEST_CASE("truncated and non-checkpoint files are clear errors") {
     CHECK_THROWS_WITH_AS(load_torch_file(p), doctest::Contains("legacy (pre-1.6, non-zip)"), Error);
     std::remove(p.c_str());
   }
+}
+
+TEST_CASE("mmconvert info lists the tensors and the inferred model; mmconvert converts dtypes, names kept") {
+  MM_REQUIRE_REFS("clip_vit_tiny.pt");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  const std::string mmconvert = MM_BIN_DIR "/mmconvert";
+  auto [rc1, t1] = testing::run_command(mmconvert + " info " + testing::refs_path("clip_vit_tiny.pt"));
+  REQUIRE_MESSAGE(rc1 == 0, t1);
+  const size_t row = t1.find("visual.transformer.resblocks.0.attn.in_proj_weight ");
+  REQUIRE(row != std::string::npos);
+  CHECK(t1.substr(row, t1.find('\n', row) - row).find("float16   [384, 128]") != std::string::npos);
+  CHECK_MESSAGE(t1.find("model: CLIP ViT (patch 16, layers 2, width 128, heads 2, resolution 64); text (width 32") !=
+                    std::string::npos,
+                t1);
+  auto [rc2, t2] = testing::run_command(mmconvert + " info " + testing::refs_path("vqgan_tiny.ckpt"));
+  REQUIRE_MESSAGE(rc2 == 0, t2);
+  CHECK_MESSAGE(t2.find("model: taming VQGAN f4 ch 32 ch_mult [1,2,2] res_blocks 1") != std::string::npos, t2);
+  // fp32 conversion: every floating tensor widened exactly, the names and order kept
+  const std::string out = "/tmp/mm_test_mmconvert_" + std::to_string(::getpid()) + ".safetensors";
+  auto [rc3, t3] = testing::run_command(mmconvert + " " + testing::refs_path("clip_vit_tiny.pt") + " " + out + " --dtype fp32");
+  REQUIRE_MESSAGE(rc3 == 0, t3);
+  const TensorFile src = load_weights(testing::refs_path("clip_vit_tiny.pt")), dst = load_safetensors(out);
+  REQUIRE(dst.tensors.size() == src.tensors.size());
+  for (size_t i = 0; i < src.tensors.size(); ++i) {
+    CAPTURE(src.tensors[i].first);
+    CHECK(dst.tensors[i].first == src.tensors[i].first);
+    if (!is_floating(src.tensors[i].second.dtype())) continue;
+    CHECK(dst.tensors[i].second.dtype() == DType::f32);
+    CHECK(dst.tensors[i].second.to_vector<double>() == src.tensors[i].second.to_vector<double>());
+  }
+  std::remove(out.c_str());
+  auto [rc4, t4] = testing::run_command(mmconvert + " " + testing::refs_path("clip_vit_tiny.pt") + " " + out + " --dtype int8");
+  CHECK(rc4 == 1);
+  CHECK(t4.find("--dtype must be fp16, fp32 or keep, got 'int8'") != std::string::npos);
 }
