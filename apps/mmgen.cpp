@@ -9,7 +9,10 @@
 // Prompts: "text:weight:stop" separated by '|'. The PNG records the prompt and settings in
 // an iTXt chunk. Ctrl-C saves the current image before exiting. Same seed, same device and
 // same thread count give the same PNG, byte for byte.
+#include <signal.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -30,8 +33,28 @@ using namespace mm;
 
 namespace {
 
+// The SIGINT handler only sets this flag (a lock-free atomic store is async-signal-safe); the
+// loop checks it between steps. The handler resets itself, so a second Ctrl-C kills at once.
 std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
+static_assert(std::atomic<bool>::is_always_lock_free, "the SIGINT flag must be lock-free");
+extern "C" void on_sigint(int) { g_interrupted.store(true); }
+void catch_sigint() {
+  struct sigaction sa {};
+  sa.sa_handler = on_sigint;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;
+  MM_CHECK(sigaction(SIGINT, &sa, nullptr) == 0, "mmgen: cannot install the Ctrl-C handler: ", std::strerror(errno));
+}
+
+// s in double quotes, with '"' and '\\' escaped (for the PNG's settings line)
+std::string quoted(const std::string& s) {
+  std::string q = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') q += '\\';
+    q += c;
+  }
+  return q + '"';
+}
 
 struct Args {
   std::string prompt, clip, model_config, vocab, vqgan, vqgan_config, out = "out.png", init_image, device = "auto",
@@ -55,7 +78,7 @@ int usage(FILE* f) {
                "  --vocab FILE           bpe_simple_vocab_16e6.txt.gz (else $MM_VOCAB, next to --clip, ~/.cache/mm)\n"
                "  --vqgan-config model.yaml\n"
                "  --size WxH             --steps N         --lr X (0.1)   --seed N (0)\n"
-               "  --cutn N               --cut-pow X (1.0) --no-augment\n"
+               "  --cutn N               --cut-pow X (1.0) --no-augment (no flips, warps, colour jitter, noise)\n"
                "                         (size, steps, cutn: 64x64, 120, 8 with mm-mini; 256x256, 300, 32 otherwise)\n"
                "  --init-image F         --init-noise X    --init-weight W\n"
                "  --image-prompt F[:w]   --noise-prompt SEED[:w]   (repeatable)\n"
@@ -155,7 +178,10 @@ int main(int argc, char** argv) {
       clip.set_precision(a.prec);
       vq.set_precision(a.prec);
     } else {
-      clip.prepack("visual.");  // every step encodes cutouts through the frozen image tower
+      // Every step encodes cutouts through the frozen image tower and back: float32 weights
+      // (a 16-bit file's are widened once, not in every backward) packed for the GEMM.
+      clip = clip.to(DType::f32);
+      clip.prepack("visual.");
     }
     // Small models (mm-mini) get small defaults.
     const GenDefaults d = gen_defaults(clip.config().image_resolution <= 64 && vq.config().resolution <= 64);
@@ -179,6 +205,7 @@ int main(int argc, char** argv) {
     o.cutouts.cutn = a.cutn;
     o.cutouts.cut_pow = a.cut_pow;
     o.cutouts.augment = a.augment;
+    if (!a.augment) o.cutouts.noise_fac = 0.0;
     VQGANCLIP gen(vq, clip, tok, o);
     gen.add_text_prompts(a.prompt);
     for (const auto& ip : a.image_prompts) {
@@ -198,17 +225,26 @@ int main(int argc, char** argv) {
     cuda_ops::empty_cache();
 
     std::ostringstream settings;
-    settings << "mmgen prompt=\"" << a.prompt << "\" size=" << a.width << "x" << a.height << " steps=" << a.steps
+    // Everything that decides the image (file options only when given).
+    settings << "mmgen prompt=" << quoted(a.prompt) << " size=" << a.width << "x" << a.height << " steps=" << a.steps
              << " lr=" << a.lr << " cutn=" << a.cutn << " cut_pow=" << a.cut_pow << " seed=" << a.seed
-             << " augment=" << (a.augment ? 1 : 0) << " init_weight=" << a.init_weight << " clip=" << a.clip
-             << " vqgan=" << a.vqgan << " device=" << a.device << " precision=" << a.precision
-             << " threads=" << num_threads();
+             << " augment=" << (a.augment ? 1 : 0);
+    if (!a.init_image.empty()) settings << " init_image=" << quoted(a.init_image) << " init_noise=" << a.init_noise;
+    settings << " init_weight=" << a.init_weight;
+    for (const auto& ip : a.image_prompts) settings << " image_prompt=" << quoted(ip);
+    for (const auto& np : a.noise_prompts) settings << " noise_prompt=" << quoted(np);
+    settings << " clip=" << quoted(a.clip);
+    if (!a.model_config.empty()) settings << " model_config=" << quoted(a.model_config);
+    if (!a.vocab.empty()) settings << " vocab=" << quoted(a.vocab);
+    settings << " vqgan=" << quoted(a.vqgan);
+    if (!a.vqgan_config.empty()) settings << " vqgan_config=" << quoted(a.vqgan_config);
+    settings << " device=" << a.device << " precision=" << a.precision << " threads=" << num_threads();
     const std::vector<std::pair<std::string, std::string>> text = {{"Title", a.prompt}, {"parameters", settings.str()},
                                                                    {"Software", "mm (mmgen)"}};
     std::fprintf(stderr, "mmgen: \"%s\" %lldx%lld, %lld steps, cutn %lld, CLIP %s (%lldpx), %s, %d threads\n",
                  a.prompt.c_str(), (long long)a.width, (long long)a.height, (long long)a.steps, (long long)a.cutn,
                  a.clip.c_str(), (long long)clip.config().image_resolution, vq.config().str().c_str(), num_threads());
-    std::signal(SIGINT, on_sigint);
+    catch_sigint();
     apps::Progress progress(a.steps);
     double loss = NAN;
     for (int64_t i = 1; i <= a.steps && !g_interrupted; ++i) {

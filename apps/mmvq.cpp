@@ -9,7 +9,8 @@
 //
 // Images are resized to a multiple of the downsampling factor only if they are not one
 // already (the program says so). --dump writes h (quant_conv output), indices (int64 codes)
-// and decoded (float, in [-1, 1]).
+// and decoded (float: the decoder's output, nominally in [-1, 1], not clamped, as taming's
+// decode returns it). Without --config, a <stem>.yaml or model.yaml next to the weights is used.
 #include <cmath>
 #include <cstdio>
 #include <string>
@@ -41,8 +42,8 @@ int usage(FILE* f) {
                "  mmvq encode IN.png CODES.safetensors --vqgan CKPT [--config YAML]\n"
                "  mmvq decode CODES.safetensors OUT.png --vqgan CKPT [--config YAML]\n"
                "CKPT: taming's last.ckpt, a torch file or a .safetensors (default: mm-mini's vqgan);\n"
-               "YAML: taming's model.yaml\n"
-               "(without it the config is inferred from the weights' shapes).\n"
+               "YAML: taming's model.yaml (default: <stem>.yaml or model.yaml next to CKPT;\n"
+               "without one the config is inferred from the weights' shapes).\n"
                "options: --device cpu|cuda|auto (default auto: the GPU when present)\n"
                "         --precision fp32|bf16|fp16 (the GPU's convolutions and GEMMs in 16 bits)   --threads N\n");
   return f == stdout ? 0 : 2;
@@ -107,7 +108,7 @@ int main(int argc, char** argv) {
     const Args a = parse(argc, argv);
     if (a.threads > 0) set_num_threads(a.threads);
     NoGradGuard no_grad;
-    VQGAN vq = VQGAN::load(a.vqgan, a.config);
+    VQGAN vq = apps::load_vqgan(a.vqgan, a.config);  // (a <stem>.yaml or model.yaml beside it is found)
     if (a.dev != Device::cpu) {
       vq = vq.to(a.dev);
       vq.set_precision(a.prec);

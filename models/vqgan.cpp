@@ -7,7 +7,9 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <cctype>
 #include <cmath>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -58,13 +60,38 @@ VQGANConfig load_vqgan_yaml(const std::string& path) {
   try {
     MM_CHECK(params["embed_dim"] && params["n_embed"] && params["ddconfig"], "'", path,
              "': model.params needs embed_dim, n_embed and ddconfig");
+    // model.params: the arguments of taming's VQModel / GumbelVQ. Training-only ones are
+    // ignored; remap (a re-indexed codebook) is not supported.
+    static const std::set<std::string> known_params = {
+        "ddconfig",  "lossconfig",       "n_embed",          "embed_dim", "ckpt_path", "ignore_keys", "image_key",
+        "monitor",   "colorize_nlabels", "sane_index_shape", "remap",     "kl_weight", "temperature_scheduler_config"};
+    for (const auto& kv : params) {
+      const std::string k = kv.first.as<std::string>();
+      MM_CHECK(known_params.count(k), "'", path, "': unknown model.params key '", k, "' (taming's VQModel takes ",
+               "ddconfig, lossconfig, n_embed, embed_dim and training options)");
+    }
+    MM_CHECK(!params["remap"] || params["remap"].IsNull(), "'", path,
+             "': model.params.remap (a re-indexed codebook) is not supported");
     c.embed_dim = params["embed_dim"].as<int64_t>();
     c.n_embed = params["n_embed"].as<int64_t>();
     const YAML::Node dd = params["ddconfig"];
     static const std::set<std::string> known = {"double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch",
                                                 "ch_mult", "num_res_blocks", "attn_resolutions", "dropout"};
+    // Options of taming's Encoder/Decoder that mm implements only at their defaults.
+    static const std::map<std::string, std::string> only_default = {{"resamp_with_conv", "true"},
+                                                                    {"give_pre_end", "false"},
+                                                                    {"tanh_out", "false"},
+                                                                    {"use_linear_attn", "false"},
+                                                                    {"attn_type", "vanilla"}};
     for (const auto& kv : dd) {
       const std::string k = kv.first.as<std::string>();
+      if (auto it = only_default.find(k); it != only_default.end()) {
+        std::string v = kv.second.as<std::string>();
+        for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        MM_CHECK(v == it->second, "'", path, "': ddconfig ", k, ": ", kv.second.as<std::string>(),
+                 " is not supported (mm implements ", k, ": ", it->second, ")");
+        continue;
+      }
       MM_CHECK(known.count(k), "'", path, "': unknown ddconfig key '", k, "'");
     }
     for (const char* k : {"z_channels", "resolution", "ch", "ch_mult", "num_res_blocks", "attn_resolutions"})

@@ -237,10 +237,11 @@ void VQGANCLIP::init_from_image(const Tensor& image, double noise) {
   NoGradGuard ng;
   MM_CHECK(image.dim() == 3 && image.size(0) == 3, "[VQGANCLIP] init image must be [3, H, W], got ", image.str());
   Tensor img = resize(image.unsqueeze(0), options_.height, options_.width, ResizeFilter::bicubic, Antialias::yes);
-  z_ = vqgan_.encode(add(mul(img, 2.0), -1.0).to(vqgan_.device()));
-  // A Gumbel model's encoder output lives before its quantiser's proj, not among the codebook
-  // rows the steps quantise to: start from the codes it picks.
-  if (vqgan_.config().gumbel) z_ = vqgan_.quantize(z_).z_q;
+  // Start from the quantised encoding, as the notebooks' model.encode() returns it: z then
+  // lies inside the codebook's range, and --init-weight pulls towards codebook rows. (A
+  // Gumbel model's encoder output lives before its quantiser's proj, so it must be quantised
+  // in any case.)
+  z_ = vqgan_.quantize(vqgan_.encode(add(mul(img, 2.0), -1.0).to(vqgan_.device()))).z_q;
   if (noise > 0) z_ = add(z_, mul(Tensor::randn(z_.shape(), gen_), noise).to(z_.device()));  // drawn on the CPU
   z_ = z_.contiguous();
   start_optimizer();
@@ -270,7 +271,8 @@ Tensor VQGANCLIP::forward_loss(Tensor* image_out) {
     Tensor l = spherical_prompt_loss(features, p.embeds, p.weight, p.stop);
     loss = loss.defined() ? add(loss, l) : l;
   }
-  if (options_.init_weight > 0) loss = add(loss, mul(mean(square(sub(z_, z_init_))), options_.init_weight));
+  // the notebooks' F.mse_loss(z, z_orig) * init_weight / 2 (a negative weight pushes away)
+  if (options_.init_weight != 0) loss = add(loss, mul(mean(square(sub(z_, z_init_))), options_.init_weight / 2));
   return loss;
 }
 

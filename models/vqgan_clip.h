@@ -74,7 +74,7 @@ inline GenDefaults gen_defaults(bool mini) {
 struct VQGANCLIPOptions {
   int64_t width = 256, height = 256;  // multiples of the VQGAN's downsampling factor
   double lr = 0.1;
-  double init_weight = 0.0;  // MSE pull towards the initial z
+  double init_weight = 0.0;  // init_weight / 2 * mean((z - z_init)^2) is added to the loss
   ClampRule clamp = ClampRule::with_grad;
   CutoutOptions cutouts;
   uint64_t seed = 0;

@@ -90,6 +90,89 @@ TEST_CASE("mmgen writes a PNG of the requested size, reproducibly, with its sett
   std::remove(b.c_str());
 }
 
+TEST_CASE("mmgen's loss falls over a short run of the binary (no augmentation, one whole-image cutout)") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const std::string out = "/tmp/mm_test_mmgen_fall_" + std::to_string(::getpid()) + ".png";
+  // "wrote F (loss L after N steps)": L is the loss of step N, before its update
+  auto loss_after = [&](int steps) {
+    auto [rc, t] = testing::run_command(mmgen + " \"a watercolor portrait of a teacher\"" + models_args() +
+                                        " --size 64x64 --cutn 1 --no-augment --seed 3 --device cpu --steps " +
+                                        std::to_string(steps) + " --out " + out);
+    REQUIRE_MESSAGE(rc == 0, t);
+    const size_t at = t.find("(loss ");
+    REQUIRE_MESSAGE(at != std::string::npos, t);
+    return std::stod(t.substr(at + 6));
+  };
+  const double first = loss_after(1), last = loss_after(16);
+  MESSAGE("mmgen loss " << first << " at step 1, " << last << " at step 16");
+  CHECK(last < first - 0.01);
+  std::remove(out.c_str());
+}
+
+TEST_CASE("mmgen with an init image, image and noise prompts, --init-weight and --save-every frames") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const std::string R = std::string(MM_SHARED_DIR) + "/refs/";
+  const std::string out = "/tmp/mm_test_mmgen_opts_" + std::to_string(::getpid()) + ".png";
+  const std::string frame = [&] { std::string f = out; return f.insert(f.size() - 4, "_00002"); }();
+  const std::string last = [&] { std::string f = out; return f.insert(f.size() - 4, "_00004"); }();
+  auto [rc, t] = testing::run_command(mmgen + " \"a lighthouse\"" + models_args() + " --init-image " + R +
+                                      "image_1_shapes.png --init-noise 0.1 --init-weight 0.5 --image-prompt " + R +
+                                      "image_2_noise.png:0.5 --noise-prompt 3:0.2 --save-every 2 --steps 5 --size 64x64 "
+                                      "--cutn 2 --seed 1 --device cpu --out " + out);
+  REQUIRE_MESSAGE(rc == 0, t);
+  const std::string png = slurp(out), f2 = slurp(frame), f4 = slurp(last);
+  REQUIRE(png.size() > 33);
+  REQUIRE(f2.size() > 33);
+  REQUIRE(f4.size() > 33);
+  CHECK(be32(f2, 16) == 64);
+  CHECK(be32(f4, 20) == 64);
+  CHECK(f2 != f4);   // the image moved between the frames
+  CHECK(f4 != png);  // and after them (step 5)
+  for (const char* s : {"init_image=\"", "image_2_noise.png:0.5\"", "noise_prompt=\"3:0.2\"", "init_weight=0.5",
+                        "init_noise=0.1", "vqgan_config=\""})
+    CHECK_MESSAGE(png.find(s) != std::string::npos, s);
+  // an image prompt that cannot be read is an error naming it
+  auto [rc2, t2] = testing::run_command(mmgen + " \"a lighthouse\"" + models_args() +
+                                        " --image-prompt /nonexistent.png:0.5 --steps 1 --device cpu --out " + out);
+  CHECK(rc2 == 1);
+  CHECK(t2.find("cannot read image '/nonexistent.png'") != std::string::npos);
+  for (const std::string& f : {out, frame, last}) std::remove(f.c_str());
+}
+
+TEST_CASE("mmgen on Ctrl-C saves the current image and exits 130") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const std::string out = "/tmp/mm_test_mmgen_int_" + std::to_string(::getpid()) + ".png";
+  const std::string frame = [&] { std::string f = out; return f.insert(f.size() - 4, "_00001"); }();
+  std::remove(out.c_str());
+  std::remove(frame.c_str());
+  // a run far too long to finish, interrupted once its first frame is written (after at most 60 s)
+  const std::string cmd = mmgen + " \"a lighthouse\"" + models_args() +
+                          " --size 64x64 --cutn 1 --steps 1000000 --save-every 1 --device cpu --out " + out;
+  auto [rc, t] = testing::run_command("sh -c '" + cmd + " & pid=$!; i=0; while [ ! -e " + frame +
+                                      " ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; kill -INT $pid; wait $pid; "
+                                      "echo rc=$?'");
+  CHECK_MESSAGE(t.find("rc=130") != std::string::npos, t);
+  CHECK_MESSAGE(t.find("mmgen: interrupted after ") != std::string::npos, t);
+  const std::string png = slurp(out);
+  REQUIRE(png.size() > 33);
+  CHECK(be32(png, 16) == 64);
+  CHECK(png.find("a lighthouse") != std::string::npos);
+  // frames are numbered from _00001 every --save-every steps: remove them all
+  for (int i = 1; i <= 100000; ++i) {
+    char num[16];
+    std::snprintf(num, sizeof(num), "_%05d", i);
+    std::string f = out;
+    if (std::remove(f.insert(f.size() - 4, num).c_str()) != 0) break;
+  }
+  std::remove(out.c_str());
+}
+
 TEST_CASE("mmgen --device cuda: the same generation on the device (or a clear error without one)") {
   MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
   MM_REQUIRE_REFS("vqgan_tiny.ckpt");

@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -20,6 +22,18 @@ using namespace mm;
 
 namespace {
 const std::string mmvq = MM_BIN_DIR "/mmvq";
+
+double max_rel(const Tensor& actual, const Tensor& expected) {
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  REQUIRE(a.size() == e.size());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - e[i])), scale = std::max(scale, std::abs(e[i]));
+  return diff / scale;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
 }  // namespace
 
 namespace {
@@ -34,7 +48,9 @@ void check_reconstruct(const std::string& extra) {
   REQUIRE_MESSAGE(rc == 0, text);
   TensorFile got = load_safetensors(dump);
   TensorFile ref = load_safetensors(testing::refs_path("vqgan_tiny_expected.safetensors"));
+  CHECK(got.get("indices").dtype() == DType::i64);
   CHECK(got.get("indices").to_vector<int64_t>() == ref.get("indices").to_vector<int64_t>());
+  CHECK(max_rel(got.get("h"), ref.get("h")) < 1e-4);
   const std::vector<float> a = got.get("decoded").to_vector<float>(), e = ref.get("decoded").to_vector<float>();
   REQUIRE(a.size() == e.size());
   double diff = 0, scale = 0;
@@ -60,6 +76,42 @@ TEST_CASE("mmvq reconstruct --device cuda: the same codes and decoding on the de
     return;
   }
   check_reconstruct(" --device cuda");
+}
+
+TEST_CASE("mmvq encode writes taming's codes; decode turns them back into reconstruct's image") {
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  const std::string tmp = "/tmp/mm_test_mmvq_codes_" + std::to_string(::getpid());
+  const std::string image = testing::refs_path("image_1_shapes.png"), ckpt = testing::refs_path("vqgan_tiny.ckpt");
+  // no --config: vqgan_tiny.yaml, next to the checkpoint, is found
+  auto [rc1, t1] = testing::run_command(mmvq + " encode " + image + " " + tmp + ".safetensors --device cpu --vqgan " + ckpt);
+  REQUIRE_MESSAGE(rc1 == 0, t1);
+  CHECK(t1.find("[1, 16, 16] codes") != std::string::npos);
+  const TensorFile codes = load_safetensors(tmp + ".safetensors");
+  const TensorFile ref = load_safetensors(testing::refs_path("vqgan_tiny_expected.safetensors"));
+  CHECK(codes.get("indices").dtype() == DType::i64);
+  CHECK(codes.get("indices").to_vector<int64_t>() == ref.get("indices").to_vector<int64_t>());
+  auto [rc2, t2] = testing::run_command(mmvq + " decode " + tmp + ".safetensors " + tmp + "_dec.png --device cpu --vqgan " + ckpt);
+  REQUIRE_MESSAGE(rc2 == 0, t2);
+  auto [rc3, t3] = testing::run_command(mmvq + " reconstruct " + image + " " + tmp + "_rec.png --device cpu --vqgan " + ckpt);
+  REQUIRE_MESSAGE(rc3 == 0, t3);
+  const std::string dec = slurp(tmp + "_dec.png");
+  CHECK(dec.size() > 100);
+  CHECK(dec == slurp(tmp + "_rec.png"));  // the same codes decode to the same pixels
+  // a 2-D code map [h, w] decodes too; a code outside the codebook and a file without indices are errors
+  save_safetensors(tmp + "_2d.safetensors", {{"indices", codes.get("indices").select(0, 0).contiguous()}});
+  auto [rc4, t4] = testing::run_command(mmvq + " decode " + tmp + "_2d.safetensors " + tmp + "_2d.png --device cpu --vqgan " + ckpt);
+  CHECK_MESSAGE(rc4 == 0, t4);
+  CHECK(slurp(tmp + "_2d.png") == dec);
+  save_safetensors(tmp + "_bad.safetensors", {{"indices", Tensor::from_vector(std::vector<int64_t>{0, 128, 3, 4}, {1, 2, 2})}});
+  auto [rc5, t5] = testing::run_command(mmvq + " decode " + tmp + "_bad.safetensors " + tmp + "_x.png --device cpu --vqgan " + ckpt);
+  CHECK(rc5 == 1);
+  CHECK_MESSAGE(t5.find("has code 128 outside the codebook [0, 128)") != std::string::npos, t5);
+  save_safetensors(tmp + "_bad.safetensors", {{"codes", Tensor::from_vector(std::vector<int64_t>{0, 1, 3, 4}, {1, 2, 2})}});
+  auto [rc6, t6] = testing::run_command(mmvq + " decode " + tmp + "_bad.safetensors " + tmp + "_x.png --device cpu --vqgan " + ckpt);
+  CHECK(rc6 == 1);
+  CHECK_MESSAGE(t6.find("indices") != std::string::npos, t6);
+  for (const char* suffix : {".safetensors", "_dec.png", "_rec.png", "_2d.safetensors", "_2d.png", "_bad.safetensors"})
+    std::remove((tmp + suffix).c_str());
 }
 
 TEST_CASE("mmvq bad input: clear errors, non-zero exit") {

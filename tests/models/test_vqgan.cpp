@@ -172,6 +172,26 @@ TEST_CASE("VQGAN config errors are clear") {
     CHECK_THROWS_WITH_AS(VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), write("unknown.yaml", bad)),
                          doctest::Contains("unknown ddconfig key 'bogus_key'"), Error);
   }
+  SUBCASE("unknown model.params key, remap, Encoder options mm has only at their defaults") {
+    std::string bad = yaml;
+    bad.replace(bad.find("    monitor:"), 0, "    codebook_magic: 3\n");
+    CHECK_THROWS_WITH_AS(VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), write("params.yaml", bad)),
+                         doctest::Contains("unknown model.params key 'codebook_magic'"), Error);
+    bad = yaml;
+    bad.replace(bad.find("    monitor:"), 0, "    remap: data/indices.npy\n");
+    CHECK_THROWS_WITH_AS(VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), write("remap.yaml", bad)),
+                         doctest::Contains("model.params.remap (a re-indexed codebook) is not supported"), Error);
+    bad = yaml;
+    bad.replace(bad.find("      double_z"), 0, "      tanh_out: true\n");
+    CHECK_THROWS_WITH_AS(VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), write("tanh.yaml", bad)),
+                         doctest::Contains("ddconfig tanh_out: true is not supported (mm implements tanh_out: false)"),
+                         Error);
+    // the same options at their defaults, and training-only params, load
+    bad = yaml;
+    bad.replace(bad.find("      double_z"), 0, "      resamp_with_conv: True\n      attn_type: vanilla\n");
+    bad.replace(bad.find("    monitor:"), 0, "    ckpt_path: null\n    remap: null\n    sane_index_shape: false\n");
+    CHECK(VQGAN::load(testing::refs_path("vqgan_tiny.ckpt"), write("defaults.yaml", bad)).config().n_embed == 128);
+  }
   SUBCASE("codebook size mismatch between yaml and checkpoint") {
     std::string bad = yaml;
     bad.replace(bad.find("n_embed: 128"), 12, "n_embed: 256");

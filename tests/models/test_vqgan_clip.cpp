@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <memory>
 
 #include "engine/cuda_ops.h"
 #include "engine/mm.h"
@@ -170,6 +171,43 @@ TEST_CASE("the reference step with the VQGAN as a GumbelVQ: the same codebook, t
   const Tensor resized = resize(img.unsqueeze(0), 64, 64, ResizeFilter::bicubic, Antialias::yes);
   const Tensor want = vq.quantize(vq.encode(add(mul(resized, 2.0), -1.0))).z_q;
   CHECK(max_rel(z, want) == 0.0);
+}
+
+TEST_CASE("an init image starts from its quantised encoding; --init-weight adds init_weight / 2 * mean((z - z0)^2)") {
+  MM_REQUIRE_REFS("vqclip_step_expected.safetensors");
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("vqgan_tiny.ckpt");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const StepRefs r;
+  // as the notebooks' model.encode(): codebook rows, not the continuous quant_conv output
+  VQGANCLIP gen = r.step(r.vq, r.clip);
+  Generator pixels(5);
+  const Tensor img = Tensor::uniform({3, 64, 64}, pixels, 0.0, 1.0);
+  gen.init_from_image(img, 0.0);
+  const Tensor resized = resize(img.unsqueeze(0), 64, 64, ResizeFilter::bicubic, Antialias::yes);
+  const Tensor h = r.vq.encode(add(mul(resized, 2.0), -1.0));
+  CHECK(max_rel(gen.z(), r.vq.quantize(h).z_q) == 0.0);
+  CHECK(max_rel(gen.z(), h) > 1e-3);  // (it would not pass for the unquantised h)
+  // Two generators, without and with --init-weight 4, from one latent: their first steps see
+  // z = z0 (the pull is 0 with gradient 0), so they move z identically; the second step's loss
+  // then differs by exactly 4 / 2 * mean((z1 - z0)^2).
+  auto with_weight = [&](double w) {
+    VQGANCLIPOptions o;
+    o.width = o.height = 64;
+    o.init_weight = w;
+    o.cutouts = CutoutOptions{.cut_size = 64, .cutn = 1, .cut_pow = 1.0, .augment = false, .noise_fac = 0.0};
+    auto g = std::make_unique<VQGANCLIP>(r.vq, r.clip, r.tok, o);
+    g->add_text_prompts("a watercolor portrait of a teacher");
+    g->init_from_latent(r.ref.get("z"));
+    return g;
+  };
+  auto a = with_weight(0.0), b = with_weight(4.0);
+  CHECK(a->step() == b->step());
+  REQUIRE(max_rel(a->z(), b->z()) == 0.0);
+  const double pull = mean(square(sub(a->z().detach(), r.ref.get("z")))).item();
+  REQUIRE(pull > 0);
+  const double la = a->step(), lb = b->step();
+  CHECK(lb - la == doctest::Approx(4.0 / 2 * pull).epsilon(1e-4));
 }
 
 TEST_CASE("vqclip_step on the device with --precision bf16 and fp16 stays near the reference") {
