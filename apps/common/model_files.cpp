@@ -53,7 +53,13 @@ ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& cl
     return exists(p);
   };
   auto checked = [&](const std::string& path) {
-    ClipTokenizer tok = ClipTokenizer::from_bpe_file(path);
+    // Hugging Face's vocab.json, with merges.txt beside it; else OpenAI's gzip'd merges
+    const bool hf = path.size() >= 5 && path.compare(path.size() - 5, 5, ".json") == 0;
+    if (hf)
+      MM_CHECK(exists(dir_of(path) + "/merges.txt"), "the Hugging Face vocabulary '", path, "' needs merges.txt beside it (",
+               dir_of(path), "/merges.txt cannot be read)");
+    ClipTokenizer tok = hf ? ClipTokenizer::from_hf_files(path, dir_of(path) + "/merges.txt")
+                           : ClipTokenizer::from_bpe_file(path);
     MM_CHECK(expect <= 0 || tok.vocab_size() == expect, "the vocabulary '", path, "' has ", tok.vocab_size(),
              " ids but the CLIP model '", clip_weights, "' has vocab_size ", expect,
              ": they do not belong together (pass the model's own vocabulary with --vocab)");
@@ -70,6 +76,9 @@ ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& cl
     return checked(env);
   }
   if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + name)) return checked(tried.back());
+  // a Hugging Face model folder: vocab.json + merges.txt beside model.safetensors
+  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/vocab.json") && exists(dir_of(clip_weights) + "/merges.txt"))
+    return checked(tried.back());
   if (attempt(cache_dir() + "/" + name)) return checked(tried.back());
   std::string where;
   for (const auto& t : tried) where += "\n  " + t;

@@ -1,8 +1,9 @@
 // apps/common/model_files.h: finding and loading the model files the apps take: CLIP
 // weights (+ optional JSON config), the BPE vocabulary, and the VQGAN (+ optional yaml).
 //
-// The vocabulary is looked up in this order: --vocab FILE, $MM_VOCAB, next to the CLIP
-// weights, then mm's cache folder ($XDG_CACHE_HOME/mm or ~/.cache/mm); the error lists
+// The vocabulary is looked up in this order: --vocab FILE, the model's own vocabulary next to
+// it (mm-mini's <stem>.bpe.txt.gz), $MM_VOCAB, OpenAI's or Hugging Face's files next to the
+// CLIP weights, then mm's cache folder ($XDG_CACHE_HOME/mm or ~/.cache/mm); the error lists
 // every place it looked and how to get the file.
 #pragma once
 #include <string>
@@ -21,8 +22,9 @@ std::string cache_dir();  // $XDG_CACHE_HOME/mm or $HOME/.cache/mm
 // mmtrain writes into its safetensors files.
 ClipModel load_clip(const std::string& weights, const std::string& config_json);
 // The vocabulary, looked up in this order: --vocab, the model's own <stem>.bpe.txt.gz next to
-// the weights (mm-mini's), $MM_VOCAB, bpe_simple_vocab_16e6.txt.gz next to the weights, the
-// cache folder. With expect_vocab_size > 0, a vocabulary of another size is an error naming
+// the weights (mm-mini's), $MM_VOCAB, bpe_simple_vocab_16e6.txt.gz next to the weights,
+// Hugging Face's vocab.json + merges.txt next to the weights, the cache folder. --vocab and
+// $MM_VOCAB may name a vocab.json (merges.txt beside it). With expect_vocab_size > 0, a vocabulary of another size is an error naming
 // both (ids from the wrong tokenizer would be silent garbage).
 ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& clip_weights,
                              int64_t expect_vocab_size = 0);

@@ -12,6 +12,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -385,6 +386,63 @@ TEST_CASE("mmclip tokenize --json matches clip.tokenize") {
   auto [rc2, t2] = testing::run_command(mmclip + " tokenize 'a photo of a cat' --context-length 4 --truncate --vocab " + R + "bpe_simple_vocab_16e6.txt.gz");
   CHECK(rc2 == 0);
   CHECK(t2 == "49406 320 1125 49407\n");
+}
+
+TEST_CASE("mmclip finds CLIP's vocabulary: $MM_VOCAB, next to the model, the cache folder; else says where it looked") {
+  MM_REQUIRE_REFS("clip_vit_tiny.safetensors");
+  MM_REQUIRE_REFS("bpe_simple_vocab_16e6.txt.gz");
+  const std::string dir = "/tmp/mm_test_vocab_" + std::to_string(::getpid());
+  const std::string model = dir + "/models/clip_vit_tiny.safetensors", cache = dir + "/cache";
+  REQUIRE(std::system(("mkdir -p " + dir + "/models " + cache + "/mm && ln -s " + R + "clip_vit_tiny.safetensors " +
+                       model).c_str()) == 0);
+  // no --vocab, no MM_VOCAB, an empty cache folder
+  const std::string env = "env -u MM_VOCAB XDG_CACHE_HOME=" + cache + " ";
+  const std::string cmd = mmclip + " tokenize 'a photo of a cat' --model " + model;
+  const std::string want = "49406 320 1125 539 320 2368 49407";
+  auto [rc1, t1] = testing::run_command(env + cmd);
+  CHECK(rc1 == 1);
+  CHECK_MESSAGE(t1.find("CLIP's BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) was not found") != std::string::npos, t1);
+  CHECK_MESSAGE(t1.find(dir + "/models/bpe_simple_vocab_16e6.txt.gz") != std::string::npos, t1);
+  CHECK_MESSAGE(t1.find(cache + "/mm/bpe_simple_vocab_16e6.txt.gz") != std::string::npos, t1);
+  CHECK_MESSAGE(t1.find("weights_tools/download.sh vocab") != std::string::npos, t1);
+  // $MM_VOCAB
+  auto [rc2, t2] = testing::run_command("MM_VOCAB=" + R + "bpe_simple_vocab_16e6.txt.gz XDG_CACHE_HOME=" + cache + " " + cmd);
+  CHECK_MESSAGE(rc2 == 0, t2);
+  CHECK(t2.rfind(want, 0) == 0);
+  auto [rc3, t3] = testing::run_command("MM_VOCAB=/nonexistent.gz " + cmd);
+  CHECK(rc3 == 1);
+  CHECK(t3.find("MM_VOCAB='/nonexistent.gz' cannot be read") != std::string::npos);
+  // the cache folder
+  REQUIRE(std::system(("ln -s " + R + "bpe_simple_vocab_16e6.txt.gz " + cache + "/mm/").c_str()) == 0);
+  auto [rc4, t4] = testing::run_command(env + cmd);
+  CHECK_MESSAGE(rc4 == 0, t4);
+  CHECK(t4.rfind(want, 0) == 0);
+  // next to the model (before the cache: a broken cache file would fail)
+  REQUIRE(std::system(("rm " + cache + "/mm/bpe_simple_vocab_16e6.txt.gz && echo junk > " + cache +
+                       "/mm/bpe_simple_vocab_16e6.txt.gz && ln -s " + R + "bpe_simple_vocab_16e6.txt.gz " + dir +
+                       "/models/").c_str()) == 0);
+  auto [rc5, t5] = testing::run_command(env + cmd);
+  CHECK_MESSAGE(rc5 == 0, t5);
+  CHECK(t5.rfind(want, 0) == 0);
+  // Hugging Face's vocab.json + merges.txt: as --vocab, and beside the model
+  const std::string hf = dir + "/hf";
+  REQUIRE(std::system(("mkdir -p " + hf + " && ln -s " + R + "clip_vit_tiny.safetensors " + hf + "/model.safetensors")
+                          .c_str()) == 0);
+  std::ofstream(hf + "/vocab.json")
+      << R"({"h": 0, "i": 1, "h</w>": 2, "i</w>": 3, "hi</w>": 4, "<|startoftext|>": 5, "<|endoftext|>": 6})";
+  std::ofstream(hf + "/merges.txt") << "#version: 0.2\nh i</w>\n";
+  auto [rc6, t6] = testing::run_command(mmclip + " tokenize 'hi hi' --context-length 5 --vocab " + hf + "/vocab.json");
+  CHECK_MESSAGE(rc6 == 0, t6);
+  CHECK(t6 == "5 4 4 6 0\n");
+  auto [rc7, t7] = testing::run_command(env + mmclip + " tokenize 'hi hi' --context-length 5 --model " + hf +
+                                        "/model.safetensors");
+  CHECK_MESSAGE(rc7 == 0, t7);
+  CHECK(t7 == "5 4 4 6 0\n");
+  REQUIRE(std::system(("rm " + hf + "/merges.txt").c_str()) == 0);
+  auto [rc8, t8] = testing::run_command(mmclip + " tokenize 'hi' --vocab " + hf + "/vocab.json");
+  CHECK(rc8 == 1);
+  CHECK_MESSAGE(t8.find("needs merges.txt beside it") != std::string::npos, t8);
+  REQUIRE(std::system(("rm -r " + dir).c_str()) == 0);
 }
 
 TEST_CASE("mmclip bad input: clear errors") {
