@@ -109,6 +109,57 @@ ClipConfig load_clip_config_json(const std::string& path, ClipConfig c) {
   return clip_config_from_json(text.str(), path, std::move(c));
 }
 
+namespace {
+
+// Hugging Face's CLIPConfig (config.json beside model.safetensors): the sizes it gives override
+// the inferred ones; its many other keys (architectures, initializer_factor, ...) say nothing
+// about the forward pass.
+ClipConfig clip_config_from_hf_json(const nlohmann::json& j, const std::string& path, ClipConfig c) {
+  auto get = [&](const nlohmann::json& obj, const char* section, const char* key, int64_t& out) {
+    if (!obj.contains(key) || obj[key].is_null()) return;
+    MM_CHECK(obj[key].is_number_integer(), "[clip config] ", path, ": ", section, ".", key, " must be an integer, got ",
+             obj[key].dump());
+    out = obj[key].get<int64_t>();
+  };
+  std::string act;
+  auto activation = [&](const nlohmann::json& obj, const char* section) {
+    if (!obj.contains("hidden_act")) return;
+    const std::string a = obj["hidden_act"].is_string() ? obj["hidden_act"].get<std::string>() : obj["hidden_act"].dump();
+    MM_CHECK(a == "quick_gelu" || a == "gelu", "[clip config] ", path, ": ", section, ".hidden_act '", a,
+             "' is not supported (quick_gelu or gelu)");
+    MM_CHECK(act.empty() || act == a, "[clip config] ", path, ": the text and vision towers' hidden_act differ (", act,
+             ", ", a, "): mm uses one activation for both");
+    act = a;
+  };
+  get(j, "config", "projection_dim", c.embed_dim);
+  if (j.contains("text_config") && j["text_config"].is_object()) {
+    const nlohmann::json& t = j["text_config"];
+    get(t, "text_config", "hidden_size", c.transformer_width);
+    get(t, "text_config", "num_attention_heads", c.transformer_heads);
+    get(t, "text_config", "num_hidden_layers", c.transformer_layers);
+    get(t, "text_config", "max_position_embeddings", c.context_length);
+    get(t, "text_config", "vocab_size", c.vocab_size);
+    activation(t, "text_config");
+  }
+  if (j.contains("vision_config") && j["vision_config"].is_object()) {
+    const nlohmann::json& v = j["vision_config"];
+    MM_CHECK(c.vision == ClipVision::vit, "[clip config] ", path,
+             ": a Hugging Face vision_config describes a ViT, but the weights are a ModifiedResNet");
+    get(v, "vision_config", "hidden_size", c.vision_width);
+    get(v, "vision_config", "num_attention_heads", c.vision_heads);
+    int64_t layers = c.vision_layers.empty() ? 0 : c.vision_layers[0];
+    get(v, "vision_config", "num_hidden_layers", layers);
+    c.vision_layers = {layers};
+    get(v, "vision_config", "patch_size", c.vision_patch_size);
+    get(v, "vision_config", "image_size", c.image_resolution);
+    activation(v, "vision_config");
+  }
+  if (!act.empty()) c.activation = act == "gelu" ? ClipActivation::gelu : ClipActivation::quick_gelu;
+  return c;
+}
+
+}  // namespace
+
 ClipConfig clip_config_from_json(const std::string& text, const std::string& path, ClipConfig c) {
   nlohmann::json j;
   try {
@@ -117,6 +168,7 @@ ClipConfig clip_config_from_json(const std::string& text, const std::string& pat
     throw Error(str_cat("[clip config] ", path, ": not valid JSON: ", e.what()));
   }
   MM_CHECK(j.is_object(), "[clip config] ", path, ": expected a JSON object of build_model arguments");
+  if (j.contains("text_config") || j.contains("vision_config")) return clip_config_from_hf_json(j, path, std::move(c));
   auto integer = [&](const std::string& key) -> int64_t {
     const auto& v = j.at(key);
     MM_CHECK(v.is_number_integer(), "[clip config] ", path, ": '", key, "' must be an integer, got ", v.dump());

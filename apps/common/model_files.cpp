@@ -30,12 +30,17 @@ std::string cache_dir() {
 
 ClipModel load_clip(const std::string& weights, const std::string& config_json) {
   TensorFile f = load_weights(weights);
-  map_hf_clip_names(f);
+  const bool hf = map_hf_clip_names(f);
   ClipConfig c = infer_clip_config(f);
   std::string json = config_json;
   if (json.empty()) {
-    const std::string beside = dir_of(weights) + "/" + stem_of(weights) + ".json";
-    if (exists(beside)) json = beside;
+    // <stem>.json, or Hugging Face's config.json beside a model.safetensors with its names
+    for (const std::string& beside : {dir_of(weights) + "/" + stem_of(weights) + ".json",
+                                      hf ? dir_of(weights) + "/config.json" : std::string()})
+      if (!beside.empty() && exists(beside)) {
+        json = beside;
+        break;
+      }
   }
   if (!json.empty()) {
     c = load_clip_config_json(json, c);

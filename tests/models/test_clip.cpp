@@ -478,6 +478,24 @@ TEST_CASE("clip Hugging Face names give identical features") {
   check_tensor("hf text_features", text, exp.get("text_features"));
   check_tensor("hf vs openai image_features", image, from_openai.encode_image(exp.get("pixel_values")), 0.0);
   check_tensor("hf vs openai text_features", text, from_openai.encode_text(exp.get("text_tokens")), 0.0);
+  // Hugging Face's config.json gives what the shapes cannot (the text heads: 2, not 32 / 64)
+  const std::string hf_json = R"({"architectures": ["CLIPModel"], "projection_dim": 64, "logit_scale_init_value": 2.6592,
+    "text_config": {"hidden_size": 32, "num_attention_heads": 2, "num_hidden_layers": 2, "intermediate_size": 128,
+                    "max_position_embeddings": 77, "vocab_size": 49408, "hidden_act": "quick_gelu"},
+    "vision_config": {"hidden_size": 128, "num_attention_heads": 2, "num_hidden_layers": 2, "patch_size": 16,
+                      "image_size": 64, "hidden_act": "quick_gelu"}, "torch_dtype": "float32"})";
+  const ClipConfig from_json = clip_config_from_json(hf_json, "config.json", infer_clip_config(hf));
+  CHECK(from_json.str() == config.str());
+  CHECK(from_json.activation == ClipActivation::quick_gelu);
+  check_tensor("hf config.json image_features", ClipModel::load(hf, from_json).encode_image(exp.get("pixel_values")),
+               image, 0.0);
+  std::string gelu = hf_json;
+  for (size_t at; (at = gelu.find("quick_gelu")) != std::string::npos;) gelu.replace(at, 10, "gelu");
+  CHECK(clip_config_from_json(gelu, "config.json", infer_clip_config(hf)).activation == ClipActivation::gelu);
+  std::string mixed = hf_json;
+  mixed.replace(mixed.find("quick_gelu"), 10, "gelu");
+  CHECK(contains(error_of([&] { clip_config_from_json(mixed, "config.json", infer_clip_config(hf)); }),
+                 "config.json: the text and vision towers' hidden_act differ (gelu, quick_gelu)"));
 }
 
 // d/dx sum(encode_image(x) * w) along a random direction u: the autograd value <grad, u>
