@@ -305,11 +305,16 @@ int run_embed(const Args& a) {
   MM_CHECK(!a.images.empty() || !a.texts.empty(), "mmclip embed: nothing to embed: give --image F and/or --text T");
   MM_CHECK(!a.out.empty(), "mmclip embed: --out FILE.safetensors is required");
   ClipModel clip = load_model(a);
+  // Both tensors always, [0, D] when nothing of that kind was asked for (as encode_image /
+  // encode_text of an empty batch), so readers need no special case.
+  const Tensor none = Tensor::zeros({0, clip.config().embed_dim});
   std::vector<std::pair<std::string, Tensor>> tensors;
-  if (!a.images.empty()) tensors.emplace_back("image_features", embed_images(clip, a.images, a.batch, a.alpha));
+  tensors.emplace_back("image_features", a.images.empty() ? none : embed_images(clip, a.images, a.batch, a.alpha));
   if (!a.texts.empty()) {
     ClipTokenizer tok = apps::load_tokenizer(a.vocab, a.model, clip.config().vocab_size);
     tensors.emplace_back("text_features", embed_texts(clip, tok, a.texts, truncate_of(a), a.batch));
+  } else {
+    tensors.emplace_back("text_features", none);
   }
   const json inputs = {{"images", a.images}, {"texts", a.texts}, {"model", a.model}};
   save_safetensors(a.out, tensors, {{"format", "pt"}, {"mmclip", inputs.dump()}});
@@ -350,6 +355,10 @@ int run_search(const Args& a) {
            " arguments (mmclip search DIR \"a photo of a cat\")");
   const fs::path dir = a.positional[0];
   const std::string query = a.positional[1];
+  // "photos/cat.png" that is not there is a mistyped path, not a text to search for
+  MM_CHECK((fs::is_regular_file(query) || !is_image_name(query) || query.find(' ') != std::string::npos),
+           "mmclip search: the query '", query,
+           "' names an image file that does not exist (a text query with spaces is searched as text)");
   MM_CHECK(fs::is_directory(dir), "mmclip search: '", dir.string(), "' is not a directory");
 
   std::vector<IndexEntry> files;

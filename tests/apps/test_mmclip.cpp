@@ -282,6 +282,14 @@ TEST_CASE("mmclip embed reproduces the reference image and text features") {
     CHECK(r <= 5e-2);
     CHECK(r > 1e-6);
   }
+  // only texts: image_features is [0, D]
+  auto [rc3, t3] = testing::run_command(mmclip + " embed" + models + " --text cat --out " + out);
+  REQUIRE_MESSAGE(rc3 == 0, t3);
+  {
+    const TensorFile got = load_safetensors(out);
+    CHECK(got.get("image_features").shape() == Shape{0, 64});
+    CHECK(got.get("text_features").shape() == Shape{1, 64});
+  }
   // without --truncate the long text is an error naming the fix
   auto [rc2, t2] = testing::run_command(mmclip + " embed" + models + " --text " + quote(manifest["notes"]["clip_texts"][3].get<std::string>()) + " --out " + out);
   CHECK(rc2 == 1);
@@ -459,6 +467,8 @@ TEST_CASE("mmclip bad input: clear errors") {
       {mmclip + " embed" + models + " --image" + img, "--out FILE.safetensors is required"},
       {mmclip + " embed" + models + " --labels cat", "--labels does not apply"},
       {mmclip + " search /nonexistent_dir cat" + models, "is not a directory"},
+      {mmclip + " search /nonexistent_dir " + R + "no_such_image.png" + models,
+       "names an image file that does not exist"},
       {mmclip + " classify" + img + models + " --labels cat,dog --top zero", "--top expects an integer"},
       {mmclip + " tokenize x --device gpu", "--device must be cpu, cuda or auto, got 'gpu'"},
       {mmclip + " embed --text cat --out /tmp/x.safetensors --device cpu --precision bf16" + models,
