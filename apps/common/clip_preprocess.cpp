@@ -17,7 +17,8 @@ namespace mm::apps {
 
 namespace {
 
-constexpr int64_t kMaxPixels = int64_t{1} << 28;      // PIL's MAX_IMAGE_PIXELS * 2: an error there too
+// PIL's DecompressionBombError limit: 2 * MAX_IMAGE_PIXELS (1024^3 / 4 / 3 = 89478485)
+constexpr int64_t kMaxPixels = 2 * (int64_t{1024} * 1024 * 1024 / 4 / 3);
 constexpr int64_t kMaxFileBytes = int64_t{1} << 30;   // stb_image reads from an int-sized buffer
 
 std::string read_file(const std::string& path) {
@@ -83,7 +84,7 @@ bool header_size(const std::string& bytes, int64_t& w, int64_t& h) {
 
 void check_pixel_count(const std::string& path, int64_t w, int64_t h) {
   MM_CHECK(w * h <= kMaxPixels, "image '", path, "' is ", w, "x", h, " = ", w * h,
-           " pixels, more than the limit of 2^28 (", kMaxPixels, "): refusing a possible decompression bomb");
+           " pixels, more than PIL's limit of ", kMaxPixels, ": refusing a possible decompression bomb");
 }
 
 // stb_image fills a JPEG cut short with grey instead of failing; PIL refuses it ("image file
@@ -93,6 +94,59 @@ bool jpeg_truncated(const std::string& bytes) {
   const size_t sos = bytes.rfind("\xff\xda", std::string::npos, 2);
   const size_t eoi = bytes.rfind("\xff\xd9", std::string::npos, 2);
   return sos == std::string::npos || eoi == std::string::npos || eoi < sos;
+}
+
+// stb_image also reads past the end of a BMP or GIF as zeros. An uncompressed BMP (BI_RGB or
+// BI_BITFIELDS) needs its rows (4-byte aligned) after the pixel-data offset; a GIF's first
+// frame needs every block up to its image data's terminating empty sub-block.
+// Returns a description of what is missing, or "" when complete (or not checkable).
+std::string bmp_gif_truncated(const std::string& bytes) {
+  const auto u8 = [&](size_t i) { return static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])); };
+  const auto le16 = [&](size_t i) { return u8(i) | (u8(i + 1) << 8); };
+  const auto le32 = [&](size_t i) { return le16(i) | (le16(i + 2) << 16); };
+  if (starts_with(bytes, "BM", 2) && bytes.size() >= 34) {
+    const uint64_t offset = le32(10), header = le32(14);
+    if (header < 40) return "";  // the old OS/2 header: not checked
+    const int64_t w = static_cast<int32_t>(le32(18)), h = static_cast<int32_t>(le32(22));
+    const uint64_t bpp = le16(28), compression = le32(30);
+    if (compression != 0 && compression != 3) return "";  // RLE: stb checks as it decodes
+    const uint64_t row = (static_cast<uint64_t>(std::llabs(w)) * bpp + 31) / 32 * 4;
+    const uint64_t need = offset + row * static_cast<uint64_t>(std::llabs(h));
+    if (bytes.size() < need) return str_cat("the BMP's pixels need ", need, " bytes, the file has ", bytes.size());
+    return "";
+  }
+  if (starts_with(bytes, "GIF8", 4)) {
+    const std::string cut = "the GIF ends inside its first frame";
+    size_t at = 13;
+    if (bytes.size() < at) return cut;
+    if (u8(10) & 0x80) at += 3 * (size_t{2} << (u8(10) & 7));  // global colour table
+    auto skip_sub_blocks = [&]() {  // at -> after the terminating empty sub-block, or npos
+      while (at < bytes.size()) {
+        const size_t n = u8(at);
+        at += 1 + n;
+        if (n == 0) return true;
+      }
+      return false;
+    };
+    while (at < bytes.size()) {
+      const uint64_t block = u8(at);
+      if (block == 0x21) {  // extension: label, sub-blocks
+        at += 2;
+        if (!skip_sub_blocks()) return cut;
+      } else if (block == 0x2c) {  // image: descriptor, local colour table, LZW size, data
+        if (at + 10 > bytes.size()) return cut;
+        const uint64_t flags = u8(at + 9);
+        at += 10;
+        if (flags & 0x80) at += 3 * (size_t{2} << (flags & 7));
+        at += 1;  // LZW minimum code size
+        return skip_sub_blocks() ? "" : cut;
+      } else {
+        return "";  // the trailer or something stb will judge
+      }
+    }
+    return cut;
+  }
+  return "";
 }
 
 // Pillow's ImagingScaleAffine, which Image.resize uses for NEAREST: the source coordinate
@@ -160,6 +214,8 @@ DecodedImage decode_image(const std::string& path) {
   check_pixel_count(path, w, h);
   MM_CHECK(!(starts_with(bytes, "\xff\xd8", 2) && jpeg_truncated(bytes)), "cannot decode image '", path,
            "': the JPEG is truncated (no end-of-image marker after its last scan)");
+  const std::string cut = bmp_gif_truncated(bytes);
+  MM_CHECK(cut.empty(), "cannot decode image '", path, "': truncated (", cut, ")");
   DecodedImage out;
   out.mode = pil_mode(bytes, c);
   const int channels = channels_of(out.mode);

@@ -40,7 +40,7 @@ struct DecodedImage {
 };
 
 // Decodes PNG/JPEG/BMP/GIF (first frame) with stb_image, keeping the channels PIL would keep.
-// Unreadable, truncated or over-large (> 2^28 pixels: decompression bombs) files are an
+// Unreadable, truncated or over-large (PIL's decompression-bomb limit, 178956970 pixels) files are an
 // mm::Error naming the file.
 DecodedImage decode_image(const std::string& path);
 

@@ -1,7 +1,7 @@
-// apps/common/image_io.cpp: stb_image decode/encode with clear errors naming the file.
+// apps/common/image_io.cpp: images in (through clip_preprocess's checked decode_image) and PNGs
+// out (stb_image_write, with text chunks), with clear errors naming the file.
 #include "apps/common/image_io.h"
 
-#include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
 #include <zlib.h>
@@ -11,24 +11,22 @@
 #include <fstream>
 #include <vector>
 
+#include "apps/common/clip_preprocess.h"
 #include "engine/error.h"
 
 namespace mm::apps {
 
 Tensor load_image_rgb(const std::string& path) {
-  int w = 0, h = 0, c = 0;
-  if (!stbi_info(path.c_str(), &w, &h, &c))
-    throw Error(str_cat("cannot read image '", path, "': ", stbi_failure_reason() ? stbi_failure_reason() : "unknown format"));
-  MM_CHECK(static_cast<int64_t>(w) * h <= (int64_t{1} << 28), "image '", path, "' is ", w, "x", h,
-           ": larger than the 2^28-pixel limit (a decompression bomb?)");
-  unsigned char* data = stbi_load(path.c_str(), &w, &h, &c, 3);
-  MM_CHECK(data != nullptr, "cannot decode image '", path, "': ", stbi_failure_reason());
+  // decode_image's checks (truncated files, decompression bombs), then PIL's convert('RGB'):
+  // grey is repeated, alpha dropped (palettes are already looked up).
+  const DecodedImage d = decode_image(path);
+  const Tensor px = d.pixels.contiguous();
+  const int64_t h = px.size(0), w = px.size(1), C = px.size(2), hw = h * w;
+  const uint8_t* p = px.data<uint8_t>();
   Tensor out = Tensor::empty({3, h, w});
   float* o = out.data<float>();
-  const int64_t hw = static_cast<int64_t>(h) * w;
   for (int64_t i = 0; i < hw; ++i)
-    for (int k = 0; k < 3; ++k) o[k * hw + i] = data[i * 3 + k] / 255.0f;
-  stbi_image_free(data);
+    for (int64_t k = 0; k < 3; ++k) o[k * hw + i] = p[i * C + (C >= 3 ? k : 0)] / 255.0f;
   return out;
 }
 

@@ -9,7 +9,8 @@
 
 namespace mm::apps {
 
-// Decodes PNG/JPEG/BMP/GIF (first frame) to RGB float [3, H, W] in [0, 1].
+// Decodes PNG/JPEG/BMP/GIF (first frame) to RGB float [3, H, W] in [0, 1], as PIL's
+// convert('RGB'): grey repeated, alpha dropped. Errors as decode_image (clip_preprocess.h).
 Tensor load_image_rgb(const std::string& path);
 // Writes a [3, H, W] float image (clamped to [0, 1], rounded to 8 bits) as PNG, with
 // optional UTF-8 text chunks (iTXt: keyword, text), e.g. the prompt and settings.

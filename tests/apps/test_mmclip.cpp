@@ -240,6 +240,38 @@ TEST_CASE("clip preprocessing: unreadable, truncated and over-large images are e
     CHECK(e.find("cannot decode image '" + cut + "'") != std::string::npos);
     std::remove(cut.c_str());
   }
+  // BMP (stb writes 24-bit) and GIF (two frames: the first is left red, right blue; the
+  // second all white): decoded exactly, the first frame only; cut short, errors (stb_image
+  // alone would read the missing bytes as zeros).
+  const std::string bmp = tmp_path("full.bmp"), gif = tmp_path("two_frames.gif");
+  REQUIRE(stbi_write_bmp(bmp.c_str(), 40, 48, 3, px.data()) != 0);
+  const apps::DecodedImage b = apps::decode_image(bmp);
+  CHECK(b.pixels.to_vector<int64_t>() == std::vector<int64_t>(px.begin(), px.end()));
+  static const char kGif[] =
+      "\x47\x49\x46\x38\x39\x61\x10\x00\x10\x00\xf1\x00\x00\xff\x00\x00\x00\x00\xff\x00\xff\x00\xff\xff"
+      "\xff\x2c\x00\x00\x00\x00\x10\x00\x10\x00\x00\x02\x1f\x84\x6f\xa1\xab\x88\xcc\xdc\x81\x4b\x26\x1a"
+      "\x2c\xc0\xd9\x72\xfd\x79\x18\x38\x8a\x14\x79\x9a\x10\xba\xaa\x91\x5b\xc1\x4a\x01\x00\x2c\x00\x00"
+      "\x00\x00\x10\x00\x10\x00\x00\x02\x0e\x9c\x8f\xa9\xcb\xed\x0f\xa3\x9c\xb4\xda\x8b\xb3\x3e\x05\x00"
+      "\x3b";
+  std::ofstream(gif, std::ios::binary) << std::string(kGif, sizeof(kGif) - 1);
+  const apps::DecodedImage g = apps::decode_image(gif);
+  REQUIRE(g.pixels.shape() == Shape{16, 16, 3});
+  CHECK(g.mode == apps::PilMode::palette);
+  for (int64_t y : {0, 15})
+    for (int64_t x : {0, 7, 8, 15}) {
+      const std::vector<int64_t> rgb = g.pixels.select(0, y).select(0, x).contiguous().to_vector<int64_t>();
+      CHECK(rgb == (x < 8 ? std::vector<int64_t>{255, 0, 0} : std::vector<int64_t>{0, 0, 255}));
+    }
+  for (const std::string& full : {bmp, gif}) {
+    const std::string bytes = slurp(full), cut = full + ".cut";
+    std::ofstream(cut, std::ios::binary) << bytes.substr(0, full == gif ? 50 : bytes.size() * 2 / 3);
+    const std::string e = error_of(cut);
+    MESSAGE("truncated " << full << ": " << e);
+    CHECK(e.find("cannot decode image '" + cut + "': truncated") != std::string::npos);
+    std::remove(cut.c_str());
+  }
+  std::remove(bmp.c_str());
+  std::remove(gif.c_str());
   // A PNG header claiming 20000 x 20000 = 4e8 pixels: refused before decoding.
   std::string bomb = "\x89PNG\r\n\x1a\n";
   append_chunk(bomb, "IHDR", be32s(20000) + be32s(20000) + std::string("\x08\x02\x00\x00\x00", 5));
