@@ -356,7 +356,9 @@ int run_search(const Args& a) {
   const fs::path dir = a.positional[0];
   const std::string query = a.positional[1];
   // "photos/cat.png" that is not there is a mistyped path, not a text to search for
-  MM_CHECK((fs::is_regular_file(query) || !is_image_name(query) || query.find(' ') != std::string::npos),
+  std::error_code ec;  // (a long text is no file name: is_regular_file would throw ENAMETOOLONG)
+  const bool query_is_file = is_image_name(query) && fs::is_regular_file(query, ec);
+  MM_CHECK((query_is_file || !is_image_name(query) || query.find(' ') != std::string::npos),
            "mmclip search: the query '", query,
            "' names an image file that does not exist (a text query with spaces is searched as text)");
   MM_CHECK(fs::is_directory(dir), "mmclip search: '", dir.string(), "' is not a directory");
@@ -447,7 +449,7 @@ int run_search(const Args& a) {
   }
 
   // The query: an image file, or a text.
-  const bool image_query = fs::is_regular_file(query) && is_image_name(query);
+  const bool image_query = query_is_file;
   Tensor q;
   if (image_query) {
     q = embed_images(clip, {query}, 1, a.alpha);

@@ -225,6 +225,7 @@ int main(int argc, char** argv) {
     cuda_ops::empty_cache();
 
     std::ostringstream settings;
+    settings.precision(10);
     // Everything that decides the image (file options only when given).
     settings << "mmgen prompt=" << quoted(a.prompt) << " size=" << a.width << "x" << a.height << " steps=" << a.steps
              << " lr=" << a.lr << " cutn=" << a.cutn << " cut_pow=" << a.cut_pow << " seed=" << a.seed
@@ -258,7 +259,7 @@ int main(int argc, char** argv) {
       if (a.save_every > 0 && i % a.save_every == 0) apps::save_png(frame_name(a.out, i), gen.image(), text);
     }
     apps::save_png(a.out, gen.image(), text);
-    if (g_interrupted) {
+    if (g_interrupted && gen.steps_done() < a.steps) {
       progress.finish_line();
       std::fprintf(stderr, "mmgen: interrupted after %lld steps; saved %s\n", (long long)gen.steps_done(), a.out.c_str());
       return 130;

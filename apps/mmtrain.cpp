@@ -194,8 +194,8 @@ int main(int argc, char** argv) {
       if (clip_path.empty()) clip_path = apps::default_model("clip_vit");
       if (vqgan_path.empty()) vqgan_path = apps::default_model("vqgan");
       if (judge_path.empty()) judge_path = apps::default_model("clip_resnet");
-      ClipModel clip = apps::load_clip(clip_path, "");
-      clip.prepack("visual.");  // as mmgen does
+      ClipModel clip = apps::load_clip(clip_path, "").to(DType::f32);  // as mmgen does: float32, packed
+      clip.prepack("visual.");
       ClipTokenizer tok = apps::load_tokenizer(co.vocab, clip_path, clip.config().vocab_size);
       ClipModel judge = apps::load_clip(judge_path, "");
       ClipTokenizer jtok = apps::load_tokenizer(co.vocab, judge_path, judge.config().vocab_size);

@@ -8,6 +8,7 @@
 //
 // Adding a kernel: write `int bench_x(const Args&)` and add a row to kBenches below.
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
@@ -285,7 +286,11 @@ bool openai_half(const std::string& key) {
 int bench_clip_load(const Args& args) {
   const std::string name = args.get("model-config", "ViT-B/32");
   setup_device_and_threads(args);
-  const std::string file = args.get("file", "/tmp/mm_clip_load_" + std::to_string(::getuid()) + ".safetensors");
+  std::string tag = name;  // "ViT-B/32" -> "ViT-B_32": one default file per model
+  for (char& ch : tag)
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-') ch = '_';
+  const std::string file =
+      args.get("file", "/tmp/mm_clip_load_" + std::to_string(::getuid()) + "_" + tag + ".safetensors");
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
     const mm::ClipConfig c = mm::clip_config_preset(name);
@@ -294,7 +299,8 @@ int bench_clip_load(const Args& args) {
     std::vector<std::pair<std::string, mm::Tensor>> tensors;
     for (auto& [key, t] : random_weights(table).tensors)
       tensors.push_back({key, openai_half(key) ? t.to(mm::DType::f16) : t});
-    mm::save_safetensors(file, tensors);
+    mm::save_safetensors(file + ".part", tensors);  // complete or absent: a crashed run leaves no file
+    MM_CHECK(std::rename((file + ".part").c_str(), file.c_str()) == 0, "mmbench clip-load: cannot write '", file, "'");
     std::fprintf(stderr, "mmbench clip-load: wrote %s (%s, OpenAI's fp16/fp32 mix); measuring in a fresh process\n",
                  file.c_str(), name.c_str());
     std::vector<std::string> keep = g_command_line;
@@ -311,7 +317,10 @@ int bench_clip_load(const Args& args) {
   const double base_mib = static_cast<double>(status_kib("VmRSS:")) / 1024;
   const int64_t base_anon_kib = status_kib("RssAnon:");
   const mm::TensorFile f = mm::load_weights(file);
-  mm::ClipModel clip = mm::ClipModel::load(f, mm::infer_clip_config(f));
+  const mm::ClipConfig inferred = mm::infer_clip_config(f);
+  MM_CHECK(!args.values.count("model-config") || inferred.str() == mm::clip_config_preset(name).str(),
+           "mmbench clip-load: '", file, "' holds ", inferred.str(), ", not ", name);
+  mm::ClipModel clip = mm::ClipModel::load(f, inferred);
   if (args.get("widen", "0") != "0") clip = clip.to(mm::DType::f32);  // every weight a float32 copy (mm before 12/2026)
   const double load_mib = static_cast<double>(status_kib("VmHWM:")) / 1024 - base_mib;
   if (args.get("prepack", "1") != "0") clip.prepack("visual.");

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <numeric>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 
@@ -516,7 +517,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
     const int64_t s = src.shape()[src.dim() - 1 - i], d = shape()[dim() - 1 - i];
     MM_CHECK(s == d || s == 1, "[copy_] cannot broadcast ", src.str(), " into ", str());
   }
-  ref().storage->gemm_pack.reset();
+  std::atomic_store(&ref().storage->gemm_pack, std::shared_ptr<const void>());
   if (src.impl_ == impl_) return *this;
   // Overlapping views of one storage (other than the identical view) are copied through a temporary.
   if (src.impl()->storage == ref().storage && src.impl_ != impl_) {
@@ -531,7 +532,7 @@ Tensor& Tensor::copy_(const Tensor& src) {
 
 Tensor& Tensor::fill_(double value) {
   check_inplace(*this, "fill_");
-  ref().storage->gemm_pack.reset();
+  std::atomic_store(&ref().storage->gemm_pack, std::shared_ptr<const void>());
   if (device() != Device::cpu) {  // one value, broadcast by the device copy
     copy_kernel(*this, full({}, value, dtype()));
     return *this;
@@ -553,7 +554,7 @@ Tensor& Tensor::set_requires_grad(bool r) {
   MM_CHECK(is_leaf(), "set_requires_grad on a non-leaf tensor ", str(), "; use detach() first");
   MM_CHECK(!r || is_floating(dtype()), "only floating-point tensors can require grad, got ", str());
   ref().requires_grad = r;
-  if (r) ref().storage->gemm_pack.reset();  // a weight about to be trained must not be read packed
+  if (r) std::atomic_store(&ref().storage->gemm_pack, std::shared_ptr<const void>());  // a weight about to be trained must not be read packed
   return *this;
 }
 

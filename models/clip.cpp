@@ -196,7 +196,7 @@ ClipModel ClipModel::to(DType dtype) const {
 ClipModel ClipModel::to(Device device) const {
   // The device computes on float32 weights: 16-bit ones are widened there (copied at 16 bits).
   return map_weights([device](const Tensor& t) {
-    return device == Device::cpu ? t.to(device) : t.to(device).to(DType::f32);
+    return device != Device::cpu && is_half_weight(t) ? t.to(device).to(DType::f32) : t.to(device);
   });
 }
 

@@ -117,7 +117,8 @@ class ClipModel {
   int64_t prepack(const std::string& prefix = "");
 
   // Drops the text tower's weights (all but visual.* and logit_scale): VQGAN+CLIP needs it only
-  // for its prompts. encode_text then fails with an error saying so. Returns the bytes freed.
+  // for its prompts. encode_text then fails with an error saying so. Returns the bytes of the
+  // tensors dropped (views of a memory-mapped file give back page cache, not process memory).
   size_t release_text_tower();
 
   const ClipConfig& config() const { return config_; }

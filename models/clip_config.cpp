@@ -112,8 +112,9 @@ ClipConfig load_clip_config_json(const std::string& path, ClipConfig c) {
 namespace {
 
 // Hugging Face's CLIPConfig (config.json beside model.safetensors): the sizes it gives override
-// the inferred ones; its many other keys (architectures, initializer_factor, ...) say nothing
-// about the forward pass.
+// the inferred ones; what it leaves out takes transformers' defaults where the shapes cannot
+// tell (8 text and 12 vision heads, quick_gelu); its many other keys (architectures,
+// initializer_factor, ...) say nothing about the forward pass.
 ClipConfig clip_config_from_hf_json(const nlohmann::json& j, const std::string& path, ClipConfig c) {
   auto get = [&](const nlohmann::json& obj, const char* section, const char* key, int64_t& out) {
     if (!obj.contains(key) || obj[key].is_null()) return;
@@ -123,8 +124,9 @@ ClipConfig clip_config_from_hf_json(const nlohmann::json& j, const std::string& 
   };
   std::string act;
   auto activation = [&](const nlohmann::json& obj, const char* section) {
-    if (!obj.contains("hidden_act")) return;
-    const std::string a = obj["hidden_act"].is_string() ? obj["hidden_act"].get<std::string>() : obj["hidden_act"].dump();
+    const std::string a = !obj.contains("hidden_act") ? "quick_gelu"  // transformers' default
+                          : obj["hidden_act"].is_string() ? obj["hidden_act"].get<std::string>()
+                                                          : obj["hidden_act"].dump();
     MM_CHECK(a == "quick_gelu" || a == "gelu", "[clip config] ", path, ": ", section, ".hidden_act '", a,
              "' is not supported (quick_gelu or gelu)");
     MM_CHECK(act.empty() || act == a, "[clip config] ", path, ": the text and vision towers' hidden_act differ (", act,
@@ -132,8 +134,12 @@ ClipConfig clip_config_from_hf_json(const nlohmann::json& j, const std::string& 
     act = a;
   };
   get(j, "config", "projection_dim", c.embed_dim);
-  if (j.contains("text_config") && j["text_config"].is_object()) {
-    const nlohmann::json& t = j["text_config"];
+  // (older transformers wrote text_config_dict / vision_config_dict)
+  const char* text_key = j.contains("text_config") ? "text_config" : "text_config_dict";
+  const char* vision_key = j.contains("vision_config") ? "vision_config" : "vision_config_dict";
+  if (j.contains(text_key) && j[text_key].is_object()) {
+    const nlohmann::json& t = j[text_key];
+    c.transformer_heads = 8;  // CLIPTextConfig's default when num_attention_heads is left out
     get(t, "text_config", "hidden_size", c.transformer_width);
     get(t, "text_config", "num_attention_heads", c.transformer_heads);
     get(t, "text_config", "num_hidden_layers", c.transformer_layers);
@@ -141,10 +147,11 @@ ClipConfig clip_config_from_hf_json(const nlohmann::json& j, const std::string& 
     get(t, "text_config", "vocab_size", c.vocab_size);
     activation(t, "text_config");
   }
-  if (j.contains("vision_config") && j["vision_config"].is_object()) {
-    const nlohmann::json& v = j["vision_config"];
+  if (j.contains(vision_key) && j[vision_key].is_object()) {
+    const nlohmann::json& v = j[vision_key];
     MM_CHECK(c.vision == ClipVision::vit, "[clip config] ", path,
              ": a Hugging Face vision_config describes a ViT, but the weights are a ModifiedResNet");
+    c.vision_heads = 12;  // CLIPVisionConfig's default
     get(v, "vision_config", "hidden_size", c.vision_width);
     get(v, "vision_config", "num_attention_heads", c.vision_heads);
     int64_t layers = c.vision_layers.empty() ? 0 : c.vision_layers[0];

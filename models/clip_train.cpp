@@ -6,6 +6,7 @@
 
 #include "engine/autograd.h"
 #include "engine/ops/elementwise.h"
+#include "engine/ops/linalg.h"
 #include "engine/random.h"
 #include "models/clip.h"
 
@@ -91,7 +92,7 @@ void ClipModel::set_trainable(bool trainable) {
     // Weights loaded from a safetensors file may be views of its read-only mapping: the
     // optimiser and BatchNorm update in place, so a trainable model owns private copies.
     // (16-bit weights kept from a half-precision file become float32: what the optimiser updates.)
-    if (trainable) t = t.dtype() == DType::f32 ? t.detach().clone() : t.detach().to(DType::f32);
+    if (trainable) t = is_half_weight(t) ? t.detach().to(DType::f32) : t.detach().clone();
     if (!is_running_stat(key)) t.set_requires_grad(trainable);
   }
 }

@@ -7,7 +7,6 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include <cctype>
 #include <cmath>
 #include <map>
 #include <set>
@@ -78,18 +77,22 @@ VQGANConfig load_vqgan_yaml(const std::string& path) {
     static const std::set<std::string> known = {"double_z", "z_channels", "resolution", "in_channels", "out_ch", "ch",
                                                 "ch_mult", "num_res_blocks", "attn_resolutions", "dropout"};
     // Options of taming's Encoder/Decoder that mm implements only at their defaults.
-    static const std::map<std::string, std::string> only_default = {{"resamp_with_conv", "true"},
-                                                                    {"give_pre_end", "false"},
-                                                                    {"tanh_out", "false"},
-                                                                    {"use_linear_attn", "false"},
-                                                                    {"attn_type", "vanilla"}};
+    static const std::map<std::string, bool> only_default_flag = {
+        {"resamp_with_conv", true}, {"give_pre_end", false}, {"tanh_out", false}, {"use_linear_attn", false}};
     for (const auto& kv : dd) {
       const std::string k = kv.first.as<std::string>();
-      if (auto it = only_default.find(k); it != only_default.end()) {
-        std::string v = kv.second.as<std::string>();
-        for (char& ch : v) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (auto it = only_default_flag.find(k); it != only_default_flag.end()) {
+        bool v = false;
+        MM_CHECK(kv.second.IsScalar() && YAML::convert<bool>::decode(kv.second, v), "'", path, "': ddconfig ", k,
+                 " must be true or false");
         MM_CHECK(v == it->second, "'", path, "': ddconfig ", k, ": ", kv.second.as<std::string>(),
-                 " is not supported (mm implements ", k, ": ", it->second, ")");
+                 " is not supported (mm implements ", k, ": ", it->second ? "true" : "false", ")");
+        continue;
+      }
+      if (k == "attn_type") {
+        MM_CHECK(kv.second.IsScalar() && kv.second.as<std::string>() == "vanilla", "'", path,
+                 "': ddconfig attn_type: ", kv.second.IsScalar() ? kv.second.as<std::string>() : std::string("?"),
+                 " is not supported (mm implements attn_type: vanilla)");
         continue;
       }
       MM_CHECK(known.count(k), "'", path, "': unknown ddconfig key '", k, "'");

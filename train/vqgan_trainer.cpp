@@ -152,7 +152,8 @@ VQGANTrainResult train_vqgan(const VQGANTrainOptions& o) {
   }
   ClipModel judge;
   const bool perceptual = !o.perceptual_clip.empty();
-  if (perceptual) judge = load_exported_clip(o.perceptual_clip, "[mmtrain vqgan] --perceptual");
+  // (float32 weights: a 16-bit file's would be widened on every forward and backward)
+  if (perceptual) judge = load_exported_clip(o.perceptual_clip, "[mmtrain vqgan] --perceptual").to(DType::f32);
   const LrSchedule sched{o.lr, o.warmup, o.steps, o.final_lr_ratio};
   const std::string config_json = vqgan_config_to_json(o.config);
   auto all_tensors = [&]() {

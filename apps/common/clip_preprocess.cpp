@@ -77,12 +77,16 @@ bool header_size(const std::string& bytes, int64_t& w, int64_t& h) {
   const auto le32 = [&](size_t i) { return byte(i) | (byte(i + 1) << 8) | (byte(i + 2) << 16) | (byte(i + 3) << 24); };
   if (bytes.size() >= 24 && starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) w = be32(16), h = be32(20);
   else if (bytes.size() >= 10 && starts_with(bytes, "GIF8", 4)) w = byte(6) | (byte(7) << 8), h = byte(8) | (byte(9) << 8);
-  else if (bytes.size() >= 26 && starts_with(bytes, "BM", 2)) w = le32(18), h = std::abs(static_cast<int32_t>(le32(22)));
+  else if (bytes.size() >= 26 && starts_with(bytes, "BM", 2))
+    w = std::llabs(static_cast<int32_t>(le32(18))), h = std::llabs(static_cast<int32_t>(le32(22)));
   else return false;
   return true;
 }
 
 void check_pixel_count(const std::string& path, int64_t w, int64_t h) {
+  // (a top-down BMP reports a negative height; sizes are at most 2^32 each, so the product fits)
+  w = std::llabs(w), h = std::llabs(h);
+  MM_CHECK(w > 0 && h > 0, "cannot read image '", path, "': its header says ", w, "x", h, " pixels");
   MM_CHECK(w * h <= kMaxPixels, "image '", path, "' is ", w, "x", h, " = ", w * h,
            " pixels, more than PIL's limit of ", kMaxPixels, ": refusing a possible decompression bomb");
 }

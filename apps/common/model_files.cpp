@@ -82,8 +82,8 @@ ClipTokenizer load_tokenizer(const std::string& vocab_arg, const std::string& cl
   }
   if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/" + name)) return checked(tried.back());
   // a Hugging Face model folder: vocab.json + merges.txt beside model.safetensors
-  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/vocab.json") && exists(dir_of(clip_weights) + "/merges.txt"))
-    return checked(tried.back());
+  // (vocab.json without merges.txt is an error saying so)
+  if (!clip_weights.empty() && attempt(dir_of(clip_weights) + "/vocab.json")) return checked(tried.back());
   if (attempt(cache_dir() + "/" + name)) return checked(tried.back());
   std::string where;
   for (const auto& t : tried) where += "\n  " + t;

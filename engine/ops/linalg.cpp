@@ -206,13 +206,22 @@ struct LinearPack {
 };
 using LinearPacks = std::vector<LinearPack>;
 
-// The usable pack of this exact view of a weight, or null.
-const kernels::PackedB* pack_of(const Tensor& weight) {
-  const std::shared_ptr<const void>& any = weight.impl()->storage->gemm_pack;
-  if (!any || weight.requires_grad()) return nullptr;
-  for (const LinearPack& p : *static_cast<const LinearPacks*>(any.get()))
-    if (p.packs(weight)) return p.b.usable() ? &p.b : nullptr;
-  return nullptr;
+// The usable pack of this exact view of a weight (b null if none), with the list that holds
+// it: the storage's slot is read and replaced atomically, and a reader keeps its list alive
+// while a prepack of another view publishes a new one.
+struct PackRef {
+  std::shared_ptr<const void> list;
+  const kernels::PackedB* b = nullptr;
+};
+PackRef pack_of(const Tensor& weight) {
+  PackRef r{std::atomic_load(&weight.impl()->storage->gemm_pack)};
+  if (!r.list || weight.requires_grad()) return r;
+  for (const LinearPack& p : *static_cast<const LinearPacks*>(r.list.get()))
+    if (p.packs(weight)) {
+      if (p.b.usable()) r.b = &p.b;
+      break;
+    }
+  return r;
 }
 
 }  // namespace
@@ -227,14 +236,16 @@ bool prepack_linear_weight(const Tensor& weight) {
   LinearPack pack{weight.offset(), weight.strides()[1], weight.strides()[0], weight.dtype(),
                   kernels::pack_b(w.size(1), w.size(0), {w.data<float>(), w.strides()[1], w.strides()[0]})};
   // The storage's list is immutable once published: a new list with this view's pack added
-  // (or replaced).
-  std::shared_ptr<const void>& slot = weight.impl()->storage->gemm_pack;
+  // (or replaced), stored atomically. (Two prepacks of one storage at once may lose one pack,
+  // never a list a reader holds.)
+  std::shared_ptr<const void>* slot = &weight.impl()->storage->gemm_pack;
+  const std::shared_ptr<const void> old = std::atomic_load(slot);
   auto packs = std::make_shared<LinearPacks>();
-  if (slot)
-    for (const LinearPack& p : *static_cast<const LinearPacks*>(slot.get()))
+  if (old)
+    for (const LinearPack& p : *static_cast<const LinearPacks*>(old.get()))
       if (!p.packs(weight)) packs->push_back(p);
   packs->push_back(std::move(pack));
-  slot = std::move(packs);
+  std::atomic_store(slot, std::shared_ptr<const void>(std::move(packs)));
   return true;
 }
 
@@ -242,7 +253,7 @@ bool is_half_weight(const Tensor& weight) {
   return weight.defined() && (weight.dtype() == DType::f16 || weight.dtype() == DType::bf16);
 }
 
-bool linear_weight_packed(const Tensor& weight) { return weight.defined() && pack_of(weight) != nullptr; }
+bool linear_weight_packed(const Tensor& weight) { return weight.defined() && pack_of(weight).b != nullptr; }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (is_half_weight(weight)) {
@@ -276,12 +287,12 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     using T = typename decltype(tag)::type;
     T* py = y.data<T>();
     // W^T [in, out] is weight [out, in] with its strides swapped.
-    const kernels::PackedB* packed = nullptr;
+    PackRef packed;  // (holds the pack while sgemm_packed reads it)
     // (Below sgemm's small-problem size the packed path would not be bitwise the plain one.)
     if constexpr (std::is_same_v<T, float>)
       if (R * out_f * in >= 32 * 32 * 32) packed = pack_of(weight);
-    if (packed) {
-      kernels::sgemm_packed(R, out_f, in, 1.f, {x2.data<float>(), x2.strides()[0], x2.strides()[1]}, *packed, 0.f,
+    if (packed.b) {
+      kernels::sgemm_packed(R, out_f, in, 1.f, {x2.data<float>(), x2.strides()[0], x2.strides()[1]}, *packed.b, 0.f,
                             reinterpret_cast<float*>(py), out_f);
     } else {
       // a 16-bit weight (a model kept as its file stores it) is widened for this call only

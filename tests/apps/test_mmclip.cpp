@@ -262,6 +262,31 @@ TEST_CASE("clip preprocessing: unreadable, truncated and over-large images are e
       const std::vector<int64_t> rgb = g.pixels.select(0, y).select(0, x).contiguous().to_vector<int64_t>();
       CHECK(rgb == (x < 8 ? std::vector<int64_t>{255, 0, 0} : std::vector<int64_t>{0, 0, 255}));
     }
+  // complete files the checks must accept: a top-down BMP (negative height), a GIF cut right
+  // after its first frame (69 bytes: header, colour table, descriptor, data, terminator)
+  {
+    std::string td = slurp(bmp);
+    const int32_t neg = -48;
+    td.replace(22, 4, reinterpret_cast<const char*>(&neg), 4);  // little-endian (x86)
+    const std::string top_down = tmp_path("top_down.bmp");
+    std::ofstream(top_down, std::ios::binary) << td;
+    const apps::DecodedImage t = apps::decode_image(top_down);
+    REQUIRE(t.pixels.shape() == Shape{48, 40, 3});
+    CHECK(t.pixels.select(0, 0).contiguous().to_vector<int64_t>() ==
+          b.pixels.select(0, 47).contiguous().to_vector<int64_t>());  // the rows in the other order
+    // and a top-down header claiming 20000 x 20000 pixels is a bomb, not a negative count
+    std::string big = td;
+    const int32_t w = 20000, h = -20000;
+    big.replace(18, 4, reinterpret_cast<const char*>(&w), 4);
+    big.replace(22, 4, reinterpret_cast<const char*>(&h), 4);
+    std::ofstream(top_down, std::ios::binary | std::ios::trunc) << big;
+    CHECK(error_of(top_down).find("decompression bomb") != std::string::npos);
+    std::remove(top_down.c_str());
+    const std::string first = tmp_path("first_frame.gif");
+    std::ofstream(first, std::ios::binary) << std::string(kGif, 69);
+    CHECK(apps::decode_image(first).pixels.to_vector<int64_t>() == g.pixels.to_vector<int64_t>());
+    std::remove(first.c_str());
+  }
   for (const std::string& full : {bmp, gif}) {
     const std::string bytes = slurp(full), cut = full + ".cut";
     std::ofstream(cut, std::ios::binary) << bytes.substr(0, full == gif ? 50 : bytes.size() * 2 / 3);

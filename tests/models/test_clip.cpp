@@ -152,11 +152,18 @@ TEST_CASE("clip keeps an fp16 file's linear weights as 16-bit views of the file;
   const std::vector<float> before = m.encode_image(exp.get("pixel_values")).to_vector<float>();
   ClipModel packed = load_tiny(f, "clip_vit_tiny");
   CHECK(packed.prepack("visual.") > 0);
+  CHECK(linear_weight_packed(packed.weight("visual.transformer.resblocks.0.mlp.c_fc.weight")));
+  CHECK(linear_weight_packed(packed.weight("visual.transformer.resblocks.1.attn.in_proj_weight")));
   CHECK(packed.encode_image(exp.get("pixel_values")).to_vector<float>() == before);
   // training widens them: the optimiser updates float32 copies, never the mapped file
   packed.set_trainable(true);
   CHECK(packed.weight("visual.transformer.resblocks.0.mlp.c_fc.weight").dtype() == DType::f32);
   CHECK(packed.weight("visual.transformer.resblocks.0.mlp.c_fc.weight").requires_grad());
+  // ... and only 16-bit weights: a float64 model stays float64
+  ClipModel f64 = load_tiny(f, "clip_vit_tiny").to(DType::f64);
+  f64.set_trainable(true);
+  CHECK(f64.weight("visual.transformer.resblocks.0.mlp.c_fc.weight").dtype() == DType::f64);
+  CHECK(f64.weight("visual.ln_pre.weight").dtype() == DType::f64);
 }
 
 TEST_CASE("clip encode_text pools at the first EOT: empty text, truncated text, repeated EOT, short context") {
@@ -489,6 +496,12 @@ TEST_CASE("clip Hugging Face names give identical features") {
   CHECK(from_json.activation == ClipActivation::quick_gelu);
   check_tensor("hf config.json image_features", ClipModel::load(hf, from_json).encode_image(exp.get("pixel_values")),
                image, 0.0);
+  // what config.json leaves out takes transformers' defaults (8 text heads, 12 vision heads)
+  const ClipConfig sparse = clip_config_from_json(R"({"text_config": {}, "vision_config_dict": {"patch_size": 16}})",
+                                                  "config.json", infer_clip_config(hf));
+  CHECK(sparse.transformer_heads == 8);
+  CHECK(sparse.vision_heads == 12);
+  CHECK(sparse.vision_patch_size == 16);
   std::string gelu = hf_json;
   for (size_t at; (at = gelu.find("quick_gelu")) != std::string::npos;) gelu.replace(at, 10, "gelu");
   CHECK(clip_config_from_json(gelu, "config.json", infer_clip_config(hf)).activation == ClipActivation::gelu);

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <minizip/zip.h>
+
 #include "engine/mm.h"
 #include "tests/apps/run_command.h"
 #include "tests/refs.h"
@@ -170,6 +172,32 @@ TEST_CASE("truncated and non-checkpoint files are clear errors") {
     const std::string p = temp_path("text.pt");
     std::ofstream(p) << "hello, this is not a checkpoint";
     CHECK_THROWS_WITH_AS(load_torch_file(p), doctest::Contains("is not a zip archive"), Error);
+    std::remove(p.c_str());
+  }
+  SUBCASE("a compressed entry whose directory claims an absurd size") {
+    // A deflated data.pkl (torch writes stored entries; zip tools may not): it is inflated.
+    const std::string p = temp_path("deflated.pt");
+    zipFile zf = zipOpen64(p.c_str(), APPEND_STATUS_CREATE);
+    REQUIRE(zf != nullptr);
+    REQUIRE(zipOpenNewFileInZip64(zf, "archive/data.pkl", nullptr, nullptr, 0, nullptr, 0, nullptr, Z_DEFLATED,
+                                  Z_DEFAULT_COMPRESSION, 0) == ZIP_OK);
+    const std::string pkl = std::string("\x80\x02}q\x00.", 6);  // an empty state dict
+    REQUIRE(zipWriteInFileInZip(zf, pkl.data(), static_cast<unsigned>(pkl.size())) == ZIP_OK);
+    REQUIRE(zipCloseFileInZip(zf) == ZIP_OK);
+    REQUIRE(zipClose(zf, nullptr) == ZIP_OK);
+    // (inflated and parsed: the pickle is an empty dict)
+    CHECK_THROWS_WITH_AS(load_torch_file(p), doctest::Contains("holds no tensors"), Error);
+    // the uncompressed size set to 2^31 - 1 in the local header (offset 22 of "PK\3\4") and the
+    // central directory (offset 24 of "PK\1\2"), consistently
+    std::ifstream zin(p, std::ios::binary);
+    std::string z((std::istreambuf_iterator<char>(zin)), std::istreambuf_iterator<char>());
+    const size_t local = z.find("PK\x03\x04"), cd = z.rfind("PK\x01\x02");
+    REQUIRE(local != std::string::npos);
+    REQUIRE(cd != std::string::npos);
+    z.replace(local + 22, 4, std::string("\xff\xff\xff\x7f", 4));
+    z.replace(cd + 24, 4, std::string("\xff\xff\xff\x7f", 4));
+    std::ofstream(p, std::ios::binary | std::ios::trunc) << z;
+    CHECK_THROWS_WITH_AS(load_torch_file(p), doctest::Contains("claims 2147483647 bytes from"), Error);
     std::remove(p.c_str());
   }
   SUBCASE("a legacy torch file") {
