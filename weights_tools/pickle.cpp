@@ -16,6 +16,25 @@ ValuePtr Value::get(const std::string& key) const {
   return nullptr;
 }
 
+Value::~Value() {
+  std::vector<ValuePtr> pending;
+  auto take = [&pending](Value& v) {
+    for (ValuePtr& c : v.items)
+      if (c) pending.push_back(std::move(c));
+    for (auto& [k, x] : v.dict) {
+      if (k) pending.push_back(std::move(k));
+      if (x) pending.push_back(std::move(x));
+    }
+    if (v.state) pending.push_back(std::move(v.state));
+  };
+  take(*this);
+  while (!pending.empty()) {
+    ValuePtr p = std::move(pending.back());
+    pending.pop_back();
+    if (p.use_count() == 1) take(*p);  // about to go: adopt its children, so it dies childless
+  }
+}
+
 std::string Value::describe() const {
   switch (kind) {
     case Kind::none: return "None";

@@ -34,6 +34,13 @@ struct Value {
   ValuePtr state;                                  // object: the BUILD argument
   Tensor tensor;                                   // tensor
 
+  Value() = default;
+  Value(const Value&) = delete;
+  Value& operator=(const Value&) = delete;
+  // Releases the children iteratively: a pickle nested a million levels deep must not
+  // overflow the C++ stack when its tree is destroyed.
+  ~Value();
+
   bool is_string(const std::string& v) const { return kind == Kind::string && s == v; }
   // dict lookup by string key, or nullptr
   ValuePtr get(const std::string& key) const;

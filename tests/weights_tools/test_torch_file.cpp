@@ -137,6 +137,18 @@ std::string rebuild_pickle(const std::vector<int64_t>& size, const std::vector<i
 }
 }  // namespace
 
+TEST_CASE("a pickle nested 200000 levels deep decodes and is freed without recursion") {
+  // 200000 empty lists, each appended into the one below: list[list[list[...]]]
+  const int n = 200000;
+  std::string p = "\x80\x02" + std::string(n, ']') + std::string(n - 1, 'a') + ".";
+  {
+    pickle::ValuePtr v = pickle::load(reinterpret_cast<const unsigned char*>(p.data()), p.size(), nullptr, "deep.pkl");
+    int depth = 1;
+    for (const pickle::Value* x = v.get(); !x->items.empty(); x = x->items[0].get()) ++depth;
+    CHECK(depth == n);
+  }  // (a recursive destructor would overflow the stack here)
+}
+
 TEST_CASE("tensor views in a pickle are checked against their storage without overflow") {
   auto storage = Storage::allocate(64 * sizeof(float), Device::cpu);
   const pickle::PersistentLoad resolve = [&](const pickle::ValuePtr&) { return pickle::StorageRef{storage, DType::f32}; };
