@@ -437,6 +437,19 @@ TEST_CASE("mmclip search: an image finds itself; the index is reused and updated
   auto [rc4, t4] = testing::run_command(base + "dog" + models);
   REQUIRE_MESSAGE(rc4 == 0, t4);
   CHECK(t4.find("indexed 0 new, 3 cached, 1 removed") != std::string::npos);
+
+  // a changed file (c.png now holds b.PNG's image, a different size) is embedded again
+  fs::copy_file(R + kImages[1], dir / "c.png", fs::copy_options::overwrite_existing);
+  auto [rc5, t5] = testing::run_command(base + (dir / "sub" / "b.PNG").string() + models + " --json");
+  REQUIRE_MESSAGE(rc5 == 0, t5);
+  CHECK_MESSAGE(t5.find("indexed 1 new, 2 cached, 0 removed") != std::string::npos, t5);
+  const nlohmann::json r5 = nlohmann::json::parse(lines(t5).back());
+  REQUIRE(r5["results"].size() == 3);
+  for (int i : {0, 1}) {  // b.PNG and the new c.png: the same image as the query
+    CHECK(r5["results"][i]["score"].get<double>() == doctest::Approx(1.0).epsilon(1e-5));
+    const std::string path = r5["results"][i]["path"];
+    CHECK((path == (dir / "c.png").string() || path == (dir / "sub" / "b.PNG").string()));
+  }
   fs::remove_all(dir);
 }
 
