@@ -1,7 +1,9 @@
 // kernels/cuda/vq.cu: nearest codebook rows for vector quantisation, the gather, and the
 // codebook's gradient.
-// The distance |z − e|² = |z|² + |e|² − 2 z·e; |z|² is the same for every code of a row, so
-// the argmin needs only |e|² − 2 z·e: a GEMM (N x D by D x K) followed by an argmin per row.
+// The distance |z − e|² = (|z|² + |e|²) − 2 z·e, evaluated in float32 as taming does (and
+// the CPU op): |z|² is the same for every code of a row, but adding it rounds the distances
+// at its magnitude, which decides near ties; leaving it out would pick other codes there.
+// So: a GEMM (N x D by D x K) followed by an argmin per row.
 // The unfused baseline writes that N x K matrix (for 16384 codes and a 64x64 latent of a
 // batch of 8: 2 GB) and reads it back; the fused v2 keeps a 64-row x 64-code tile of dot
 // products in registers (a thread owns 4 rows x 4 codes, as in the SGEMM), turns it into
@@ -30,12 +32,13 @@ __global__ void vq_v1(const float* __restrict__ z, const float* __restrict__ e, 
                       int64_t* __restrict__ idx, int64_t N, int64_t K, int64_t D) {
   const int64_t n = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (n >= N) return;
-  float best = INFINITY;
+  float best = INFINITY, zz = 0.0f;
   int64_t bi = 0;
+  for (int64_t d = 0; d < D; ++d) zz += z[n * D + d] * z[n * D + d];
   for (int64_t c = 0; c < K; ++c) {
     float dot = 0.0f;
     for (int64_t d = 0; d < D; ++d) dot += z[n * D + d] * e[c * D + d];
-    take_better(best, bi, e_sq[c] - 2.0f * dot, c);
+    take_better(best, bi, (zz + e_sq[c]) - 2.0f * dot, c);
   }
   idx[n] = bi;
 }
@@ -47,8 +50,16 @@ __global__ void __launch_bounds__(256) vq_v2(const float* __restrict__ z, const 
                                              int64_t K, int64_t D) {
   __shared__ __align__(16) float Zs[kTD][kTR + 4];  // +4: the k-wise stores spread over banks
   __shared__ __align__(16) float Es[kTD][kTC + 4];
+  __shared__ float Zsq[kTR];  // |z|² of the block's rows
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;  // rows 4ty.., codes 4tx..
   const int64_t n0 = blockIdx.x * int64_t(kTR);
+  if (tid < kTR) {
+    float s = 0.0f;
+    if (n0 + tid < N)
+      for (int64_t d = 0; d < D; ++d) s += z[(n0 + tid) * D + d] * z[(n0 + tid) * D + d];
+    Zsq[tid] = s;
+  }
+  __syncthreads();
   float best[4];
   int64_t bi[4];
 #pragma unroll
@@ -86,7 +97,7 @@ __global__ void __launch_bounds__(256) vq_v2(const float* __restrict__ z, const 
       if (c >= K) continue;
       const float en = e_sq[c];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) take_better(best[i], bi[i], en - 2.0f * acc[i][j], c);
+      for (int i = 0; i < 4; ++i) take_better(best[i], bi[i], (Zsq[4 * ty + i] + en) - 2.0f * acc[i][j], c);
     }
   }
   // The 16 threads of a row group (same ty, consecutive lanes) hold candidates: reduce.
@@ -103,15 +114,23 @@ __global__ void __launch_bounds__(256) vq_v2(const float* __restrict__ z, const 
   }
 }
 
-// Row argmin of e_sq[k] − 2 S[n, k], a block per row.
-__global__ void argmin_rows(const float* __restrict__ S, const float* __restrict__ e_sq, int64_t* __restrict__ idx,
-                            int64_t K) {
+// Row argmin of (|z_n|² + e_sq[k]) − 2 S[n, k], a block per row.
+__global__ void argmin_rows(const float* __restrict__ S, const float* __restrict__ z, const float* __restrict__ e_sq,
+                            int64_t* __restrict__ idx, int64_t K, int64_t D) {
   __shared__ float sb[32];
   __shared__ int64_t si[32];
+  __shared__ float szz[1];
   const int64_t n = blockIdx.x;
+  if (threadIdx.x == 0) {  // in d order, as vq_v1/v2
+    float s = 0.0f;
+    for (int64_t d = 0; d < D; ++d) s += z[n * D + d] * z[n * D + d];
+    szz[0] = s;
+  }
+  __syncthreads();
+  const float zz = szz[0];
   float best = INFINITY;
   int64_t bi = 0;
-  for (int64_t c = threadIdx.x; c < K; c += blockDim.x) take_better(best, bi, e_sq[c] - 2.0f * S[n * K + c], c);
+  for (int64_t c = threadIdx.x; c < K; c += blockDim.x) take_better(best, bi, (zz + e_sq[c]) - 2.0f * S[n * K + c], c);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ob = __shfl_xor_sync(0xffffffffu, best, o);
@@ -170,7 +189,7 @@ void vq_nearest_unfused(const float* z, const float* e, const float* e_sq, int64
   MM_CHECK(K > 0, "[cuda] vq_nearest_unfused: empty codebook");
   if (N == 0) return;
   cublas_gemm(false, true, N, K, D, z, e, scratch);
-  argmin_rows<<<static_cast<unsigned>(N), 256, 0, stream()>>>(scratch, e_sq, idx, K);
+  argmin_rows<<<static_cast<unsigned>(N), 256, 0, stream()>>>(scratch, z, e_sq, idx, K, D);
   MM_CUDA_LAUNCHED("vq_nearest_unfused");
 }
 

@@ -591,6 +591,44 @@ TEST_CASE("cuda vq: nearest code (every version and the unfused baseline), gathe
   }
 }
 
+TEST_CASE("cuda vq: near ties resolve as taming's (|z|^2 + |e|^2) - 2 z.e in float32, as the CPU") {
+  MM_REQUIRE_CUDA();
+  // D = 1, z and the codes near 100: |z|^2 ~ 1e4 rounds the distances to ~1e-3, so codes a
+  // hair apart tie (or swap) in taming's formula; without |z|^2 the device would separate
+  // them. With one dimension every term is a single rounded product, so the device's choice
+  // must equal this float32 evaluation exactly.
+  const int64_t N = 256, K = 16, D = 1;
+  std::vector<float> z(N), e(K);
+  for (int64_t n = 0; n < N; ++n) z[n] = 100.0f + 0.001f * static_cast<float>((n * 37) % 101 - 50);
+  for (int64_t k = 0; k < K; ++k) e[k] = 100.0f + 0.003f * static_cast<float>((k * 11) % 17 - 8);
+  std::vector<int64_t> want(N);
+  for (int64_t n = 0; n < N; ++n) {
+    float best = INFINITY;
+    for (int64_t k = 0; k < K; ++k) {
+      const float zz = z[n] * z[n], ee = e[k] * e[k], dot = z[n] * e[k];
+      const float d = (zz + ee) + (-2.0f * dot);
+      if (d < best) best = d, want[n] = k;
+    }
+  }
+  // the CPU op (engine/ops/vq.h) evaluates the same formula
+  CHECK(vector_quantize(Tensor::from_vector(z, {N, D}), Tensor::from_vector(e, {K, D})).indices.to_vector<int64_t>() ==
+        want);
+  DeviceArray<float> dz(z), de(e), esq(K);
+  cuda::vq_code_norms(de.data(), esq.data(), K, D);
+  for (int v = 1; v <= cuda::version_count("vq"); ++v) {
+    CAPTURE(v);
+    DeviceArray<int64_t> idx(N);
+    idx.poison();
+    cuda::vq_nearest(dz.data(), de.data(), esq.data(), idx.data(), N, K, D, v);
+    CHECK(idx.download() == want);
+  }
+  DeviceArray<int64_t> idx(N);
+  idx.poison();
+  DeviceArray<float> scratch(N * K);
+  cuda::vq_nearest_unfused(dz.data(), de.data(), esq.data(), idx.data(), scratch.data(), N, K, D);
+  CHECK(idx.download() == want);
+}
+
 TEST_CASE("cuda vq: ties go to the lowest index, across tiles and threads") {
   MM_REQUIRE_CUDA();
   const int64_t N = 37, K = 70, D = 5;
