@@ -3,8 +3,9 @@
 // clip_vision.cpp. Test: ./build/mm_tests --source-file=*test_clip.cpp
 #include "models/clip.h"
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <iterator>
 #include <optional>
 #include <set>
 
@@ -205,11 +206,7 @@ bool is_linear_weight_key(const std::string& key) {
   // the output projections, which go through matmul).
   static const char* const kLinear[] = {"attn.in_proj_weight", "out_proj.weight", "c_fc.weight", "c_proj.weight",
                                         "q_proj.weight",       "k_proj.weight",   "v_proj.weight"};
-  for (const char* e : kLinear) {
-    const size_t n = std::strlen(e);
-    if (key.size() >= n && key.compare(key.size() - n, n, e) == 0) return true;
-  }
-  return false;
+  return std::any_of(std::begin(kLinear), std::end(kLinear), [&](const char* e) { return ends_with(key, e); });
 }
 
 int64_t ClipModel::prepack(const std::string& prefix) {

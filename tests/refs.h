@@ -4,8 +4,13 @@
 #pragma once
 #include <doctest/doctest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <string>
+#include <vector>
+
+#include "engine/tensor.h"
 
 namespace mm::testing {
 
@@ -16,6 +21,19 @@ inline bool refs_available(const std::string& file) {
   if (f.good()) return true;
   MESSAGE("SKIPPED: reference file " << refs_path(file) << " is missing (../shared/refs beside the clone)");
   return false;
+}
+
+// The refs' error measure (refs/README.md "Tolerances"): max |a - e| / max |e|, over tensors of
+// one size; a NaN in `actual` counts as an infinite error.
+inline double max_rel(const Tensor& actual, const Tensor& expected) {
+  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
+  REQUIRE_MESSAGE(a.size() == e.size(), "max_rel: ", actual.str(), " vs ", expected.str());
+  double diff = 0, scale = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::isnan(a[i]) ? INFINITY : std::abs(a[i] - e[i]));
+    scale = std::max(scale, std::abs(e[i]));
+  }
+  return scale > 0 ? diff / scale : diff;
 }
 
 }  // namespace mm::testing

@@ -36,11 +36,23 @@ std::string read_file(const std::string& path) {
 
 bool starts_with(const std::string& s, const char* prefix, size_t n) { return s.size() >= n && std::memcmp(s.data(), prefix, n) == 0; }
 
+// Header fields: byte i of the file (0 past its end), and n-byte little/big-endian unsigned ints.
+uint64_t byte_at(const std::string& b, size_t i) { return i < b.size() ? static_cast<uint8_t>(b[i]) : 0; }
+uint64_t le_at(const std::string& b, size_t i, int n) {
+  uint64_t v = 0;
+  for (int k = n - 1; k >= 0; --k) v = (v << 8) | byte_at(b, i + k);
+  return v;
+}
+uint64_t be_at(const std::string& b, size_t i, int n) {
+  uint64_t v = 0;
+  for (int k = 0; k < n; ++k) v = (v << 8) | byte_at(b, i + k);
+  return v;
+}
+
 // The mode PIL opens the file in, from its header (PNG IHDR colour type, BMP bit depth).
 PilMode pil_mode(const std::string& bytes, int stbi_channels) {
-  const auto byte = [&](size_t i) { return i < bytes.size() ? static_cast<uint8_t>(bytes[i]) : uint8_t{0}; };
   if (starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) {
-    const uint8_t depth = byte(24), colour = byte(25);  // IHDR: width, height, depth, colour type
+    const uint64_t depth = byte_at(bytes, 24), colour = byte_at(bytes, 25);  // IHDR: width, height, depth, colour type
     switch (colour) {
       case 0: return depth == 1 ? PilMode::palette : PilMode::L;  // 1-bit grey opens as "1"
       case 3: return PilMode::palette;
@@ -50,7 +62,7 @@ PilMode pil_mode(const std::string& bytes, int stbi_channels) {
     }
   }
   if (starts_with(bytes, "GIF8", 4)) return PilMode::palette;
-  if (starts_with(bytes, "BM", 2)) return (byte(28) | (byte(29) << 8)) <= 8 ? PilMode::palette : PilMode::RGB;
+  if (starts_with(bytes, "BM", 2)) return le_at(bytes, 28, 2) <= 8 ? PilMode::palette : PilMode::RGB;
   if (starts_with(bytes, "\xff\xd8", 2)) return stbi_channels == 1 ? PilMode::L : PilMode::RGB;
   switch (stbi_channels) {
     case 1: return PilMode::L;
@@ -72,22 +84,23 @@ int channels_of(PilMode m) {
 // Width and height from a PNG, GIF or BMP header, for files stb_image refuses to look at
 // (it rejects PNGs over 2^30 bytes of pixels before reporting their size).
 bool header_size(const std::string& bytes, int64_t& w, int64_t& h) {
-  const auto byte = [&](size_t i) -> int64_t { return i < bytes.size() ? static_cast<uint8_t>(bytes[i]) : 0; };
-  const auto be32 = [&](size_t i) { return (byte(i) << 24) | (byte(i + 1) << 16) | (byte(i + 2) << 8) | byte(i + 3); };
-  const auto le32 = [&](size_t i) { return byte(i) | (byte(i + 1) << 8) | (byte(i + 2) << 16) | (byte(i + 3) << 24); };
-  if (bytes.size() >= 24 && starts_with(bytes, "\x89PNG\r\n\x1a\n", 8)) w = be32(16), h = be32(20);
-  else if (bytes.size() >= 10 && starts_with(bytes, "GIF8", 4)) w = byte(6) | (byte(7) << 8), h = byte(8) | (byte(9) << 8);
+  const auto bmp_side = [&](size_t i) { return std::llabs(static_cast<int32_t>(le_at(bytes, i, 4))); };
+  if (bytes.size() >= 24 && starts_with(bytes, "\x89PNG\r\n\x1a\n", 8))
+    w = static_cast<int64_t>(be_at(bytes, 16, 4)), h = static_cast<int64_t>(be_at(bytes, 20, 4));
+  else if (bytes.size() >= 10 && starts_with(bytes, "GIF8", 4))
+    w = static_cast<int64_t>(le_at(bytes, 6, 2)), h = static_cast<int64_t>(le_at(bytes, 8, 2));
   else if (bytes.size() >= 26 && starts_with(bytes, "BM", 2))
-    w = std::llabs(static_cast<int32_t>(le32(18))), h = std::llabs(static_cast<int32_t>(le32(22)));
+    w = bmp_side(18), h = bmp_side(22);
   else return false;
   return true;
 }
 
 void check_pixel_count(const std::string& path, int64_t w, int64_t h) {
-  // (a top-down BMP reports a negative height; sizes are at most 2^32 each, so the product fits)
+  // (a top-down BMP reports a negative height; sides up to 2^32 from a PNG header: the
+  // product is taken in 128 bits)
   w = std::llabs(w), h = std::llabs(h);
   MM_CHECK(w > 0 && h > 0, "cannot read image '", path, "': its header says ", w, "x", h, " pixels");
-  MM_CHECK(w * h <= kMaxPixels, "image '", path, "' is ", w, "x", h, " = ", w * h,
+  MM_CHECK(static_cast<__int128>(w) * h <= kMaxPixels, "image '", path, "' is ", w, "x", h, " = ", static_cast<double>(w) * h,
            " pixels, more than PIL's limit of ", kMaxPixels, ": refusing a possible decompression bomb");
 }
 
@@ -105,9 +118,9 @@ bool jpeg_truncated(const std::string& bytes) {
 // frame needs every block up to its image data's terminating empty sub-block.
 // Returns a description of what is missing, or "" when complete (or not checkable).
 std::string bmp_gif_truncated(const std::string& bytes) {
-  const auto u8 = [&](size_t i) { return static_cast<uint64_t>(static_cast<uint8_t>(bytes[i])); };
-  const auto le16 = [&](size_t i) { return u8(i) | (u8(i + 1) << 8); };
-  const auto le32 = [&](size_t i) { return le16(i) | (le16(i + 2) << 16); };
+  const auto u8 = [&](size_t i) { return byte_at(bytes, i); };
+  const auto le16 = [&](size_t i) { return le_at(bytes, i, 2); };
+  const auto le32 = [&](size_t i) { return le_at(bytes, i, 4); };
   if (starts_with(bytes, "BM", 2) && bytes.size() >= 34) {
     const uint64_t offset = le32(10), header = le32(14);
     if (header < 40) return "";  // the old OS/2 header: not checked

@@ -206,6 +206,9 @@ struct LinearPack {
 };
 using LinearPacks = std::vector<LinearPack>;
 
+// A 16-bit weight widened to float32 (exactly) for one use; any other tensor as it is.
+Tensor widened(const Tensor& weight) { return is_half_weight(weight) ? weight.detach().to(DType::f32) : weight; }
+
 // The usable pack of this exact view of a weight (b null if none), with the list that holds
 // it: the storage's slot is read and replaced atomically, and a reader keeps its list alive
 // while a prepack of another view publishes a new one.
@@ -232,7 +235,7 @@ bool prepack_linear_weight(const Tensor& weight) {
     return false;
   // B = W^T [in, out]: element (k, j) = W[j, k]. A 16-bit weight is widened (exactly) into a
   // temporary first: the pack is float32 either way.
-  const Tensor w = weight.dtype() == DType::f32 ? weight : weight.to(DType::f32);
+  const Tensor w = widened(weight);
   LinearPack pack{weight.offset(), weight.strides()[1], weight.strides()[0], weight.dtype(),
                   kernels::pack_b(w.size(1), w.size(0), {w.data<float>(), w.strides()[1], w.strides()[0]})};
   // The storage's list is immutable once published: a new list with this view's pack added
@@ -280,9 +283,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   out_shape.back() = out_f;
   // (on the device cuBLAS computes y; the backward below is shared)
   const bool device = cuda_ops::on_device("linear", {&x, &weight, &bias});
-  Tensor y = device ? cuda_ops::linear(x, is_half_weight(weight) ? weight.detach().to(DType::f32) : weight, bias)
-                         .reshape({R, out_f})
-                   : Tensor::empty({R, out_f}, x.dtype());
+  Tensor y = device ? cuda_ops::linear(x, widened(weight), bias).reshape({R, out_f}) : Tensor::empty({R, out_f}, x.dtype());
   if (!device) dispatch_float(x.dtype(), "linear", [&](auto tag) {
     using T = typename decltype(tag)::type;
     T* py = y.data<T>();
@@ -295,8 +296,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       kernels::sgemm_packed(R, out_f, in, 1.f, {x2.data<float>(), x2.strides()[0], x2.strides()[1]}, *packed.b, 0.f,
                             reinterpret_cast<float*>(py), out_f);
     } else {
-      // a 16-bit weight (a model kept as its file stores it) is widened for this call only
-      const Tensor w = is_half_weight(weight) ? weight.detach().to(DType::f32) : weight;
+      const Tensor w = widened(weight);  // (a 16-bit weight, a model kept as its file stores it)
       detail::gemm<T>(R, out_f, in, T(1), x2.data<T>(), x2.strides()[0], x2.strides()[1], w.data<T>(),
                       w.strides()[1], w.strides()[0], T(0), py, out_f);
     }
@@ -329,7 +329,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
       cuda_ops::PrecisionScope scope(prec);  // (the device's GEMMs at the forward's precision)
       // dY: [R, out];  dX = dY @ W,  dW = dY^T @ X,  db = sum over rows of dY
       Tensor dy = g[0].reshape({R, out_f});
-      return Grads{want_x ? matmul(dy, is_half_weight(wd) ? wd.to(DType::f32) : wd).reshape(x_shape) : Tensor(),
+      return Grads{want_x ? matmul(dy, widened(wd)).reshape(x_shape) : Tensor(),
                    want_w ? matmul(dy.t(), xs) : Tensor(),
                    want_b ? sum(dy, {0}) : Tensor()};
     };

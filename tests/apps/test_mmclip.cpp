@@ -120,10 +120,7 @@ uint64_t fnv1a64(const Tensor& t) {
   return h;
 }
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::slurp;
 
 }  // namespace
 
@@ -307,6 +304,13 @@ TEST_CASE("clip preprocessing: unreadable, truncated and over-large images are e
   CHECK(e.find(bomb_path) != std::string::npos);
   CHECK(e.find("20000x20000") != std::string::npos);
   CHECK(e.find("decompression bomb") != std::string::npos);
+  // the largest sides a PNG header can claim: their product does not fit 64 bits
+  std::string huge = "\x89PNG\r\n\x1a\n";
+  append_chunk(huge, "IHDR", be32s(0xffffffffu) + be32s(0xffffffffu) + std::string("\x08\x02\x00\x00\x00", 5));
+  append_chunk(huge, "IEND", "");
+  std::ofstream(bomb_path, std::ios::binary | std::ios::trunc) << huge;
+  CHECK(error_of(bomb_path).find("4294967295x4294967295") != std::string::npos);
+  CHECK(error_of(bomb_path).find("decompression bomb") != std::string::npos);
   for (const auto& p : {garbage, png, jpg, bomb_path}) std::remove(p.c_str());
 }
 

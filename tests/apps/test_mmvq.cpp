@@ -22,18 +22,8 @@ using namespace mm;
 
 namespace {
 const std::string mmvq = MM_BIN_DIR "/mmvq";
-
-double max_rel(const Tensor& actual, const Tensor& expected) {
-  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  REQUIRE(a.size() == e.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - e[i])), scale = std::max(scale, std::abs(e[i]));
-  return diff / scale;
-}
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using testing::max_rel;
+using testing::slurp;
 }  // namespace
 
 namespace {
@@ -51,11 +41,7 @@ void check_reconstruct(const std::string& extra) {
   CHECK(got.get("indices").dtype() == DType::i64);
   CHECK(got.get("indices").to_vector<int64_t>() == ref.get("indices").to_vector<int64_t>());
   CHECK(max_rel(got.get("h"), ref.get("h")) < 1e-4);
-  const std::vector<float> a = got.get("decoded").to_vector<float>(), e = ref.get("decoded").to_vector<float>();
-  REQUIRE(a.size() == e.size());
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff = std::max(diff, double(std::abs(a[i] - e[i]))), scale = std::max(scale, double(std::abs(e[i])));
-  CHECK(diff / scale < 1e-4);
+  CHECK(max_rel(got.get("decoded"), ref.get("decoded")) < 1e-4);
   std::remove(dump.c_str());
   std::remove(out_png.c_str());
 }

@@ -591,6 +591,29 @@ TEST_CASE("cuda vq: nearest code (every version and the unfused baseline), gathe
   }
 }
 
+namespace {
+
+// The nearest codes of z [N, D] in e [K, D] from every vq_nearest version, then from the
+// unfused baseline (indices poisoned before each).
+std::vector<std::vector<int64_t>> nearest_codes_every_way(const std::vector<float>& z, const std::vector<float>& e,
+                                                          int64_t N, int64_t K, int64_t D) {
+  DeviceArray<float> dz(z), de(e), esq(K), scratch(N * K);
+  cuda::vq_code_norms(de.data(), esq.data(), K, D);
+  std::vector<std::vector<int64_t>> out;
+  for (int v = 1; v <= cuda::version_count("vq") + 1; ++v) {
+    DeviceArray<int64_t> idx(N);
+    idx.poison();
+    if (v <= cuda::version_count("vq"))
+      cuda::vq_nearest(dz.data(), de.data(), esq.data(), idx.data(), N, K, D, v);
+    else
+      cuda::vq_nearest_unfused(dz.data(), de.data(), esq.data(), idx.data(), scratch.data(), N, K, D);
+    out.push_back(idx.download());
+  }
+  return out;
+}
+
+}  // namespace
+
 TEST_CASE("cuda vq: near ties resolve as taming's (|z|^2 + |e|^2) - 2 z.e in float32, as the CPU") {
   MM_REQUIRE_CUDA();
   // D = 1, z and the codes near 100: |z|^2 ~ 1e4 rounds the distances to ~1e-3, so codes a
@@ -613,20 +636,11 @@ TEST_CASE("cuda vq: near ties resolve as taming's (|z|^2 + |e|^2) - 2 z.e in flo
   // the CPU op (engine/ops/vq.h) evaluates the same formula
   CHECK(vector_quantize(Tensor::from_vector(z, {N, D}), Tensor::from_vector(e, {K, D})).indices.to_vector<int64_t>() ==
         want);
-  DeviceArray<float> dz(z), de(e), esq(K);
-  cuda::vq_code_norms(de.data(), esq.data(), K, D);
-  for (int v = 1; v <= cuda::version_count("vq"); ++v) {
-    CAPTURE(v);
-    DeviceArray<int64_t> idx(N);
-    idx.poison();
-    cuda::vq_nearest(dz.data(), de.data(), esq.data(), idx.data(), N, K, D, v);
-    CHECK(idx.download() == want);
+  const std::vector<std::vector<int64_t>> got = nearest_codes_every_way(z, e, N, K, D);
+  for (size_t way = 0; way < got.size(); ++way) {
+    CAPTURE(way);
+    CHECK(got[way] == want);
   }
-  DeviceArray<int64_t> idx(N);
-  idx.poison();
-  DeviceArray<float> scratch(N * K);
-  cuda::vq_nearest_unfused(dz.data(), de.data(), esq.data(), idx.data(), scratch.data(), N, K, D);
-  CHECK(idx.download() == want);
 }
 
 TEST_CASE("cuda vq: ties go to the lowest index, across tiles and threads") {
@@ -635,20 +649,11 @@ TEST_CASE("cuda vq: ties go to the lowest index, across tiles and threads") {
   const std::vector<float> row = randv(D, 3), z = randv(N * D, 4);
   std::vector<float> e;
   for (int64_t k = 0; k < K; ++k) e.insert(e.end(), row.begin(), row.end());  // K identical codes
-  DeviceArray<float> dz(z), de(e), esq(K);
-  cuda::vq_code_norms(de.data(), esq.data(), K, D);
-  for (int v = 1; v <= cuda::version_count("vq"); ++v) {
-    CAPTURE(v);
-    DeviceArray<int64_t> idx(N);
-    idx.poison();
-    cuda::vq_nearest(dz.data(), de.data(), esq.data(), idx.data(), N, K, D, v);
-    for (int64_t i : idx.download()) CHECK(i == 0);
+  const std::vector<std::vector<int64_t>> got = nearest_codes_every_way(z, e, N, K, D);
+  for (size_t way = 0; way < got.size(); ++way) {
+    CAPTURE(way);
+    CHECK(got[way] == std::vector<int64_t>(N, 0));
   }
-  DeviceArray<int64_t> idx(N);
-  idx.poison();
-  DeviceArray<float> scratch(N * K);
-  cuda::vq_nearest_unfused(dz.data(), de.data(), esq.data(), idx.data(), scratch.data(), N, K, D);
-  for (int64_t i : idx.download()) CHECK(i == 0);
 }
 
 TEST_CASE("cuda conv2d: implicit GEMM forward and backward-data, col2im, cuDNN, against the CPU conv") {

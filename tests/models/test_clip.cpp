@@ -30,16 +30,7 @@ namespace {
 
 constexpr double kForwardTol = 1e-4;  // refs/README.md "Tolerances": forward tensors
 
-// max |a - e| / max |e|, the refs' max_rel.
-double max_rel(const Tensor& actual, const Tensor& expected) {
-  const std::vector<double> a = actual.to_vector<double>(), e = expected.to_vector<double>();
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::isnan(a[i]) ? INFINITY : std::abs(a[i] - e[i]));
-    scale = std::max(scale, std::abs(e[i]));
-  }
-  return scale > 0 ? diff / scale : diff;
-}
+using testing::max_rel;
 
 void check_tensor(const std::string& what, const Tensor& actual, const Tensor& expected, double tol = kForwardTol) {
   REQUIRE_MESSAGE(actual.defined(), what, ": not computed");

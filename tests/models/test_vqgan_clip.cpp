@@ -19,13 +19,7 @@
 using namespace mm;
 
 namespace {
-double max_rel(const Tensor& a, const Tensor& e) {
-  const std::vector<double> av = a.to_vector<double>(), ev = e.to_vector<double>();
-  REQUIRE(av.size() == ev.size());
-  double d = 0, s = 0;
-  for (size_t i = 0; i < av.size(); ++i) d = std::max(d, std::abs(av[i] - ev[i])), s = std::max(s, std::abs(ev[i]));
-  return d / s;
-}
+using testing::max_rel;
 }  // namespace
 
 TEST_CASE("parse_prompts") {
